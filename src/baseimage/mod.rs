@@ -1,0 +1,209 @@
+//! `nodeimg build base-image`: the image every node image starts from.
+
+pub mod assets;
+mod check;
+mod debootstrap;
+mod dockerfile;
+mod rootfs;
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+pub use debootstrap::{default_mirror, mirror_from_apt_sources};
+
+use crate::docker::Docker;
+use crate::progress::Reporter;
+
+/// Ties an image to the inputs it was built from; a rebuild happens only when they change.
+pub const LABEL_KEY: &str = "io.nodeimg.base.key";
+pub const LABEL_SOURCE: &str = "io.nodeimg.base.source";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Debootstrap { suite: String, mirror: String },
+    Dockerfile { debian_image: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseImageConfig {
+    pub source: Source,
+    /// The name to give the result; by default one derived from the inputs.
+    pub image: Option<String>,
+    pub rebuild: bool,
+}
+
+impl BaseImageConfig {
+    /// Hash of `base-image/` and the source settings: equal keys, equal images.
+    pub fn key(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(assets::content_hash());
+        match &self.source {
+            Source::Debootstrap { suite, mirror } => {
+                hash.update(format!("\0debootstrap\0{suite}\0{mirror}"))
+            }
+            Source::Dockerfile { debian_image } => {
+                hash.update(format!("\0dockerfile\0{debian_image}"))
+            }
+        }
+        hex::encode(hash.finalize())[..16].to_owned()
+    }
+
+    pub fn target(&self) -> String {
+        self.image
+            .clone()
+            .unwrap_or_else(|| format!("nodeimg/base:{}", self.key()))
+    }
+
+    fn source_name(&self) -> &'static str {
+        match self.source {
+            Source::Debootstrap { .. } => "debootstrap",
+            Source::Dockerfile { .. } => "dockerfile",
+        }
+    }
+
+    /// Labels that describe the image's inputs.
+    fn image_labels(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (LABEL_KEY, self.key()),
+            (LABEL_SOURCE, self.source_name().to_owned()),
+        ]
+    }
+}
+
+/// The outcome, for the summary line.
+#[derive(Debug)]
+pub struct BaseImage {
+    pub reference: String,
+    pub id: String,
+    pub size: u64,
+    pub cached: bool,
+}
+
+/// Builds (or reuses) the base image: build untagged, check it boots the tools a node needs,
+/// and only then move the tag, so a failed build never holds the target name.
+pub async fn build(
+    cfg: &BaseImageConfig,
+    docker: &Docker,
+    reporter: &Reporter,
+) -> Result<BaseImage> {
+    let target = cfg.target();
+    let started = Instant::now();
+    if !cfg.rebuild {
+        if let Some(existing) = docker.inspect_image(&target).await? {
+            if existing.labels.get(LABEL_KEY) == Some(&cfg.key()) {
+                reporter.info(format!(
+                    "{target} is up to date (inputs unchanged; --rebuild forces a build)"
+                ));
+                check::run(docker, &existing.id, reporter)
+                    .await
+                    .with_context(|| format!("checking {target}"))?;
+                return Ok(BaseImage {
+                    reference: target,
+                    id: existing.id,
+                    size: existing.size,
+                    cached: true,
+                });
+            }
+        }
+    }
+    let id = match &cfg.source {
+        Source::Debootstrap { suite, mirror } => {
+            debootstrap::build(suite, mirror, &cfg.image_labels(), docker, reporter)
+                .await
+                .with_context(|| {
+                    format!("building the base image with debootstrap ({suite} from {mirror})")
+                })?
+        }
+        Source::Dockerfile { debian_image } => {
+            dockerfile::build(debian_image, &cfg.image_labels(), docker, reporter)
+                .await
+                .with_context(|| format!("building base-image/Dockerfile from {debian_image}"))?
+        }
+    };
+    if let Err(err) = check::run(docker, &id, reporter).await {
+        docker.remove_image(&id).await.ok();
+        return Err(err.context("the new base image failed its check; it was removed"));
+    }
+    docker.tag_image(&id, &target).await?;
+    let size = docker
+        .inspect_image(&id)
+        .await?
+        .map(|i| i.size)
+        .unwrap_or_default();
+    reporter.info(format!(
+        "built {target} ({:.0} MB) in {}",
+        size as f64 / 1e6,
+        crate::progress::format_duration(started.elapsed())
+    ));
+    Ok(BaseImage {
+        reference: target,
+        id,
+        size,
+        cached: false,
+    })
+}
+
+/// ENTRYPOINT, STOPSIGNAL and ENV as kind's base image has them; the Dockerfile says the same.
+fn image_changes() -> Vec<String> {
+    vec![
+        r#"ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]"#.to_owned(),
+        "STOPSIGNAL SIGRTMIN+3".to_owned(),
+        "ENV container=docker".to_owned(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(suite: &str) -> BaseImageConfig {
+        BaseImageConfig {
+            source: Source::Debootstrap {
+                suite: suite.into(),
+                mirror: "http://m/debian".into(),
+            },
+            image: None,
+            rebuild: false,
+        }
+    }
+
+    #[test]
+    fn key_follows_the_inputs() {
+        assert_eq!(cfg("bookworm").key(), cfg("bookworm").key());
+        assert_ne!(cfg("bookworm").key(), cfg("trixie").key());
+        let dockerfile = BaseImageConfig {
+            source: Source::Dockerfile {
+                debian_image: "debian:12".into(),
+            },
+            ..cfg("x")
+        };
+        assert_ne!(dockerfile.key(), cfg("bookworm").key());
+    }
+
+    #[test]
+    fn default_target_is_named_by_key() {
+        let c = cfg("bookworm");
+        assert_eq!(c.target(), format!("nodeimg/base:{}", c.key()));
+        let named = BaseImageConfig {
+            image: Some("my/base:1".into()),
+            ..c
+        };
+        assert_eq!(named.target(), "my/base:1");
+    }
+
+    #[test]
+    fn changes_match_the_dockerfile() {
+        let dockerfile = std::str::from_utf8(assets::get("Dockerfile").contents).unwrap();
+        for change in image_changes() {
+            let normalized = change.replace(", ", ",");
+            assert!(
+                dockerfile
+                    .lines()
+                    .any(|l| l.replace(", ", ",") == normalized),
+                "Dockerfile lacks {change:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! `nodeimg clean`: remove what killed runs left behind, found by label.
+
+use anyhow::Result;
+
+use crate::docker::{ContainerSummary, Docker};
+use crate::progress::Reporter;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CleanConfig {
+    pub all: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Remove,
+    Keep(String),
+}
+
+/// A container belongs to a live run when its nodeimg process still exists on this host;
+/// containers from other hosts are kept too, since their liveness cannot be told from here.
+fn verdict(c: &ContainerSummary, this_host: &str, alive: impl Fn(u32) -> bool) -> Verdict {
+    match (&c.host, c.pid) {
+        (Some(host), _) if host != this_host => Verdict::Keep(format!("created on host {host}")),
+        (_, Some(pid)) if alive(pid) => {
+            Verdict::Keep(format!("its nodeimg process {pid} is still running"))
+        }
+        _ => Verdict::Remove,
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid as i32, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Returns the names of the containers and IDs of the images removed (or, with `dry_run`,
+/// that would be).
+pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Result<Vec<String>> {
+    let this_host = crate::docker::labels_hostname();
+    let mut removed = Vec::new();
+    for c in docker.list_containers(None).await? {
+        match verdict(&c, &this_host, process_alive) {
+            Verdict::Keep(why) if !cfg.all => {
+                reporter.info(format!(
+                    "kept {} (run {}): {why}; --all removes it",
+                    c.name, c.run_id
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        if !cfg.dry_run {
+            docker.remove_container(&c.id).await?;
+        }
+        reporter.detail(format!(
+            "container {} ({}, run {})",
+            c.name, c.state, c.run_id
+        ));
+        removed.push(c.name);
+    }
+    for id in docker.list_dangling_images().await? {
+        if !cfg.dry_run {
+            docker.remove_image(&id).await?;
+        }
+        removed.push(id);
+    }
+    let verb = if cfg.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    reporter.info(format!("{verb} {} leftover(s)", removed.len()));
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(pid: Option<u32>, host: Option<&str>) -> ContainerSummary {
+        ContainerSummary {
+            id: "id".into(),
+            name: "n".into(),
+            state: "running".into(),
+            run_id: "r".into(),
+            pid,
+            host: host.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn dead_runs_are_removed_live_ones_kept() {
+        let alive = |pid| pid == 10;
+        assert_eq!(
+            verdict(&container(Some(11), Some("me")), "me", alive),
+            Verdict::Remove
+        );
+        assert!(matches!(
+            verdict(&container(Some(10), Some("me")), "me", alive),
+            Verdict::Keep(_)
+        ));
+        assert!(matches!(
+            verdict(&container(Some(11), Some("other")), "me", alive),
+            Verdict::Keep(_)
+        ));
+        assert_eq!(
+            verdict(&container(None, None), "me", alive),
+            Verdict::Remove
+        );
+    }
+
+    #[test]
+    fn this_process_is_alive() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(i32::MAX as u32 - 1));
+    }
+}

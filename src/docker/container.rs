@@ -1,0 +1,286 @@
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum};
+use bollard::query_parameters::{
+    CommitContainerOptions, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    UploadToContainerOptions,
+};
+use bytes::Bytes;
+use futures_util::Stream;
+
+use super::{Docker, Error, LABEL_BUILD, LABEL_HOST, LABEL_PID, Result, api, is_not_found};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CgroupNs {
+    #[default]
+    Daemon,
+    Private,
+    Host,
+}
+
+/// What to run, in nodeimg's terms; turned into the Engine API's body in one place.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerSpec {
+    pub image: String,
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub tty: bool,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub security_opt: Vec<String>,
+    pub tmpfs: Vec<String>,
+    /// Anonymous volumes (container paths).
+    pub volumes: Vec<String>,
+    /// `host:container[:mode]` bind mounts.
+    pub binds: Vec<String>,
+    pub cgroupns: CgroupNs,
+    pub device_cgroup_rules: Vec<String>,
+    pub network_mode: Option<String>,
+    pub stop_signal: Option<String>,
+    pub labels: HashMap<String, String>,
+}
+
+impl ContainerSpec {
+    /// A container that idles so the pipeline can exec into it.
+    pub fn idle(image: &str) -> Self {
+        Self {
+            image: image.to_owned(),
+            entrypoint: Some(vec!["sleep".into(), "infinity".into()]),
+            ..Self::default()
+        }
+    }
+
+    /// The Engine API body, with this run's labels added to the spec's own.
+    pub fn to_body(&self, run_labels: HashMap<String, String>) -> ContainerCreateBody {
+        let mut labels = self.labels.clone();
+        labels.extend(run_labels);
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        let host_config = HostConfig {
+            privileged: Some(self.privileged),
+            cap_add: list(&self.cap_add),
+            cap_drop: list(&self.cap_drop),
+            security_opt: list(&self.security_opt),
+            tmpfs: (!self.tmpfs.is_empty()).then(|| {
+                self.tmpfs
+                    .iter()
+                    .map(|p| (p.clone(), String::new()))
+                    .collect()
+            }),
+            binds: list(&self.binds),
+            cgroupns_mode: match self.cgroupns {
+                CgroupNs::Daemon => None,
+                CgroupNs::Private => Some(HostConfigCgroupnsModeEnum::PRIVATE),
+                CgroupNs::Host => Some(HostConfigCgroupnsModeEnum::HOST),
+            },
+            device_cgroup_rules: list(&self.device_cgroup_rules),
+            network_mode: self.network_mode.clone(),
+            ..HostConfig::default()
+        };
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            hostname: self.hostname.clone(),
+            entrypoint: self.entrypoint.clone(),
+            cmd: self.cmd.clone(),
+            env: list(&self.env),
+            tty: Some(self.tty),
+            volumes: list(&self.volumes),
+            stop_signal: self.stop_signal.clone(),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..ContainerCreateBody::default()
+        }
+    }
+}
+
+/// A container found by label.
+#[derive(Clone, Debug)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub run_id: String,
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+}
+
+impl Docker {
+    pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
+        let options = CreateContainerOptions {
+            name: spec.name.clone(),
+            ..Default::default()
+        };
+        let body = spec.to_body(self.labels.to_map());
+        let created = self
+            .client
+            .create_container(Some(options), body)
+            .await
+            .map_err(api(format!("creating a container from {}", spec.image)))?;
+        Ok(created.id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        self.client
+            .start_container(id, None)
+            .await
+            .map_err(api(format!("starting container {}", short(id))))
+    }
+
+    /// Force-removes a container and its anonymous volumes; one already gone is fine.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.client.remove_container(id, Some(options)).await {
+            Err(e) if !is_not_found(&e) => Err(api(format!("removing container {}", short(id)))(e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn container_exists(&self, id: &str) -> Result<bool> {
+        match self.client.inspect_container(id, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(api(format!("inspecting container {}", short(id)))(e)),
+        }
+    }
+
+    pub async fn container_running(&self, id: &str) -> Result<bool> {
+        let info = self
+            .client
+            .inspect_container(id, None)
+            .await
+            .map_err(api(format!("inspecting container {}", short(id))))?;
+        Ok(info.state.and_then(|s| s.running).unwrap_or(false))
+    }
+
+    /// Containers created by nodeimg (any run, or the given one), running or not.
+    pub async fn list_containers(&self, run_id: Option<&str>) -> Result<Vec<ContainerSummary>> {
+        let label = match run_id {
+            Some(id) => format!("{LABEL_BUILD}={id}"),
+            None => LABEL_BUILD.to_owned(),
+        };
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
+            ..Default::default()
+        };
+        let found = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(api("listing nodeimg containers"))?;
+        Ok(found
+            .into_iter()
+            .map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                ContainerSummary {
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .and_then(|n| n.first().cloned())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_owned(),
+                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    run_id: labels.get(LABEL_BUILD).cloned().unwrap_or_default(),
+                    pid: labels.get(LABEL_PID).and_then(|p| p.parse().ok()),
+                    host: labels.get(LABEL_HOST).cloned(),
+                }
+            })
+            .collect())
+    }
+
+    /// Extracts a tar stream at `path` inside the container. The stream is sent as it is
+    /// produced; nothing is buffered whole.
+    pub async fn upload<S>(&self, id: &str, path: &str, tar: S) -> Result<()>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let options = UploadToContainerOptions {
+            path: path.to_owned(),
+            ..Default::default()
+        };
+        self.client
+            .upload_to_container(id, Some(options), bollard::body_try_stream(tar))
+            .await
+            .map_err(api(format!(
+                "copying files to {path} in container {}",
+                short(id)
+            )))
+    }
+
+    /// Commits the container as an untagged image with Dockerfile-style `changes`; returns
+    /// the image ID. Tagging is a separate step so a failed build never holds the tag.
+    pub async fn commit(&self, id: &str, changes: &[String]) -> Result<String> {
+        let options = CommitContainerOptions {
+            container: Some(id.to_owned()),
+            pause: false,
+            changes: (!changes.is_empty()).then(|| changes.join("\n")),
+            ..Default::default()
+        };
+        let committed = self
+            .client
+            .commit_container(options, bollard::models::ContainerConfig::default())
+            .await
+            .map_err(api(format!("committing container {}", short(id))))?;
+        if committed.id.is_empty() {
+            return Err(Error::Api {
+                action: format!("committing container {}", short(id)),
+                message: "the daemon returned no image ID".into(),
+            });
+        }
+        Ok(committed.id)
+    }
+}
+
+pub fn short(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_carries_run_labels_and_host_settings() {
+        let spec = ContainerSpec {
+            image: "img:1".into(),
+            privileged: true,
+            tmpfs: vec!["/run".into()],
+            volumes: vec!["/var".into()],
+            cgroupns: CgroupNs::Host,
+            labels: HashMap::from([("mine".to_owned(), "yes".to_owned())]),
+            ..ContainerSpec::idle("img:1")
+        };
+        let body = spec.to_body(HashMap::from([(
+            LABEL_BUILD.to_owned(),
+            "run-7".to_owned(),
+        )]));
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_BUILD], "run-7");
+        assert_eq!(labels["mine"], "yes");
+        assert_eq!(body.entrypoint.unwrap(), vec!["sleep", "infinity"]);
+        assert_eq!(body.volumes.unwrap(), vec!["/var"]);
+        let host = body.host_config.unwrap();
+        assert_eq!(host.privileged, Some(true));
+        assert_eq!(host.tmpfs.unwrap()["/run"], "");
+        assert_eq!(host.cgroupns_mode, Some(HostConfigCgroupnsModeEnum::HOST));
+        assert_eq!(
+            host.cap_add, None,
+            "empty lists are left to the daemon's defaults"
+        );
+    }
+
+    #[test]
+    fn short_ids_drop_the_digest_prefix() {
+        assert_eq!(short("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(short("abc"), "abc");
+    }
+}

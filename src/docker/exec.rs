@@ -1,0 +1,168 @@
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+use super::container::short;
+use super::{Docker, Error, Result, api};
+
+/// What a command run inside a container printed, and how it ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+
+    /// The last non-empty line of stderr (else stdout): the part of a failure worth printing.
+    pub fn last_line(&self) -> &str {
+        [&self.stderr, &self.stdout]
+            .into_iter()
+            .flat_map(|s| s.lines().rev())
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+    }
+}
+
+impl Docker {
+    /// Runs `cmd` in the container and captures its output and exit code.
+    pub async fn exec(&self, id: &str, cmd: &[&str]) -> Result<ExecOutput> {
+        self.exec_inner(id, cmd, None::<tokio::io::Empty>).await
+    }
+
+    /// Runs `cmd` with `input` streamed to its stdin, then closed; for piping an image tar
+    /// into `ctr images import -` without holding it in memory.
+    pub async fn exec_with_stdin<R>(&self, id: &str, cmd: &[&str], input: R) -> Result<ExecOutput>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        self.exec_inner(id, cmd, Some(input)).await
+    }
+
+    async fn exec_inner<R>(&self, id: &str, cmd: &[&str], input: Option<R>) -> Result<ExecOutput>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let action = format!("running `{}` in container {}", cmd.join(" "), short(id));
+        let options = CreateExecOptions {
+            cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+            attach_stdin: Some(input.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self
+            .client
+            .create_exec(id, options)
+            .await
+            .map_err(api(&action))?;
+        let started = self
+            .client
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(api(&action))?;
+        let StartExecResults::Attached {
+            mut output,
+            input: mut stdin,
+        } = started
+        else {
+            return Err(Error::Api {
+                action,
+                message: "the daemon did not attach".into(),
+            });
+        };
+        let feeder = input.map(|mut reader| {
+            tokio::spawn(async move {
+                tokio::io::copy(&mut reader, &mut stdin).await?;
+                stdin.shutdown().await
+            })
+        });
+        let mut result = ExecOutput::default();
+        while let Some(chunk) = output.next().await {
+            match chunk.map_err(api(&action))? {
+                LogOutput::StdErr { message } => {
+                    result.stderr.push_str(&String::from_utf8_lossy(&message))
+                }
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    result.stdout.push_str(&String::from_utf8_lossy(&message))
+                }
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        if let Some(feeder) = feeder {
+            let fed = feeder.await.map_err(|e| Error::Io {
+                action: action.clone(),
+                message: e.to_string(),
+            })?;
+            // The command may exit before reading all input (and then fails on its own);
+            // only report a broken feed when the command claims success.
+            if let Err(e) = fed {
+                let code = self.exit_code(&exec.id, &action).await?;
+                if code == 0 {
+                    return Err(Error::Io {
+                        action,
+                        message: format!("streaming stdin: {e}"),
+                    });
+                }
+            }
+        }
+        result.code = self.exit_code(&exec.id, &action).await?;
+        Ok(result)
+    }
+
+    async fn exit_code(&self, exec_id: &str, action: &str) -> Result<i64> {
+        // The output stream ends when the process closes it, which can be a moment before
+        // the daemon records the exit code.
+        for _ in 0..50 {
+            let info = self
+                .client
+                .inspect_exec(exec_id)
+                .await
+                .map_err(api(action))?;
+            if info.running != Some(true) {
+                if let Some(code) = info.exit_code {
+                    return Ok(code);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(Error::Api {
+            action: action.to_owned(),
+            message: "no exit code after 5 s".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_line_prefers_stderr_and_skips_blank_lines() {
+        let out = ExecOutput {
+            code: 1,
+            stdout: "ok\n".into(),
+            stderr: "first\nsecond\n\n".into(),
+        };
+        assert_eq!(out.last_line(), "second");
+        let out = ExecOutput {
+            code: 1,
+            stdout: "only stdout\n".into(),
+            stderr: String::new(),
+        };
+        assert_eq!(out.last_line(), "only stdout");
+        assert!(!out.success());
+    }
+}

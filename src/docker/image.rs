@@ -1,0 +1,245 @@
+use std::collections::HashMap;
+
+use bollard::query_parameters::{
+    BuildImageOptions, CreateImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+
+use super::container::short;
+use super::{Docker, Error, LABEL_BUILD, Result, api, is_not_found};
+
+/// What the pipeline needs to know about an image.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub size: u64,
+    pub architecture: String,
+    pub labels: HashMap<String, String>,
+}
+
+impl Docker {
+    /// `None` when there is no such image.
+    pub async fn inspect_image(&self, name: &str) -> Result<Option<ImageInfo>> {
+        match self.client.inspect_image(name).await {
+            Ok(img) => Ok(Some(ImageInfo {
+                id: img.id.unwrap_or_default(),
+                size: img.size.unwrap_or_default().max(0) as u64,
+                architecture: img.architecture.unwrap_or_default(),
+                labels: img.config.and_then(|c| c.labels).unwrap_or_default(),
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting image {name}"))(e)),
+        }
+    }
+
+    pub async fn image_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.inspect_image(name).await?.is_some())
+    }
+
+    /// Imports a root filesystem tar stream as a single-layer, untagged image (`docker import`)
+    /// with Dockerfile-style `changes`; returns its ID. This run's labels are added.
+    pub async fn import_rootfs<S>(&self, rootfs: S, mut changes: Vec<String>) -> Result<String>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        changes.extend(self.label_changes());
+        let options = CreateImageOptions {
+            from_src: Some("-".into()),
+            changes,
+            ..Default::default()
+        };
+        let action = "importing the root filesystem as an image";
+        let mut stream =
+            self.client
+                .create_image(Some(options), Some(bollard::body_try_stream(rootfs)), None);
+        let mut id = None;
+        while let Some(info) = stream.next().await {
+            let info = info.map_err(api(action))?;
+            if let Some(status) = info.status.filter(|s| s.starts_with("sha256:")) {
+                id = Some(status);
+            }
+        }
+        id.ok_or_else(|| Error::Api {
+            action: action.into(),
+            message: "the daemon returned no image ID".into(),
+        })
+    }
+
+    /// Builds a Dockerfile from a build-context tar stream; returns the untagged image's ID.
+    /// Every line of build output goes to `on_line`; an error anywhere in the stream fails.
+    pub async fn build_image<S>(
+        &self,
+        context: S,
+        build_args: HashMap<String, String>,
+        labels: HashMap<String, String>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<String>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let mut all_labels = self.labels.to_map();
+        all_labels.extend(labels);
+        let options = BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            rm: true,
+            forcerm: true,
+            buildargs: Some(build_args),
+            labels: Some(all_labels),
+            ..Default::default()
+        };
+        let action = "building the image";
+        let mut stream =
+            self.client
+                .build_image(options, None, Some(bollard::body_try_stream(context)));
+        let mut id = None;
+        while let Some(info) = stream.next().await {
+            let info = info.map_err(api(action))?;
+            if let Some(image) = info.aux {
+                id = image.id.or(id);
+            }
+            for line in info
+                .stream
+                .iter()
+                .chain(info.status.iter())
+                .flat_map(|s| s.lines())
+            {
+                if !line.trim().is_empty() {
+                    on_line(line.trim_end());
+                }
+            }
+        }
+        id.ok_or_else(|| Error::Api {
+            action: action.into(),
+            message: "the build produced no image".into(),
+        })
+    }
+
+    /// Points `reference` (`repo[:tag]`) at the image `id`.
+    pub async fn tag_image(&self, id: &str, reference: &str) -> Result<()> {
+        let (repo, tag) = split_reference(reference);
+        let options = TagImageOptions {
+            repo: Some(repo.into()),
+            tag: Some(tag.into()),
+        };
+        self.client
+            .tag_image(id, Some(options))
+            .await
+            .map_err(api(format!("tagging image {} as {reference}", short(id))))
+    }
+
+    /// Removes an image; one already gone is fine.
+    pub async fn remove_image(&self, name: &str) -> Result<()> {
+        let options = RemoveImageOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.client.remove_image(name, Some(options), None).await {
+            Err(e) if !is_not_found(&e) => Err(api(format!("removing image {name}"))(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Untagged images that nodeimg created (leftovers of failed or killed builds).
+    pub async fn list_dangling_images(&self) -> Result<Vec<String>> {
+        let options = ListImagesOptions {
+            filters: Some(HashMap::from([
+                ("dangling".to_owned(), vec!["true".to_owned()]),
+                ("label".to_owned(), vec![LABEL_BUILD.to_owned()]),
+            ])),
+            ..Default::default()
+        };
+        let images = self
+            .client
+            .list_images(Some(options))
+            .await
+            .map_err(api("listing nodeimg images"))?;
+        Ok(images.into_iter().map(|i| i.id).collect())
+    }
+
+    /// `docker save` as a byte stream (a docker-archive tar), read as the consumer pulls it.
+    pub fn save_image(
+        &self,
+        name: &str,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        let action = format!("saving image {name}");
+        self.client
+            .export_image(name)
+            .map_err(move |e| std::io::Error::other(format!("{action}: {}", super::describe(&e))))
+    }
+
+    /// Pulls `reference` for `platform` (e.g. `linux/amd64`), reading the progress stream to
+    /// its end; `on_status` sees each status line.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        platform: &str,
+        on_status: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<()> {
+        let options = CreateImageOptions {
+            from_image: Some(reference.to_owned()),
+            platform: platform.to_owned(),
+            ..Default::default()
+        };
+        let mut stream = self.client.create_image(Some(options), None, None);
+        while let Some(info) = stream.next().await {
+            let info = info.map_err(api(format!("pulling {reference}")))?;
+            if let Some(status) = info.status {
+                on_status(&status);
+            }
+        }
+        Ok(())
+    }
+
+    fn label_changes(&self) -> Vec<String> {
+        let mut labels: Vec<_> = self.labels.to_map().into_iter().collect();
+        labels.sort();
+        labels
+            .into_iter()
+            .map(|(k, v)| format!("LABEL {k}={}", quote(&v)))
+            .collect()
+    }
+}
+
+/// Splits `repo[:tag]` (a registry port is not a tag) into repository and tag.
+pub fn split_reference(reference: &str) -> (&str, &str) {
+    let (repo, tag) = split_reference_opt(reference);
+    (repo, tag.unwrap_or("latest"))
+}
+
+/// Like [`split_reference`], without defaulting the tag.
+pub fn split_reference_opt(reference: &str) -> (&str, Option<&str>) {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
+        _ => (reference, None),
+    }
+}
+
+/// Quotes a value for a Dockerfile instruction such as LABEL or ENV.
+pub fn quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_at_the_tag_not_the_registry_port() {
+        assert_eq!(split_reference("nodeimg/base:abc"), ("nodeimg/base", "abc"));
+        assert_eq!(
+            split_reference("localhost:5000/base"),
+            ("localhost:5000/base", "latest")
+        );
+        assert_eq!(
+            split_reference("localhost:5000/base:v1"),
+            ("localhost:5000/base", "v1")
+        );
+        assert_eq!(split_reference("base"), ("base", "latest"));
+    }
+
+    #[test]
+    fn quoting_escapes_quotes_and_backslashes() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}

@@ -1,0 +1,87 @@
+//! nodeimg: builds node images for kind. `main.rs` is a thin shell over [`run`].
+
+pub mod archive;
+pub mod baseimage;
+pub mod clean;
+pub mod cli;
+pub mod docker;
+pub mod guard;
+pub mod node;
+pub mod progress;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{BuildCommand, Cli, Command};
+use crate::docker::{Docker, Labels};
+use crate::progress::Reporter;
+
+/// Runs one command line; the result (an image name, removed leftovers) goes to stdout,
+/// progress to stderr.
+pub async fn run(cli: Cli) -> Result<()> {
+    let reporter = Reporter::new(cli.verbosity());
+    match cli.command {
+        Command::Build(BuildCommand::BaseImage(args)) => {
+            let cfg = args.into_config()?;
+            let docker = connect().await?;
+            let built = guard::guarded(
+                &docker,
+                &reporter,
+                baseimage::build(&cfg, &docker, &reporter),
+            )
+            .await?;
+            println!("{}", built.reference);
+        }
+        Command::Clean(args) => {
+            let cfg = clean::CleanConfig {
+                all: args.all,
+                dry_run: args.dry_run,
+            };
+            let docker = connect().await?;
+            for name in clean::clean(cfg, &docker, &reporter).await? {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn connect() -> Result<Docker> {
+    Docker::connect(Labels::for_this_process())
+        .await
+        .context("connecting to Docker")
+}
+
+/// An error as one line: the context chain joined by ": ", inner newlines folded.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// 130/143 after SIGINT/SIGTERM, as shells report them; 1 for every other failure.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    err.downcast_ref::<guard::Interrupted>()
+        .map(|i| i.exit_code)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_print_on_one_line() {
+        let err = anyhow::anyhow!("inner\nsecond line").context("outer");
+        assert_eq!(one_line(&err), "outer: inner; second line");
+        assert_eq!(exit_code(&err), 1);
+        let sig: anyhow::Error = guard::Interrupted {
+            name: "SIGINT",
+            exit_code: 130,
+        }
+        .into();
+        assert_eq!(exit_code(&sig.context("building")), 130);
+    }
+}
