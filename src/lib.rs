@@ -6,6 +6,7 @@ pub mod clean;
 pub mod cli;
 pub mod docker;
 pub mod guard;
+pub mod imagearchive;
 pub mod node;
 pub mod progress;
 

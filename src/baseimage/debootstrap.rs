@@ -1,5 +1,5 @@
 //! The registry-free way to a base image: debootstrap a Debian root filesystem on the host,
-//! add `base-image/files`, run `base-image/setup.sh` in a chroot, import it as one layer.
+//! add `base-image/files`, run `base-image/setup.sh` in a chroot, load it as one layer.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -9,9 +9,9 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::assets;
-use super::rootfs::{ProcessGroup, Rootfs};
-use crate::archive;
-use crate::docker::{Docker, quote};
+use super::rootfs::Rootfs;
+use crate::docker::Docker;
+use crate::imagearchive::{self, ImageConfig};
 use crate::progress::Reporter;
 
 pub const FALLBACK_MIRROR: &str = "http://deb.debian.org/debian";
@@ -19,26 +19,32 @@ pub const FALLBACK_MIRROR: &str = "http://deb.debian.org/debian";
 pub async fn build(
     suite: &str,
     mirror: &str,
-    labels: &[(&str, String)],
+    config: &ImageConfig,
     docker: &Docker,
     reporter: &Reporter,
 ) -> Result<String> {
     preflight(suite, mirror).await?;
-    let rootfs = Rootfs::new().context("creating a scratch directory for the root filesystem")?;
-    run_debootstrap(rootfs.path(), suite, mirror, reporter).await?;
-    add_files(rootfs.path()).context("adding base-image/files")?;
-    run_setup(rootfs.path(), reporter).await?;
+    let scratch = Rootfs::new().context("creating a scratch directory for the root filesystem")?;
+    let root = scratch.path().join("rootfs");
+    run_debootstrap(&scratch, &root, suite, mirror, reporter).await?;
+    add_files(&root).context("adding base-image/files")?;
+    run_setup(&scratch, &root, reporter).await?;
 
-    let step = reporter.step("importing the root filesystem into Docker");
-    let root = rootfs.path().to_owned();
-    let stream = archive::tar_stream(move |tar| archive::append_rootfs(tar, &root));
-    let mut changes = super::image_changes();
-    changes.extend(
-        labels
-            .iter()
-            .map(|(k, v)| format!("LABEL {k}={}", quote(v))),
-    );
-    let id = docker.import_rootfs(stream, changes).await?;
+    let step = reporter.step("writing the image layer");
+    let layer_path = scratch.path().join("layer.tar");
+    let layer = tokio::task::spawn_blocking(move || imagearchive::write_layer(&root, &layer_path))
+        .await?
+        .context("writing the root filesystem as a layer")?;
+    let layer_size = std::fs::metadata(&layer.path)
+        .map(|m| m.len())
+        .unwrap_or_default();
+    step.finish(format!("{:.0} MB", layer_size as f64 / 1e6));
+
+    // One `docker load` carries the layer and the whole configuration; `docker import`
+    // cannot set STOPSIGNAL on engines before API 1.44.
+    let step = reporter.step("loading the image into Docker");
+    let (id, archive) = imagearchive::image_archive(config, &layer, &[]);
+    docker.load_image(archive).await?;
     step.finish(crate::docker::short_id(&id));
     Ok(id)
 }
@@ -88,6 +94,7 @@ fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
 }
 
 async fn run_debootstrap(
+    scratch: &Rootfs,
     target: &Path,
     suite: &str,
     mirror: &str,
@@ -108,7 +115,7 @@ async fn run_debootstrap(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let tail = run_logged(cmd, &step, reporter)
+    let tail = run_logged(scratch, cmd, &step, reporter)
         .await
         .context("running debootstrap")?;
     if let Err(status) = tail.status {
@@ -137,12 +144,13 @@ struct Tail {
 /// `--verbose`) and keeping the last lines for the error message. The process group is
 /// killed if this future is dropped (Ctrl-C).
 async fn run_logged(
+    scratch: &Rootfs,
     mut cmd: tokio::process::Command,
     step: &crate::progress::Step,
     reporter: &Reporter,
 ) -> Result<Tail> {
     let mut child = cmd.spawn()?;
-    let mut group = ProcessGroup::new(&child);
+    let mut group = scratch.track(&child);
     let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
     let stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
     let mut merged = futures_util::stream::select(
@@ -186,7 +194,7 @@ fn add_files(root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn run_setup(root: &Path, reporter: &Reporter) -> Result<()> {
+async fn run_setup(scratch: &Rootfs, root: &Path, reporter: &Reporter) -> Result<()> {
     let step = reporter.step("running base-image/setup.sh in the root filesystem");
     let script = root.join("tmp/nodeimg-setup.sh");
     std::fs::write(&script, assets::get("setup.sh").contents)?;
@@ -203,7 +211,7 @@ async fn run_setup(root: &Path, reporter: &Reporter) -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let tail = run_logged(cmd, &step, reporter)
+    let tail = run_logged(scratch, cmd, &step, reporter)
         .await
         .context("running chroot")?;
     std::fs::remove_file(&script).ok();

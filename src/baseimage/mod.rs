@@ -6,6 +6,7 @@ mod debootstrap;
 mod dockerfile;
 mod rootfs;
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 pub use debootstrap::{default_mirror, mirror_from_apt_sources};
 
 use crate::docker::Docker;
+use crate::imagearchive::{self, ImageConfig};
 use crate::progress::Reporter;
 
 /// Ties an image to the inputs it was built from; a rebuild happens only when they change.
@@ -70,6 +72,26 @@ impl BaseImageConfig {
             (LABEL_SOURCE, self.source_name().to_owned()),
         ]
     }
+
+    /// The image configuration as kind's base image has it (the Dockerfile says the same),
+    /// with the input labels and the run's labels.
+    fn image_config(&self, docker: &Docker) -> ImageConfig {
+        let mut labels: BTreeMap<String, String> = docker.labels().to_map().into_iter().collect();
+        labels.extend(
+            self.image_labels()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v)),
+        );
+        ImageConfig {
+            architecture: imagearchive::host_architecture().to_owned(),
+            entrypoint: ENTRYPOINT.iter().map(|s| s.to_string()).collect(),
+            env: vec![ENV.to_owned()],
+            stop_signal: Some(STOP_SIGNAL.to_owned()),
+            labels,
+            cmd: Vec::new(),
+            created_by: format!("nodeimg {} build base-image", env!("CARGO_PKG_VERSION")),
+        }
+    }
 }
 
 /// The outcome, for the summary line.
@@ -110,7 +132,7 @@ pub async fn build(
     }
     let id = match &cfg.source {
         Source::Debootstrap { suite, mirror } => {
-            debootstrap::build(suite, mirror, &cfg.image_labels(), docker, reporter)
+            debootstrap::build(suite, mirror, &cfg.image_config(docker), docker, reporter)
                 .await
                 .with_context(|| {
                     format!("building the base image with debootstrap ({suite} from {mirror})")
@@ -145,14 +167,11 @@ pub async fn build(
     })
 }
 
-/// ENTRYPOINT, STOPSIGNAL and ENV as kind's base image has them; the Dockerfile says the same.
-fn image_changes() -> Vec<String> {
-    vec![
-        r#"ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]"#.to_owned(),
-        "STOPSIGNAL SIGRTMIN+3".to_owned(),
-        "ENV container=docker".to_owned(),
-    ]
-}
+const ENTRYPOINT: [&str; 2] = ["/usr/local/bin/entrypoint", "/sbin/init"];
+/// systemd shuts down cleanly on SIGRTMIN+3.
+const STOP_SIGNAL: &str = "SIGRTMIN+3";
+/// Tells systemd it runs in a container.
+const ENV: &str = "container=docker";
 
 #[cfg(test)]
 mod tests {
@@ -194,15 +213,17 @@ mod tests {
     }
 
     #[test]
-    fn changes_match_the_dockerfile() {
+    fn config_matches_the_dockerfile() {
         let dockerfile = std::str::from_utf8(assets::get("Dockerfile").contents).unwrap();
-        for change in image_changes() {
-            let normalized = change.replace(", ", ",");
+        let entrypoint = format!("ENTRYPOINT {}", serde_json::to_string(&ENTRYPOINT).unwrap());
+        for line in [
+            entrypoint,
+            format!("STOPSIGNAL {STOP_SIGNAL}"),
+            format!("ENV {ENV}"),
+        ] {
             assert!(
-                dockerfile
-                    .lines()
-                    .any(|l| l.replace(", ", ",") == normalized),
-                "Dockerfile lacks {change:?}"
+                dockerfile.lines().any(|l| l.replace(", ", ",") == line),
+                "Dockerfile lacks {line:?}"
             );
         }
     }

@@ -5,11 +5,12 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-
-use tempfile::TempDir;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 pub struct Rootfs {
-    dir: TempDir,
+    path: PathBuf,
+    groups: Mutex<Vec<i32>>,
 }
 
 impl Rootfs {
@@ -22,17 +23,44 @@ impl Rootfs {
         let dir = tempfile::Builder::new()
             .prefix("nodeimg-rootfs-")
             .tempdir_in(&base)?;
-        Ok(Self { dir })
+        Ok(Self {
+            path: dir.keep(),
+            groups: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
+    }
+
+    /// Registers a process group working in this directory, to be killed before removal.
+    pub fn track(&self, child: &tokio::process::Child) -> ProcessGroup {
+        let group = ProcessGroup::new(child);
+        self.groups.lock().unwrap().push(group.pgid);
+        group
     }
 }
 
 impl Drop for Rootfs {
     fn drop(&mut self) {
-        detach_mounts_below(self.dir.path());
+        for pgid in self.groups.lock().unwrap().drain(..) {
+            // SAFETY: signalling a process group we created; no memory is involved.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+        // Killed processes let go of their files a moment later; retry until they have.
+        let start = Instant::now();
+        loop {
+            detach_mounts_below(&self.path);
+            match std::fs::remove_dir_all(&self.path) {
+                Err(e)
+                    if e.kind() != io::ErrorKind::NotFound
+                        && start.elapsed() < Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                _ => break,
+            }
+        }
     }
 }
 

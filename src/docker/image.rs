@@ -16,18 +16,33 @@ pub struct ImageInfo {
     pub size: u64,
     pub architecture: String,
     pub labels: HashMap<String, String>,
+    pub entrypoint: Vec<String>,
+    pub env: Vec<String>,
+    pub stop_signal: Option<String>,
+    pub layers: usize,
 }
 
 impl Docker {
     /// `None` when there is no such image.
     pub async fn inspect_image(&self, name: &str) -> Result<Option<ImageInfo>> {
         match self.client.inspect_image(name).await {
-            Ok(img) => Ok(Some(ImageInfo {
-                id: img.id.unwrap_or_default(),
-                size: img.size.unwrap_or_default().max(0) as u64,
-                architecture: img.architecture.unwrap_or_default(),
-                labels: img.config.and_then(|c| c.labels).unwrap_or_default(),
-            })),
+            Ok(img) => {
+                let config = img.config.unwrap_or_default();
+                Ok(Some(ImageInfo {
+                    id: img.id.unwrap_or_default(),
+                    size: img.size.unwrap_or_default().max(0) as u64,
+                    architecture: img.architecture.unwrap_or_default(),
+                    labels: config.labels.unwrap_or_default(),
+                    entrypoint: config.entrypoint.unwrap_or_default(),
+                    env: config.env.unwrap_or_default(),
+                    stop_signal: config.stop_signal,
+                    layers: img
+                        .root_fs
+                        .and_then(|r| r.layers)
+                        .map(|l| l.len())
+                        .unwrap_or_default(),
+                }))
+            }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting image {name}"))(e)),
         }
@@ -64,6 +79,32 @@ impl Docker {
             action: action.into(),
             message: "the daemon returned no image ID".into(),
         })
+    }
+
+    /// Loads a docker-save archive stream (`docker load`); returns what the daemon reports
+    /// loading (image IDs and tags).
+    pub async fn load_image<S>(&self, archive: S) -> Result<Vec<String>>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let options = bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut stream = self.client.import_image_stream(options, archive, None);
+        let mut loaded = Vec::new();
+        while let Some(info) = stream.next().await {
+            let info = info.map_err(api("loading an image archive"))?;
+            for line in info.stream.iter().flat_map(|s| s.lines()) {
+                if let Some((_, what)) = line
+                    .split_once(": ")
+                    .filter(|(k, _)| k.starts_with("Loaded image"))
+                {
+                    loaded.push(what.trim().to_owned());
+                }
+            }
+        }
+        Ok(loaded)
     }
 
     /// Builds a Dockerfile from a build-context tar stream; returns the untagged image's ID.

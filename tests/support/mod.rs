@@ -1,0 +1,106 @@
+//! Shared fixtures for the end-to-end tests: the real nodeimg binary, the real Docker daemon,
+//! and one base image shared by every test run (rebuilt only when base-image/ changes).
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nodeimg::docker::{Docker, Labels};
+
+pub fn nodeimg() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeimg"));
+    cmd.env_remove("NODEIMG_RUN_ID");
+    cmd
+}
+
+/// A run id unique to one test, so assertions about "no container left" see only its own.
+pub fn run_id(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test-{test}-{}-{:x}", std::process::id(), nanos as u64)
+}
+
+pub fn labels(run_id: &str) -> Labels {
+    Labels {
+        run_id: run_id.to_owned(),
+        ..Labels::for_this_process()
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+pub async fn docker(run_id: &str) -> Docker {
+    Docker::connect(labels(run_id))
+        .await
+        .expect("the Docker daemon answers")
+}
+
+/// Removes the test's containers when dropped, also when an assertion failed first.
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let run_id = self.0.clone();
+        std::thread::spawn(move || {
+            runtime().block_on(async {
+                let docker = docker(&run_id).await;
+                docker.remove_run_containers().await.ok();
+            })
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// The base image built by `nodeimg build base-image` (debootstrap), built at most once
+/// across test binaries and runs: the default tag is a hash of base-image/, so an unchanged
+/// folder is a cache hit. A file lock keeps parallel test binaries from building it twice.
+pub fn base_image() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let lock =
+                File::create(std::env::temp_dir().join("nodeimg-test-base-image.lock")).unwrap();
+            // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+            assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+            let out = nodeimg().args(["build", "base-image"]).output().unwrap();
+            assert_success(&out, "nodeimg build base-image");
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        })
+        .clone()
+}
+
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
