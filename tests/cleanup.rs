@@ -18,7 +18,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Starts `nodeimg build base-image` (a cache hit, so it goes straight to checking the
-/// image in a container) and returns once that container exists.
+/// image in a container) and returns once that container runs.
 async fn build_with_container(docker: &Docker, run_id: &str) -> Option<(Child, ContainerSummary)> {
     let mut child = support::nodeimg()
         .args(["build", "base-image"])
@@ -29,13 +29,9 @@ async fn build_with_container(docker: &Docker, run_id: &str) -> Option<(Child, C
         .unwrap();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
-        if let Some(c) = docker
-            .list_containers(Some(run_id))
-            .await
-            .unwrap()
-            .into_iter()
-            .next()
-        {
+        // Wait for "running": a create request cut short is rolled back by the daemon itself.
+        let found = docker.list_containers(Some(run_id)).await.unwrap();
+        if let Some(c) = found.into_iter().find(|c| c.state == "running") {
             return Some((child, c));
         }
         if child.try_wait().unwrap().is_some() {
