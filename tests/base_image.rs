@@ -166,3 +166,57 @@ fn base_image_boots_as_a_node_with_containerd() {
         assert!(left.is_empty(), "containers left: {left:?}");
     });
 }
+
+#[test]
+fn dockerfile_build_goes_through_the_engine() {
+    // Docker Hub is out of reach here, so the Dockerfile starts from the debootstrapped
+    // image (Debian bookworm with apt); apt-get still runs against the real mirror.
+    let debian = support::base_image();
+    let run_id = support::run_id("dockerfile");
+    let target = format!("nodeimg-test/dockerfile:{}", std::process::id());
+    let out = support::nodeimg()
+        .args([
+            "build",
+            "base-image",
+            "--from",
+            "dockerfile",
+            "--debian-image",
+            &debian,
+            "-i",
+            &target,
+        ])
+        .env("NODEIMG_RUN_ID", &run_id)
+        .output()
+        .unwrap();
+    assert_success(&out, "nodeimg build base-image --from dockerfile");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), target);
+    support::runtime().block_on(async {
+        let docker = support::docker(&run_id).await;
+        let info = docker
+            .inspect_image(&target)
+            .await
+            .unwrap()
+            .expect("the image exists");
+        docker.remove_image(&target).await.unwrap();
+        assert_eq!(
+            info.entrypoint,
+            vec!["/usr/local/bin/entrypoint", "/sbin/init"]
+        );
+        assert_eq!(info.stop_signal.as_deref(), Some("SIGRTMIN+3"));
+        assert_eq!(
+            info.labels
+                .get("io.nodeimg.base.source")
+                .map(String::as_str),
+            Some("dockerfile")
+        );
+        assert_eq!(info.labels.get("io.nodeimg.build"), Some(&run_id));
+        assert!(
+            docker
+                .list_containers(Some(&run_id))
+                .await
+                .unwrap()
+                .is_empty(),
+            "no container left"
+        );
+    });
+}

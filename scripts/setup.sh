@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian machine for nodeimg: the packages it and its tests use, and a
+# Docker engine that answers. Safe to run again; does nothing that is already done.
+set -euo pipefail
+
+if [[ $EUID -ne 0 ]]; then
+  echo "setup.sh: run as root (it installs packages and may start dockerd)" >&2
+  exit 1
+fi
+
+# debootstrap: the registry-free base image; busybox-static and docker-registry: test
+# fixtures (tiny images, a registry on loopback); iptables etc. for dockerd.
+packages=(debootstrap busybox-static docker-registry ca-certificates git time)
+command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "setup.sh: no Docker daemon answers; starting dockerd (log: /var/log/nodeimg-dockerd.log)"
+  (setsid dockerd >/var/log/nodeimg-dockerd.log 2>&1 &)
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { echo "setup.sh: dockerd did not come up; see /var/log/nodeimg-dockerd.log" >&2; exit 1; }
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup.sh: cargo not found: install a Rust toolchain (rustup, Rust >= 1.85)" >&2
+  exit 1
+fi
+echo "setup.sh: ready (docker $(docker version --format '{{.Server.Version}}'), $(cargo --version))"
