@@ -6,13 +6,21 @@
 set -euo pipefail
 cargo build --release --quiet
 bin=target/release/nodeimg
+# Wall time, and nodeimg's own peak RSS (VmHWM, sampled until it exits). /usr/bin/time
+# would report the largest of nodeimg and its waited-for children (dpkg under debootstrap).
 measure() {
-  local log
-  log=$(mktemp)
-  /usr/bin/time -f '%e %M' -o "$log" "$bin" -q build base-image "$@" >/dev/null
-  read -r secs kb < "$log"
-  rm -f "$log"
-  echo "$secs $kb"
+  local start end pid hwm=0 h
+  start=$(date +%s.%N)
+  "$bin" -q build base-image "$@" >/dev/null &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    h=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [[ -n "$h" ]] && ((h > hwm)) && hwm=$h
+    sleep 0.2
+  done
+  wait "$pid"
+  end=$(date +%s.%N)
+  echo "$(echo "$end - $start" | bc) $hwm"
 }
 read -r full_s full_kb < <(measure --rebuild "$@")
 read -r cached_s cached_kb < <(measure "$@")

@@ -10,7 +10,7 @@ fi
 
 # debootstrap: the registry-free base image; busybox-static and docker-registry: test
 # fixtures (tiny images, a registry on loopback); iptables etc. for dockerd.
-packages=(debootstrap busybox-static docker-registry ca-certificates git time)
+packages=(debootstrap busybox-static docker-registry ca-certificates git bc)
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do
