@@ -87,6 +87,7 @@ mod tests {
             run_id: "r".into(),
             pid,
             host: host.map(str::to_owned),
+            keep: false,
         }
     }
 

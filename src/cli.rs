@@ -57,6 +57,67 @@ pub enum BuildCommand {
     /// Build the base image every node image starts from (systemd, containerd, runc, CNI).
     #[command(after_help = EXAMPLES)]
     BaseImage(BaseImageArgs),
+    /// Build a kind node image from Kubernetes release artifacts.
+    #[command(after_help = NODE_EXAMPLES)]
+    NodeImage(NodeImageArgs),
+}
+
+const NODE_EXAMPLES: &str = "\
+SOURCE is detected like kind does: a path (tarball or extracted kubernetes/ directory), an
+http(s) URL, a release version (v1.30.0) or a CI marker (ci/latest, ci/latest-1.36).
+
+Examples:
+  # From a release tarball on disk
+  nodeimg build node-image ./kubernetes-server-linux-amd64.tar.gz -i kindest/node:v1.30.0
+
+  # From a release, through an internal mirror of dl.k8s.io
+  NODEIMG_RELEASE_URL=http://files.internal/k8s nodeimg build node-image v1.30.0 -i node:v1.30.0
+
+  # Keep the extracted artifacts and the build container for debugging
+  nodeimg build node-image v1.30.0 -d ./build --keep-container";
+
+#[derive(Debug, Args)]
+pub struct NodeImageArgs {
+    /// Where Kubernetes comes from (see below).
+    #[arg(value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// Name of the node image.
+    #[arg(
+        short,
+        long,
+        default_value = "kindest/node:latest",
+        value_name = "NAME[:TAG]"
+    )]
+    pub image: String,
+    /// Base image [default: the image `nodeimg build base-image` makes with its defaults].
+    #[arg(short, long, value_name = "IMAGE")]
+    pub base_image: Option<String>,
+    /// Target architecture [default: this machine's].
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// Read SOURCE as this type instead of detecting it.
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub source_type: Option<crate::kube::SourceType>,
+    /// Kubernetes version to fetch as a release when no SOURCE is given.
+    #[arg(short, long, value_name = "VERSION")]
+    pub kube_version: Option<String>,
+    /// Base URL of Kubernetes releases (dl.k8s.io layout), e.g. an internal mirror.
+    #[arg(
+        long,
+        env = "NODEIMG_RELEASE_URL",
+        default_value = "https://dl.k8s.io",
+        value_name = "URL"
+    )]
+    pub release_url: String,
+    /// Do not check downloads against their published checksums.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Keep the extracted artifacts in DIR (otherwise a temp dir, always removed).
+    #[arg(short = 'd', long, value_name = "DIR")]
+    pub build_dir: Option<std::path::PathBuf>,
+    /// Leave the build container in place for debugging (`nodeimg clean` removes it).
+    #[arg(long)]
+    pub keep_container: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -121,6 +182,48 @@ pub enum ConfigError {
     Image(String),
     #[error("{0} applies only to --from {1}")]
     NotFor(&'static str, &'static str),
+    #[error("invalid SOURCE: {0}")]
+    Source(#[from] crate::kube::SourceError),
+    #[error("invalid --release-url {0:?}: expected an http:// or https:// URL")]
+    ReleaseUrl(String),
+    #[error("unsupported --arch {0:?}: expected amd64, arm64, ppc64le or s390x")]
+    Arch(String),
+}
+
+impl NodeImageArgs {
+    pub fn into_config(self) -> Result<crate::nodeimage::NodeImageConfig, ConfigError> {
+        validate_image(&self.image)?;
+        let base_image = match self.base_image {
+            Some(b) => {
+                validate_image(&b)?;
+                b
+            }
+            None => crate::baseimage::default_base_image(),
+        };
+        let arch = self
+            .arch
+            .unwrap_or_else(|| crate::imagearchive::host_architecture().to_owned());
+        if !["amd64", "arm64", "ppc64le", "s390x"].contains(&arch.as_str()) {
+            return Err(ConfigError::Arch(arch));
+        }
+        let release_url = validate_mirror(&self.release_url)
+            .map_err(|_| ConfigError::ReleaseUrl(self.release_url.clone()))?;
+        let source = crate::kube::detect(
+            self.source.as_deref(),
+            self.source_type,
+            self.kube_version.as_deref(),
+        )?;
+        Ok(crate::nodeimage::NodeImageConfig {
+            source,
+            image: self.image,
+            base_image,
+            arch,
+            release_url,
+            verify: !self.no_verify,
+            build_dir: self.build_dir,
+            keep_container: self.keep_container,
+        })
+    }
 }
 
 impl BaseImageArgs {

@@ -7,7 +7,9 @@ pub mod cli;
 pub mod docker;
 pub mod guard;
 pub mod imagearchive;
+pub mod kube;
 pub mod node;
+pub mod nodeimage;
 pub mod progress;
 
 use anyhow::{Context, Result};
@@ -32,6 +34,31 @@ pub async fn run(cli: Cli) -> Result<()> {
             .await?;
             println!("{}", built.reference);
         }
+        Command::Build(BuildCommand::NodeImage(args)) => {
+            let cfg = args.into_config()?;
+            if !cfg.verify {
+                reporter.warn("--no-verify: downloads are NOT checked against published checksums");
+            }
+            let docker = connect().await?;
+            let built = guard::guarded(
+                &docker,
+                &reporter,
+                nodeimage::build(&cfg, &docker, &reporter),
+            )
+            .await?;
+            reporter.info(format!(
+                "node image {} ({}, {:.0} MB): Kubernetes {}, {} images inside",
+                built.reference,
+                docker::short_id(&built.id),
+                built.size as f64 / 1e6,
+                built.version,
+                built.images.len()
+            ));
+            for image in &built.images {
+                reporter.detail(format!("  {image}"));
+            }
+            println!("{}", built.reference);
+        }
         Command::Clean(args) => {
             let cfg = clean::CleanConfig {
                 all: args.all,
@@ -50,6 +77,16 @@ async fn connect() -> Result<Docker> {
     Docker::connect(Labels::for_this_process())
         .await
         .context("connecting to Docker")
+}
+
+/// The innermost cause of an error: for network errors, the part that says what happened
+/// ("Connection refused") rather than the wrappers around it.
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 /// An error as one line: the context chain joined by ": ", inner newlines folded.

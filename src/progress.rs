@@ -66,6 +66,22 @@ impl Reporter {
         }
     }
 
+    /// A step that moves bytes: a byte bar on a terminal (a spinner when the size is not
+    /// known), start and end lines otherwise.
+    pub fn bytes(&self, title: impl Into<String>, total: Option<u64>) -> Step {
+        let step = self.step(title);
+        if let (Some(bar), Some(total)) = (&step.bar, total) {
+            bar.set_length(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner:.cyan} {prefix} [{elapsed}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("static template"),
+            );
+        }
+        step
+    }
+
     /// A line for normal output.
     pub fn info(&self, msg: impl Display) {
         self.line(Verbosity::Normal, &msg.to_string());
@@ -133,6 +149,13 @@ impl Step {
         match &self.bar {
             Some(bar) => bar.set_message(msg),
             None => self.reporter.detail(format!("  {msg}")),
+        }
+    }
+
+    /// Advances a byte step.
+    pub fn inc(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
         }
     }
 

@@ -66,7 +66,10 @@ async fn preflight(suite: &str, mirror: &str) -> Result<()> {
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
     let response = client.get(&release).send().await.map_err(|e| {
-        anyhow::anyhow!("Debian mirror {mirror} is unreachable: {}", root_cause(&e))
+        anyhow::anyhow!(
+            "Debian mirror {mirror} is unreachable: {}",
+            crate::root_cause(&e)
+        )
     })?;
     match response.status() {
         s if s.is_success() => Ok(()),
@@ -75,14 +78,6 @@ async fn preflight(suite: &str, mirror: &str) -> Result<()> {
         }
         s => bail!("Debian mirror {mirror} answered {s} for {release}"),
     }
-}
-
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 fn find_in_path(program: &str) -> Option<std::path::PathBuf> {

@@ -94,6 +94,19 @@ impl BaseImageConfig {
     }
 }
 
+/// The base image `nodeimg build base-image` makes with its defaults.
+pub fn default_base_image() -> String {
+    let cfg = BaseImageConfig {
+        source: Source::Debootstrap {
+            suite: "bookworm".into(),
+            mirror: default_mirror(),
+        },
+        image: None,
+        rebuild: false,
+    };
+    cfg.target()
+}
+
 /// The outcome, for the summary line.
 #[derive(Debug)]
 pub struct BaseImage {
@@ -167,7 +180,7 @@ pub async fn build(
     })
 }
 
-const ENTRYPOINT: [&str; 2] = ["/usr/local/bin/entrypoint", "/sbin/init"];
+pub const ENTRYPOINT: [&str; 2] = ["/usr/local/bin/entrypoint", "/sbin/init"];
 /// systemd shuts down cleanly on SIGRTMIN+3.
 const STOP_SIGNAL: &str = "SIGRTMIN+3";
 /// Tells systemd it runs in a container.

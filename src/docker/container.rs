@@ -105,6 +105,8 @@ pub struct ContainerSummary {
     pub run_id: String,
     pub pid: Option<u32>,
     pub host: Option<String>,
+    /// Kept on purpose (`--keep-container`): the cleanup guard leaves it, `clean` does not.
+    pub keep: bool,
 }
 
 impl Docker {
@@ -191,6 +193,7 @@ impl Docker {
                     run_id: labels.get(LABEL_BUILD).cloned().unwrap_or_default(),
                     pid: labels.get(LABEL_PID).and_then(|p| p.parse().ok()),
                     host: labels.get(LABEL_HOST).cloned(),
+                    keep: labels.contains_key(super::LABEL_KEEP),
                 }
             })
             .collect())

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 pub const LABEL_BUILD: &str = "io.nodeimg.build";
 /// The nodeimg version that created it.
 pub const LABEL_VERSION: &str = "io.nodeimg.version";
+/// On a container the cleanup guard leaves in place (`--keep-container`).
+pub const LABEL_KEEP: &str = "io.nodeimg.keep";
 /// Process and host of the run, so `nodeimg clean` can tell a live run from a killed one.
 pub const LABEL_PID: &str = "io.nodeimg.pid";
 pub const LABEL_HOST: &str = "io.nodeimg.host";

@@ -10,7 +10,8 @@ pub use container::{CgroupNs, ContainerSpec, ContainerSummary, short as short_id
 pub use exec::ExecOutput;
 pub use image::{ImageInfo, quote, split_reference, split_reference_opt};
 pub use labels::{
-    LABEL_BUILD, LABEL_HOST, LABEL_PID, LABEL_VERSION, Labels, hostname as labels_hostname,
+    LABEL_BUILD, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_VERSION, Labels,
+    hostname as labels_hostname,
 };
 
 use bollard::errors::Error as BollardError;
@@ -91,11 +92,11 @@ impl Docker {
         let client = client
             .negotiate_version()
             .await
-            .map_err(|e| unreachable(root_cause(&e)))?;
+            .map_err(|e| unreachable(crate::root_cause(&e)))?;
         client
             .ping()
             .await
-            .map_err(|e| unreachable(root_cause(&e)))?;
+            .map_err(|e| unreachable(crate::root_cause(&e)))?;
         Ok(Self {
             client,
             host,
@@ -117,18 +118,10 @@ impl Docker {
     pub async fn remove_run_containers(&self) -> Result<Vec<String>> {
         let mine = self.list_containers(Some(&self.labels.run_id)).await?;
         let mut removed = Vec::new();
-        for c in mine {
+        for c in mine.into_iter().filter(|c| !c.keep) {
             self.remove_container(&c.id).await?;
             removed.push(c.name);
         }
         Ok(removed)
     }
-}
-
-fn root_cause(err: &BollardError) -> String {
-    let mut source: &dyn std::error::Error = err;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
 }

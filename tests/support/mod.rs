@@ -2,6 +2,8 @@
 //! and one base image shared by every test run (rebuilt only when base-image/ changes).
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output};

@@ -1,0 +1,236 @@
+//! Where Kubernetes comes from. Every source ends as one [`Artifacts`] value: the binaries
+//! for /usr/bin, the control-plane image tars, and the version.
+
+pub mod download;
+pub mod release;
+mod version;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+pub use version::{BadVersion, KubeVersion};
+
+use crate::progress::Reporter;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifacts {
+    /// kubeadm, kubelet, kubectl.
+    pub binaries: Vec<PathBuf>,
+    /// docker-save tars of kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy.
+    pub image_tars: Vec<PathBuf>,
+    pub version: KubeVersion,
+}
+
+/// What SOURCE is, as detected or forced with `--type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceType {
+    /// A local kubernetes-server-linux-<arch>.tar.gz, or an extracted kubernetes/ directory.
+    File,
+    /// An http(s) URL of such a tarball.
+    Url,
+    /// A release version such as v1.30.0, fetched from the release base URL.
+    Release,
+    /// A CI marker such as ci/latest or ci/latest-1.36.
+    Ci,
+    /// A Kubernetes source tree (not available yet).
+    Source,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Url(String),
+    Release(KubeVersion),
+    Ci(String),
+    Tree(Option<PathBuf>),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SourceError {
+    #[error("no such file or directory: {0}")]
+    Missing(String),
+    #[error("{0:?} is not an http(s) URL")]
+    NotUrl(String),
+    #[error("{0:?} is not a CI marker (expected ci/latest or ci/latest-1.36)")]
+    NotCi(String),
+    #[error(transparent)]
+    Version(#[from] BadVersion),
+    #[error(
+        "cannot tell what {0:?} is: give a tarball path, a URL, a version (v1.30.0) or ci/latest, or set --type"
+    )]
+    Unknown(String),
+}
+
+/// Detects SOURCE as kind does; `--type` forces the reading. With no SOURCE, `-k` names a
+/// release, and nothing at all means the source tree (kind's default).
+pub fn detect(
+    input: Option<&str>,
+    forced: Option<SourceType>,
+    kube_version: Option<&str>,
+) -> Result<Source, SourceError> {
+    let Some(input) = input.or(kube_version) else {
+        return match forced {
+            None | Some(SourceType::Source) => Ok(Source::Tree(None)),
+            Some(_) => Err(SourceError::Unknown(String::new())),
+        };
+    };
+    let is_url = input.starts_with("http://") || input.starts_with("https://");
+    let kind = forced.unwrap_or_else(|| {
+        if is_url {
+            SourceType::Url
+        } else if input.starts_with("ci/") {
+            SourceType::Ci
+        } else if KubeVersion::parse(input).is_ok() && !Path::new(input).exists() {
+            SourceType::Release
+        } else if Path::new(input).exists() || input.ends_with(".tar.gz") || input.ends_with(".tgz")
+        {
+            SourceType::File
+        } else {
+            SourceType::Source
+        }
+    });
+    match kind {
+        SourceType::File if Path::new(input).exists() => Ok(Source::File(input.into())),
+        SourceType::File => Err(SourceError::Missing(input.to_owned())),
+        SourceType::Url if is_url => Ok(Source::Url(input.to_owned())),
+        SourceType::Url => Err(SourceError::NotUrl(input.to_owned())),
+        SourceType::Release => Ok(Source::Release(KubeVersion::parse(input)?)),
+        SourceType::Ci if ci_marker(input).is_some() => Ok(Source::Ci(input.to_owned())),
+        SourceType::Ci => Err(SourceError::NotCi(input.to_owned())),
+        SourceType::Source if forced.is_some() || Path::new(input).is_dir() => {
+            Ok(Source::Tree(Some(input.into())))
+        }
+        SourceType::Source => Err(SourceError::Unknown(input.to_owned())),
+    }
+}
+
+fn ci_marker(input: &str) -> Option<&str> {
+    let marker = input.strip_prefix("ci/")?;
+    let ok = marker.starts_with("latest")
+        && marker
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+    ok.then_some(marker)
+}
+
+pub struct FetchOptions {
+    pub arch: String,
+    /// Base URL of releases (dl.k8s.io layout).
+    pub release_url: String,
+    pub verify: bool,
+}
+
+pub fn server_tarball_url(base: &str, version: &KubeVersion, arch: &str, ci: bool) -> String {
+    let base = base.trim_end_matches('/');
+    let ci = if ci { "ci/" } else { "" };
+    format!("{base}/{ci}{version}/kubernetes-server-linux-{arch}.tar.gz")
+}
+
+/// Gets the artifacts into `scratch` (or uses an extracted directory in place).
+pub async fn fetch(
+    source: &Source,
+    opts: &FetchOptions,
+    scratch: &Path,
+    reporter: &Reporter,
+) -> Result<Artifacts> {
+    let tarball = match source {
+        Source::File(path) if path.is_dir() => return release::from_directory(path),
+        Source::File(path) => path.clone(),
+        Source::Url(url) => download::fetch(url, opts.verify, reporter).await?,
+        Source::Release(version) => {
+            let url = server_tarball_url(&opts.release_url, version, &opts.arch, false);
+            download::fetch(&url, opts.verify, reporter).await?
+        }
+        Source::Ci(marker) => {
+            let marker_url = format!("{}/{marker}.txt", opts.release_url.trim_end_matches('/'));
+            let text = download::fetch_text(&marker_url).await?;
+            let version =
+                KubeVersion::parse(&text).with_context(|| format!("reading {marker_url}"))?;
+            reporter.info(format!("{marker} is {version}"));
+            let url = server_tarball_url(&opts.release_url, &version, &opts.arch, true);
+            download::fetch(&url, opts.verify, reporter).await?
+        }
+        Source::Tree(_) => bail!(
+            "building from a Kubernetes source tree is not available yet: give a server tarball, a URL, a release version or ci/latest"
+        ),
+    };
+    let step = reporter.step(format!(
+        "extracting {}",
+        tarball.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let dest = scratch.join("kubernetes");
+    let artifacts =
+        tokio::task::spawn_blocking(move || release::from_tarball(&tarball, &dest)).await??;
+    step.finish(artifacts.version.to_string());
+    Ok(artifacts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_like_kind() {
+        assert_eq!(
+            detect(Some("https://x/k.tar.gz"), None, None),
+            Ok(Source::Url("https://x/k.tar.gz".into()))
+        );
+        assert_eq!(
+            detect(Some("ci/latest-1.36"), None, None),
+            Ok(Source::Ci("ci/latest-1.36".into()))
+        );
+        assert!(matches!(
+            detect(Some("v1.30.0"), None, None),
+            Ok(Source::Release(_))
+        ));
+        assert!(matches!(
+            detect(None, None, Some("v1.30.0")),
+            Ok(Source::Release(_))
+        ));
+        assert_eq!(detect(None, None, None), Ok(Source::Tree(None)));
+        let here = env!("CARGO_MANIFEST_DIR");
+        assert_eq!(
+            detect(Some(&format!("{here}/Cargo.toml")), None, None),
+            Ok(Source::File(format!("{here}/Cargo.toml").into()))
+        );
+        assert_eq!(
+            detect(Some("/no/such.tar.gz"), None, None),
+            Err(SourceError::Missing("/no/such.tar.gz".into()))
+        );
+        assert!(matches!(
+            detect(Some("banana"), None, None),
+            Err(SourceError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn forced_types_are_checked() {
+        assert_eq!(
+            detect(Some("v1.30.0"), Some(SourceType::Url), None),
+            Err(SourceError::NotUrl("v1.30.0".into()))
+        );
+        assert!(matches!(
+            detect(Some("1.30"), Some(SourceType::Release), None),
+            Err(SourceError::Version(_))
+        ));
+        assert_eq!(
+            detect(Some("ci/x y"), Some(SourceType::Ci), None),
+            Err(SourceError::NotCi("ci/x y".into()))
+        );
+    }
+
+    #[test]
+    fn release_urls_follow_dl_k8s_io() {
+        let v = KubeVersion::parse("v1.30.0").unwrap();
+        assert_eq!(
+            server_tarball_url("https://dl.k8s.io/", &v, "amd64", false),
+            "https://dl.k8s.io/v1.30.0/kubernetes-server-linux-amd64.tar.gz"
+        );
+        let ci = KubeVersion::parse("v1.36.0-alpha.1.5+abc").unwrap();
+        assert_eq!(
+            server_tarball_url("http://127.0.0.1:8080", &ci, "arm64", true),
+            "http://127.0.0.1:8080/ci/v1.36.0-alpha.1.5+abc/kubernetes-server-linux-arm64.tar.gz"
+        );
+    }
+}

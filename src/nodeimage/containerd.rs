@@ -1,0 +1,104 @@
+//! The containerd inside the build container: started for the image imports, stopped
+//! cleanly before the commit, and its configuration edited structurally.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use toml_edit::DocumentMut;
+
+use crate::docker::Docker;
+
+pub const CONFIG: &str = "/etc/containerd/config.toml";
+const CRI: &str = "io.containerd.grpc.v1.cri";
+
+pub async fn start(docker: &Docker, id: &str) -> Result<()> {
+    let out = docker
+        .exec(
+            id,
+            &[
+                "sh",
+                "-c",
+                "containerd >/var/log/nodeimg-containerd.log 2>&1 &",
+            ],
+        )
+        .await?;
+    if !out.success() {
+        bail!("starting containerd: {}", out.last_line());
+    }
+    let start = Instant::now();
+    loop {
+        if docker.exec(id, &["ctr", "version"]).await?.success() {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let log = docker
+                .exec(id, &["tail", "-n", "3", "/var/log/nodeimg-containerd.log"])
+                .await?;
+            bail!("containerd did not answer within 30 s: {}", log.last_line());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Stops containerd with SIGTERM and waits for it, so its database is consistent in the
+/// committed image; removes its log.
+pub async fn stop(docker: &Docker, id: &str) -> Result<()> {
+    let script = "pkill -TERM -x containerd; for i in $(seq 1 100); do pgrep -x containerd >/dev/null || exit 0; sleep 0.1; done; exit 1";
+    if !docker.exec(id, &["sh", "-c", script]).await?.success() {
+        bail!("containerd did not stop within 10 s");
+    }
+    docker
+        .exec(id, &["rm", "-f", "/var/log/nodeimg-containerd.log"])
+        .await?;
+    Ok(())
+}
+
+/// The pause image containerd's CRI plugin uses (`sandbox_image`).
+pub fn sandbox_image(config: &str) -> Result<String> {
+    let doc: DocumentMut = config.parse().context("parsing the containerd config")?;
+    doc["plugins"][CRI]["sandbox_image"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("the containerd config sets no plugins.\"{CRI}\".sandbox_image"))
+}
+
+/// Sets `SystemdCgroup` of the runc runtime, creating the tables if needed.
+pub fn set_systemd_cgroup(config: &str, value: bool) -> Result<String> {
+    let mut doc: DocumentMut = config.parse().context("parsing the containerd config")?;
+    let options = doc["plugins"][CRI]["containerd"]["runtimes"]["runc"]["options"]
+        .or_insert(toml_edit::table())
+        .as_table_like_mut()
+        .ok_or_else(|| anyhow!("runc options in the containerd config are not a table"))?;
+    options.insert("SystemdCgroup", toml_edit::value(value));
+    Ok(doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = include_str!("../../base-image/files/etc/containerd/config.toml");
+
+    #[test]
+    fn reads_the_sandbox_image_of_the_base_config() {
+        assert_eq!(sandbox_image(BASE).unwrap(), "registry.k8s.io/pause:3.9");
+        assert!(sandbox_image("version = 2\n").is_err());
+    }
+
+    #[test]
+    fn sets_systemd_cgroup_structurally_keeping_the_rest() {
+        let on = set_systemd_cgroup(BASE, true).unwrap();
+        let doc: DocumentMut = on.parse().unwrap();
+        let runc = &doc["plugins"][CRI]["containerd"]["runtimes"]["runc"];
+        assert_eq!(runc["options"]["SystemdCgroup"].as_bool(), Some(true));
+        assert_eq!(runc["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
+        assert!(on.contains("# kubeadm's pause image"), "comments survive");
+        let fresh = set_systemd_cgroup("version = 2\n", false).unwrap();
+        let doc: DocumentMut = fresh.parse().unwrap();
+        assert_eq!(
+            doc["plugins"][CRI]["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"]
+                .as_bool(),
+            Some(false)
+        );
+    }
+}

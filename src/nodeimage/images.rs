@@ -1,0 +1,324 @@
+//! The images a node image holds: the control-plane images built with Kubernetes (from
+//! their tars) and every other image the cluster needs (through the host's Docker daemon).
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{StreamExt, TryStreamExt};
+
+use crate::docker::Docker;
+use crate::progress::Reporter;
+
+const IMPORT: [&str; 8] = [
+    "ctr",
+    "-n",
+    "k8s.io",
+    "images",
+    "import",
+    "--all-platforms",
+    "--no-unpack",
+    "--digests",
+];
+
+/// A docker-save tar built with Kubernetes, and the names it is stored under in the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltImage {
+    pub tar: std::path::PathBuf,
+    /// As in the tar (`registry.k8s.io/kube-apiserver-amd64:v1.30.0`).
+    pub original: String,
+    /// Without the architecture suffix (`registry.k8s.io/kube-apiserver:v1.30.0`).
+    pub name: String,
+}
+
+/// The tags in a docker-save tar (`manifest.json`, else the legacy `repositories` file).
+pub fn repo_tags(tar: &Path) -> Result<Vec<String>> {
+    let file = std::fs::File::open(tar).with_context(|| format!("opening {}", tar.display()))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut from_repositories = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let mut read_json = || -> Result<serde_json::Value> {
+            let mut text = String::new();
+            entry.by_ref().take(1 << 20).read_to_string(&mut text)?;
+            Ok(serde_json::from_str(&text)?)
+        };
+        if path == Path::new("manifest.json") {
+            let manifest = read_json()?;
+            let tags = manifest[0]["RepoTags"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let tags: Vec<String> = tags
+                .iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect();
+            if !tags.is_empty() {
+                return Ok(tags);
+            }
+        } else if path == Path::new("repositories") {
+            let repos = read_json()?;
+            for (repo, tags) in repos.as_object().into_iter().flatten() {
+                for tag in tags.as_object().into_iter().flat_map(|t| t.keys()) {
+                    from_repositories.push(format!("{repo}:{tag}"));
+                }
+            }
+        }
+    }
+    if from_repositories.is_empty() {
+        bail!(
+            "{} names no image (no RepoTags in manifest.json, no repositories file)",
+            tar.display()
+        );
+    }
+    Ok(from_repositories)
+}
+
+/// `…/kube-apiserver-amd64:v1.30.0` → `…/kube-apiserver:v1.30.0`.
+pub fn without_arch(reference: &str, arch: &str) -> String {
+    let (repo, tag) = crate::docker::split_reference(reference);
+    let repo = repo.strip_suffix(&format!("-{arch}")).unwrap_or(repo);
+    format!("{repo}:{tag}")
+}
+
+/// The built images, named as the node will know them.
+pub fn built_images(tars: &[std::path::PathBuf], arch: &str) -> Result<Vec<BuiltImage>> {
+    tars.iter()
+        .map(|tar| {
+            let original = repo_tags(tar)?.remove(0);
+            Ok(BuiltImage {
+                tar: tar.clone(),
+                name: without_arch(&original, arch),
+                original,
+            })
+        })
+        .collect()
+}
+
+/// containerd names images fully: `kindest/x:1` is `docker.io/kindest/x:1`.
+pub fn normalize(reference: &str) -> String {
+    let (repo, tag) = crate::docker::split_reference(reference);
+    let first = repo.split('/').next().unwrap_or("");
+    let has_host =
+        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    match (has_host, repo.contains('/')) {
+        (true, _) => format!("{repo}:{tag}"),
+        (false, true) => format!("docker.io/{repo}:{tag}"),
+        (false, false) => format!("docker.io/library/{repo}:{tag}"),
+    }
+}
+
+/// What the cluster needs besides the built images: kubeadm's list without its pause
+/// entry, the sandbox image containerd is configured with, and the manifests' images.
+pub fn required(
+    kubeadm_list: &str,
+    sandbox: &str,
+    built: &[BuiltImage],
+    extra: impl Iterator<Item = String>,
+) -> Vec<String> {
+    let built: Vec<String> = built.iter().map(|b| normalize(&b.name)).collect();
+    let mut images: Vec<String> = kubeadm_list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("/pause:"))
+        .map(normalize)
+        .chain(std::iter::once(normalize(sandbox)))
+        .chain(extra.map(|e| normalize(&e)))
+        .filter(|i| !built.contains(i))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    images.retain(|i| seen.insert(i.clone()));
+    images
+}
+
+/// Streams a built image tar from the host into the node's containerd, stores it under its
+/// name without the architecture suffix, and pins it.
+pub async fn import_built(docker: &Docker, id: &str, image: &BuiltImage) -> Result<()> {
+    let file = tokio::fs::File::open(&image.tar)
+        .await
+        .with_context(|| format!("opening {}", image.tar.display()))?;
+    let out = docker
+        .exec_with_stdin(id, &[&IMPORT[..], &["-"]].concat(), file)
+        .await?;
+    if !out.success() {
+        bail!(
+            "ctr import of {} failed: {}",
+            image.tar.display(),
+            out.last_line()
+        );
+    }
+    let (original, name) = (normalize(&image.original), normalize(&image.name));
+    if original != name {
+        ctr(docker, id, &["images", "tag", "--force", &original, &name]).await?;
+        // Drop the arch-suffixed name and its digest references.
+        let (old_repo, _) = crate::docker::split_reference(&original);
+        let listed = ctr(docker, id, &["images", "ls", "-q"]).await?;
+        let stale: Vec<&str> = listed
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!("{old_repo}:")) || l.starts_with(&format!("{old_repo}@"))
+            })
+            .collect();
+        if !stale.is_empty() {
+            ctr(docker, id, &[&["images", "rm"], &stale[..]].concat()).await?;
+        }
+    }
+    pin(docker, id, &name).await
+}
+
+/// Gets `reference` through the host's Docker daemon (the local image if there is one, else
+/// a pull for `platform`, retried with backoff) and streams `docker save` into the node.
+pub async fn import_from_host(
+    docker: &Docker,
+    id: &str,
+    reference: &str,
+    platform: &str,
+    reporter: &Reporter,
+) -> Result<()> {
+    if !docker.image_exists(reference).await? {
+        let mut delay = Duration::from_secs(1);
+        for attempt in 1..=3 {
+            match docker.pull(reference, platform, &mut |_| {}).await {
+                Ok(()) => break,
+                Err(e) if attempt == 3 => {
+                    return Err(anyhow!("cannot obtain image {reference}: {e}"));
+                }
+                Err(e) => {
+                    reporter.detail(format!(
+                        "pulling {reference} failed ({e}); retrying in {delay:?}"
+                    ));
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+    let saved = tokio_util::io::StreamReader::new(docker.save_image(reference));
+    let out = docker
+        .exec_with_stdin(id, &[&IMPORT[..], &["-"]].concat(), saved)
+        .await?;
+    if !out.success() {
+        bail!("ctr import of {reference} failed: {}", out.last_line());
+    }
+    pin(docker, id, &normalize(reference)).await
+}
+
+/// Imports every required image, a few at a time.
+pub async fn import_all_from_host(
+    docker: &Docker,
+    id: &str,
+    images: &[String],
+    platform: &str,
+    reporter: &Reporter,
+) -> Result<()> {
+    futures_util::stream::iter(images.iter().map(|image| async move {
+        import_from_host(docker, id, image, platform, reporter).await?;
+        reporter.detail(format!("imported {image} from the host's Docker"));
+        Ok::<_, anyhow::Error>(())
+    }))
+    .buffer_unordered(3)
+    .try_collect::<Vec<_>>()
+    .await?;
+    Ok(())
+}
+
+/// Keeps the kubelet's image garbage collection away from an image.
+async fn pin(docker: &Docker, id: &str, name: &str) -> Result<()> {
+    ctr(
+        docker,
+        id,
+        &["images", "label", name, "io.cri-containerd.pinned=pinned"],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Runs `ctr -n k8s.io ...` and returns its stdout, failing on a non-zero exit.
+pub async fn ctr(docker: &Docker, id: &str, args: &[&str]) -> Result<String> {
+    let cmd: Vec<&str> = ["ctr", "-n", "k8s.io"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let out = docker.exec(id, &cmd).await?;
+    if !out.success() {
+        bail!("`{}` failed: {}", cmd.join(" "), out.last_line());
+    }
+    Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_suffix_is_removed_from_the_repository_only() {
+        assert_eq!(
+            without_arch("registry.k8s.io/kube-apiserver-amd64:v1.30.0", "amd64"),
+            "registry.k8s.io/kube-apiserver:v1.30.0"
+        );
+        assert_eq!(
+            without_arch("registry.k8s.io/kube-proxy:v1.30.0", "amd64"),
+            "registry.k8s.io/kube-proxy:v1.30.0"
+        );
+        assert_eq!(
+            without_arch("localhost:5000/x-arm64:v1-amd64", "amd64"),
+            "localhost:5000/x-arm64:v1-amd64"
+        );
+    }
+
+    #[test]
+    fn names_are_normalized_like_containerd() {
+        assert_eq!(
+            normalize("kindest/kindnetd:v1"),
+            "docker.io/kindest/kindnetd:v1"
+        );
+        assert_eq!(normalize("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            normalize("registry.k8s.io/pause:3.9"),
+            "registry.k8s.io/pause:3.9"
+        );
+        assert_eq!(normalize("localhost:5000/a:1"), "localhost:5000/a:1");
+    }
+
+    #[test]
+    fn required_images_drop_kubeadms_pause_and_the_built_ones() {
+        let kubeadm = "registry.k8s.io/kube-apiserver:v1.30.0\nregistry.k8s.io/pause:3.9\nregistry.k8s.io/etcd:3.5.12-0\n\nregistry.k8s.io/coredns/coredns:v1.11.1\n";
+        let built = [BuiltImage {
+            tar: "x".into(),
+            original: "registry.k8s.io/kube-apiserver-amd64:v1.30.0".into(),
+            name: "registry.k8s.io/kube-apiserver:v1.30.0".into(),
+        }];
+        let required = required(
+            kubeadm,
+            "registry.k8s.io/pause:3.10",
+            &built,
+            ["kindest/kindnetd:v1".to_owned()].into_iter(),
+        );
+        assert_eq!(
+            required,
+            vec![
+                "registry.k8s.io/etcd:3.5.12-0",
+                "registry.k8s.io/coredns/coredns:v1.11.1",
+                "registry.k8s.io/pause:3.10",
+                "docker.io/kindest/kindnetd:v1"
+            ]
+        );
+    }
+
+    #[test]
+    fn repo_tags_come_from_the_save_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar_path = dir.path().join("img.tar");
+        let mut builder = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+        let manifest = br#"[{"Config":"c.json","RepoTags":["registry.k8s.io/kube-proxy-amd64:v1.30.0"],"Layers":[]}]"#;
+        crate::archive::append_bytes(&mut builder, "manifest.json", 0o644, manifest).unwrap();
+        builder.finish().unwrap();
+        drop(builder);
+        assert_eq!(
+            repo_tags(&tar_path).unwrap(),
+            vec!["registry.k8s.io/kube-proxy-amd64:v1.30.0"]
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! `nodeimg build node-image`: Kubernetes artifacts + base image → node image.
+
+mod containerd;
+pub mod images;
+pub mod manifests;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::archive;
+use crate::docker::{ContainerSpec, Docker, quote};
+use crate::kube::{self, Artifacts, FetchOptions, Source};
+use crate::progress::Reporter;
+
+pub const LABEL_KUBE_VERSION: &str = "io.nodeimg.kubernetes.version";
+pub const LABEL_KUBE_SOURCE: &str = "io.nodeimg.kubernetes.source";
+/// Proxy settings are handed to the build container and blanked in the result.
+pub const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+#[derive(Clone, Debug)]
+pub struct NodeImageConfig {
+    pub source: Source,
+    pub image: String,
+    pub base_image: String,
+    pub arch: String,
+    pub release_url: String,
+    pub verify: bool,
+    /// Keep the assembled artifacts here; otherwise a temp dir, always removed.
+    pub build_dir: Option<PathBuf>,
+    pub keep_container: bool,
+}
+
+#[derive(Debug)]
+pub struct NodeImage {
+    pub reference: String,
+    pub id: String,
+    pub size: u64,
+    pub version: String,
+    pub images: Vec<String>,
+}
+
+/// The pipeline. Only a fully successful run creates or moves the target tag.
+pub async fn build(
+    cfg: &NodeImageConfig,
+    docker: &Docker,
+    reporter: &Reporter,
+) -> Result<NodeImage> {
+    let scratch = Scratch::new(cfg.build_dir.as_deref())?;
+    let opts = FetchOptions {
+        arch: cfg.arch.clone(),
+        release_url: cfg.release_url.clone(),
+        verify: cfg.verify,
+    };
+    let artifacts = kube::fetch(&cfg.source, &opts, scratch.path(), reporter)
+        .await
+        .context("getting the Kubernetes artifacts")?;
+    let built = images::built_images(&artifacts.image_tars, &cfg.arch)
+        .context("reading the built image tars")?;
+    ensure_base_image(docker, &cfg.base_image, &cfg.arch, reporter).await?;
+    let id = create_build_container(docker, cfg)
+        .await
+        .context("creating the build container")?;
+
+    add_binaries(docker, &id, &artifacts, reporter)
+        .await
+        .context("copying the Kubernetes binaries")?;
+    add_kind_files(docker, &id, &artifacts)
+        .await
+        .context("writing /kind/version and /kind/manifests")?;
+    let step = reporter.step("starting containerd in the build container");
+    containerd::start(docker, &id).await?;
+    step.finish("ready");
+
+    let required = required_images(docker, &id, &artifacts, &built)
+        .await
+        .context("listing the required images")?;
+    let step = reporter.step(format!("importing {} built images", built.len()));
+    for image in &built {
+        step.set_message(image.name.clone());
+        images::import_built(docker, &id, image).await?;
+    }
+    step.finish("pinned");
+    let step = reporter.step(format!(
+        "importing {} required images from the host's Docker",
+        required.len()
+    ));
+    images::import_all_from_host(
+        docker,
+        &id,
+        &required,
+        &format!("linux/{}", cfg.arch),
+        reporter,
+    )
+    .await?;
+    step.finish("pinned");
+
+    patch_containerd_config(docker, &id, &artifacts)
+        .await
+        .context("adjusting the containerd config")?;
+    containerd::stop(docker, &id).await?;
+    let step = reporter.step("committing the node image");
+    let image_id = docker
+        .commit(&id, &commit_changes(cfg, &artifacts, docker.labels()))
+        .await?;
+    docker.tag_image(&image_id, &cfg.image).await?;
+    step.finish(crate::docker::short_id(&image_id));
+
+    let size = docker
+        .inspect_image(&image_id)
+        .await?
+        .map(|i| i.size)
+        .unwrap_or_default();
+    let mut all: Vec<String> = built.iter().map(|b| images::normalize(&b.name)).collect();
+    all.extend(required);
+    Ok(NodeImage {
+        reference: cfg.image.clone(),
+        id: image_id,
+        size,
+        version: artifacts.version.text,
+        images: all,
+    })
+}
+
+async fn ensure_base_image(
+    docker: &Docker,
+    base: &str,
+    arch: &str,
+    reporter: &Reporter,
+) -> Result<()> {
+    if docker.image_exists(base).await? {
+        return Ok(());
+    }
+    let step = reporter.step(format!("pulling base image {base}"));
+    docker
+        .pull(base, &format!("linux/{arch}"), &mut |s| step.set_message(s.to_owned()))
+        .await
+        .with_context(|| format!("base image {base} is not here and cannot be pulled (`nodeimg build base-image` builds one)"))?;
+    step.finish("pulled");
+    Ok(())
+}
+
+async fn create_build_container(docker: &Docker, cfg: &NodeImageConfig) -> Result<String> {
+    let mut spec = ContainerSpec::idle(&cfg.base_image);
+    spec.security_opt = vec!["seccomp=unconfined".into()];
+    spec.env = proxy_env()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if cfg.keep_container {
+        spec.labels
+            .insert(crate::docker::LABEL_KEEP.into(), "true".into());
+    }
+    let id = docker.create_container(&spec).await?;
+    docker.start_container(&id).await?;
+    Ok(id)
+}
+
+fn proxy_env() -> Vec<(&'static str, String)> {
+    PROXY_VARS
+        .iter()
+        .filter_map(|k| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (*k, v))
+        })
+        .collect()
+}
+
+/// kubeadm, kubelet and kubectl into /usr/bin, in one streamed tar.
+async fn add_binaries(
+    docker: &Docker,
+    id: &str,
+    artifacts: &Artifacts,
+    reporter: &Reporter,
+) -> Result<()> {
+    let step = reporter.step("copying kubeadm, kubelet, kubectl");
+    let binaries = artifacts.binaries.clone();
+    let tar = archive::tar_stream(move |tar| {
+        for path in &binaries {
+            let mut file = std::fs::File::open(path)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_size(file.metadata()?.len());
+            header.set_mode(0o755);
+            header.set_uid(0);
+            header.set_gid(0);
+            let name = path.file_name().expect("binaries have names");
+            tar.append_data(&mut header, name, &mut file)?;
+        }
+        Ok(())
+    });
+    docker.upload(id, "/usr/bin", tar).await?;
+    step.finish("done");
+    Ok(())
+}
+
+async fn add_kind_files(docker: &Docker, id: &str, artifacts: &Artifacts) -> Result<()> {
+    let mut files = vec![(
+        "kind/version".to_owned(),
+        format!("{}\n", artifacts.version),
+    )];
+    for (path, content) in manifests::render()? {
+        files.push((path.trim_start_matches('/').to_owned(), content));
+    }
+    let tar = archive::tar_stream(move |tar| {
+        for (path, content) in &files {
+            archive::append_bytes(tar, path, 0o644, content.as_bytes())?;
+        }
+        Ok(())
+    });
+    docker.upload(id, "/", tar).await?;
+    Ok(())
+}
+
+async fn required_images(
+    docker: &Docker,
+    id: &str,
+    artifacts: &Artifacts,
+    built: &[images::BuiltImage],
+) -> Result<Vec<String>> {
+    let version = artifacts.version.to_string();
+    let list = docker
+        .exec(
+            id,
+            &[
+                "kubeadm",
+                "config",
+                "images",
+                "list",
+                "--kubernetes-version",
+                &version,
+            ],
+        )
+        .await?;
+    if !list.success() {
+        bail!("`kubeadm config images list` failed: {}", list.last_line());
+    }
+    let config = read_file(docker, id, containerd::CONFIG).await?;
+    let sandbox = containerd::sandbox_image(&config)?;
+    let extra = manifests::default_images().map(str::to_owned);
+    Ok(images::required(&list.stdout, &sandbox, built, extra))
+}
+
+/// Kubernetes before 1.24 expects the cgroupfs driver; set runc's SystemdCgroup to match.
+async fn patch_containerd_config(docker: &Docker, id: &str, artifacts: &Artifacts) -> Result<()> {
+    if artifacts.version.at_least(1, 24) {
+        return Ok(());
+    }
+    let config = read_file(docker, id, containerd::CONFIG).await?;
+    let patched = containerd::set_systemd_cgroup(&config, false)?;
+    let tar = archive::tar_stream(move |tar| {
+        archive::append_bytes(tar, "config.toml", 0o644, patched.as_bytes())
+    });
+    docker.upload(id, "/etc/containerd", tar).await?;
+    Ok(())
+}
+
+async fn read_file(docker: &Docker, id: &str, path: &str) -> Result<String> {
+    let out = docker.exec(id, &["cat", path]).await?;
+    if !out.success() {
+        bail!("reading {path}: {}", out.last_line());
+    }
+    Ok(out.stdout)
+}
+
+fn commit_changes(
+    cfg: &NodeImageConfig,
+    artifacts: &Artifacts,
+    run_labels: &crate::docker::Labels,
+) -> Vec<String> {
+    let entrypoint = serde_json::to_string(&crate::baseimage::ENTRYPOINT).expect("strings");
+    let mut changes = vec![format!("ENTRYPOINT {entrypoint}")];
+    changes.extend(
+        proxy_env()
+            .into_iter()
+            .map(|(k, _)| format!("ENV {k}=\"\"")),
+    );
+    let mut labels: Vec<(String, String)> = run_labels.to_map().into_iter().collect();
+    labels.push((LABEL_KUBE_VERSION.into(), artifacts.version.text.clone()));
+    labels.push((LABEL_KUBE_SOURCE.into(), source_label(&cfg.source)));
+    labels.sort();
+    changes.extend(
+        labels
+            .into_iter()
+            .map(|(k, v)| format!("LABEL {k}={}", quote(&v))),
+    );
+    changes
+}
+
+fn source_label(source: &Source) -> String {
+    match source {
+        Source::File(p) => format!("file:{}", p.display()),
+        Source::Url(u) => u.clone(),
+        Source::Release(v) => format!("release:{v}"),
+        Source::Ci(m) => m.clone(),
+        Source::Tree(p) => format!(
+            "source:{}",
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// The build directory: the user's (kept), or a temp dir removed on every exit path.
+enum Scratch {
+    Kept(PathBuf),
+    Temp(tempfile::TempDir),
+}
+
+impl Scratch {
+    fn new(dir: Option<&std::path::Path>) -> Result<Self> {
+        Ok(match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating build dir {}", dir.display()))?;
+                Scratch::Kept(dir.to_owned())
+            }
+            None => Scratch::Temp(
+                tempfile::Builder::new()
+                    .prefix("nodeimg-build-")
+                    .tempdir()?,
+            ),
+        })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Scratch::Kept(p) => p,
+            Scratch::Temp(t) => t.path(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_blanks_proxies_and_labels_the_version() {
+        // SAFETY: tests in this module do not read the environment concurrently.
+        unsafe { std::env::set_var("HTTPS_PROXY", "http://proxy.internal:3128") };
+        let cfg = NodeImageConfig {
+            source: Source::Release(kube::KubeVersion::parse("v1.30.0").unwrap()),
+            image: "n:1".into(),
+            base_image: "b".into(),
+            arch: "amd64".into(),
+            release_url: "http://x".into(),
+            verify: true,
+            build_dir: None,
+            keep_container: false,
+        };
+        let artifacts = Artifacts {
+            binaries: vec![],
+            image_tars: vec![],
+            version: cfg_version(),
+        };
+        let labels = crate::docker::Labels {
+            run_id: "r".into(),
+            version: "0".into(),
+            pid: 1,
+            host: "h".into(),
+        };
+        let changes = commit_changes(&cfg, &artifacts, &labels);
+        unsafe { std::env::remove_var("HTTPS_PROXY") };
+        assert!(
+            changes
+                .contains(&r#"ENTRYPOINT ["/usr/local/bin/entrypoint","/sbin/init"]"#.to_owned())
+        );
+        assert!(
+            changes.contains(&"ENV HTTPS_PROXY=\"\"".to_owned()),
+            "{changes:?}"
+        );
+        assert!(changes.contains(&format!("LABEL {LABEL_KUBE_VERSION}=\"v1.30.0\"")));
+        assert!(changes.contains(&format!("LABEL {LABEL_KUBE_SOURCE}=\"release:v1.30.0\"")));
+        assert!(!changes.iter().any(|c| c.contains("proxy.internal")));
+    }
+
+    fn cfg_version() -> kube::KubeVersion {
+        kube::KubeVersion::parse("v1.30.0").unwrap()
+    }
+}

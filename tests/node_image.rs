@@ -1,0 +1,398 @@
+//! `nodeimg build node-image` end to end, from release fixtures, inspected as a user would.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use nodeimg::docker::{ContainerSpec, Docker};
+use support::fixtures::{self, Options, VERSION};
+use support::{Cleanup, assert_success, wait_for};
+
+struct Run {
+    run_id: String,
+    target: String,
+    tmp: tempfile::TempDir,
+    cache: tempfile::TempDir,
+}
+
+impl Run {
+    fn new(name: &str) -> Self {
+        Run {
+            run_id: support::run_id(name),
+            target: format!("nodeimg-test/node:{name}-{}", std::process::id()),
+            tmp: tempfile::tempdir().unwrap(),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn build(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let base = support::base_image();
+        let mut cmd = support::nodeimg();
+        cmd.args(["build", "node-image"])
+            .args(args)
+            .args(["-b", &base, "-i", &self.target]);
+        cmd.env("NODEIMG_RUN_ID", &self.run_id)
+            .env("TMPDIR", self.tmp.path())
+            .env("NODEIMG_CACHE_DIR", self.cache.path());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// No container of the run left, the scratch dir gone.
+    async fn assert_clean(&self, docker: &Docker) {
+        let left = docker.list_containers(Some(&self.run_id)).await.unwrap();
+        assert!(left.is_empty(), "containers left: {left:?}");
+        let scratch: Vec<_> = std::fs::read_dir(self.tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(scratch.is_empty(), "scratch left behind: {scratch:?}");
+    }
+}
+
+async fn host_ready(run_id: &str) -> Docker {
+    let docker = support::docker(run_id).await;
+    fixtures::ensure_host_images(&docker).await;
+    docker
+}
+
+/// Starts containerd in a throwaway container of the node image and returns what a user
+/// would check: `ctr images ls` output and the files kind reads.
+async fn inspect_node(docker: &Docker, image: &str) -> (String, String) {
+    let id = docker
+        .create_container(&ContainerSpec::idle(image))
+        .await
+        .unwrap();
+    docker.start_container(&id).await.unwrap();
+    docker
+        .exec(&id, &["sh", "-c", "containerd >/dev/null 2>&1 &"])
+        .await
+        .unwrap();
+    wait_for(
+        "containerd in the node",
+        Duration::from_secs(30),
+        || async {
+            docker
+                .exec(&id, &["ctr", "version"])
+                .await
+                .ok()
+                .filter(|o| o.success())
+        },
+    )
+    .await;
+    let images = docker
+        .exec(&id, &["ctr", "-n", "k8s.io", "images", "ls"])
+        .await
+        .unwrap()
+        .stdout;
+    let script = "for b in kubeadm kubelet kubectl; do /usr/bin/$b version 2>&1 | head -n1; /usr/bin/$b --version 2>&1 | head -n1; done; \
+                  echo VERSION=$(cat /kind/version); ls /kind/manifests; grep -h 'image:' /kind/manifests/*.yaml";
+    let files = docker
+        .exec(&id, &["sh", "-c", script])
+        .await
+        .unwrap()
+        .stdout;
+    docker.remove_container(&id).await.unwrap();
+    (images, files)
+}
+
+#[test]
+fn node_image_from_a_release_tarball() {
+    let run = Run::new("file");
+    let _cleanup = Cleanup(run.run_id.clone());
+    let release = fixtures::server_tarball(&Options::default());
+    support::runtime().block_on(async {
+        let docker = host_ready(&run.run_id).await;
+        let proxy = [
+            ("HTTPS_PROXY", "http://proxy.invalid:3128"),
+            ("NO_PROXY", "localhost"),
+        ];
+        let out = run.build(&[release.tarball.to_str().unwrap()], &proxy);
+        assert_success(&out, "build node-image from a file");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), run.target);
+        run.assert_clean(&docker).await;
+
+        let info = docker
+            .inspect_image(&run.target)
+            .await
+            .unwrap()
+            .expect("the node image exists");
+        assert_eq!(
+            info.entrypoint,
+            vec!["/usr/local/bin/entrypoint", "/sbin/init"]
+        );
+        assert_eq!(
+            info.labels
+                .get("io.nodeimg.kubernetes.version")
+                .map(String::as_str),
+            Some(VERSION)
+        );
+        assert!(
+            !info
+                .env
+                .iter()
+                .any(|e| e.contains("proxy.invalid") || e == "NO_PROXY=localhost"),
+            "{:?}",
+            info.env
+        );
+        assert!(
+            info.env.contains(&"HTTPS_PROXY=".to_owned()),
+            "the proxy is blanked: {:?}",
+            info.env
+        );
+
+        let (images, files) = inspect_node(&docker, &run.target).await;
+        docker.remove_image(&run.target).await.unwrap();
+        for c in [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kube-proxy",
+        ] {
+            let name = format!("registry.k8s.io/{c}:{VERSION}");
+            let line = images
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing:\n{images}"));
+            assert!(
+                line.contains("io.cri-containerd.pinned=pinned"),
+                "{name} is pinned: {line}"
+            );
+        }
+        for image in fixtures::host_images() {
+            let name = nodeimg::nodeimage::images::normalize(&image);
+            assert!(
+                images
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name} ")) && l.contains("pinned")),
+                "{name} missing or unpinned:\n{images}"
+            );
+        }
+        assert!(
+            !images.contains("-amd64"),
+            "no arch-suffixed names:\n{images}"
+        );
+        assert_eq!(
+            files.matches(&format!("Kubernetes {VERSION}")).count(),
+            2,
+            "kubelet and kubectl run:\n{files}"
+        );
+        assert!(
+            files.contains(&format!("GitVersion:\"{VERSION}\"")),
+            "kubeadm runs:\n{files}"
+        );
+        assert!(files.contains(&format!("VERSION={VERSION}")), "{files}");
+        assert!(
+            files.contains("default-cni.yaml") && files.contains("default-storage.yaml"),
+            "{files}"
+        );
+        assert!(
+            files.contains("image: docker.io/kindest/kindnetd:"),
+            "{files}"
+        );
+        assert!(
+            files.contains("image: docker.io/kindest/local-path-provisioner:"),
+            "{files}"
+        );
+    });
+}
+
+#[test]
+fn node_image_from_a_release_version_over_http() {
+    let run = Run::new("release");
+    let _cleanup = Cleanup(run.run_id.clone());
+    let release = fixtures::server_tarball(&Options::default());
+    let served = tempfile::tempdir().unwrap();
+    fixtures::release_tree(&release.tarball, served.path(), true);
+    let server = fixtures::HttpServer::serve(served.path());
+    support::runtime().block_on(async {
+        let docker = host_ready(&run.run_id).await;
+        let out = run.build(&[VERSION], &[("NODEIMG_RELEASE_URL", &server.url)]);
+        assert_success(&out, "build node-image from a release");
+        run.assert_clean(&docker).await;
+        let info = docker
+            .inspect_image(&run.target)
+            .await
+            .unwrap()
+            .expect("the node image exists");
+        docker.remove_image(&run.target).await.unwrap();
+        assert_eq!(
+            info.labels
+                .get("io.nodeimg.kubernetes.source")
+                .map(String::as_str),
+            Some(&*format!("release:{VERSION}"))
+        );
+        let cached: Vec<_> = walk(run.cache.path());
+        assert!(
+            cached
+                .iter()
+                .any(|p| p.ends_with("kubernetes-server-linux-amd64.tar.gz")),
+            "download cached: {cached:?}"
+        );
+        assert!(
+            !cached
+                .iter()
+                .any(|p| p.to_string_lossy().contains(".part-")),
+            "no partial downloads: {cached:?}"
+        );
+    });
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.path().is_dir() {
+            out.extend(walk(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+/// A failed build: exit 1, one error line naming `needle`, nothing left, no target tag.
+fn assert_failed(run: &Run, out: &Output, needle: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(needle),
+        "error names {needle:?}: {}",
+        errors[0]
+    );
+    support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        run.assert_clean(&docker).await;
+        assert!(
+            !docker.image_exists(&run.target).await.unwrap(),
+            "no image under {}",
+            run.target
+        );
+    });
+}
+
+fn failing_file_build(name: &str, opts: Options, needle: &str) {
+    let run = Run::new(name);
+    let _cleanup = Cleanup(run.run_id.clone());
+    let release = fixtures::server_tarball(&opts);
+    support::runtime().block_on(host_ready(&run.run_id));
+    let out = run.build(&[release.tarball.to_str().unwrap()], &[]);
+    assert_failed(&run, &out, needle);
+    assert!(!release.dir.path().parent().unwrap().join("evil").exists());
+}
+
+#[test]
+fn truncated_tarball_fails() {
+    let run = Run::new("truncated");
+    let release = fixtures::server_tarball(&Options::default());
+    let bytes = std::fs::read(&release.tarball).unwrap();
+    std::fs::write(&release.tarball, &bytes[..bytes.len() / 2]).unwrap();
+    let out = run.build(&[release.tarball.to_str().unwrap()], &[]);
+    assert_failed(&run, &out, "kubernetes-server-linux-amd64.tar.gz");
+}
+
+#[test]
+fn tarball_without_kubelet_fails() {
+    failing_file_build(
+        "nokubelet",
+        Options {
+            omit: vec!["kubelet"],
+            ..Default::default()
+        },
+        "no kubelet",
+    );
+}
+
+#[test]
+fn tarball_with_a_parent_entry_fails() {
+    let hostile = vec![("kubernetes/../../evil".to_owned(), None)];
+    failing_file_build(
+        "dotdot",
+        Options {
+            hostile,
+            ..Default::default()
+        },
+        "unsafe entry",
+    );
+}
+
+#[test]
+fn tarball_with_an_escaping_symlink_fails() {
+    let hostile = vec![(
+        "kubernetes/server/bin/escape".to_owned(),
+        Some("../../../../etc/passwd".to_owned()),
+    )];
+    failing_file_build(
+        "symlink",
+        Options {
+            hostile,
+            ..Default::default()
+        },
+        "points outside",
+    );
+}
+
+#[test]
+fn unparsable_version_fails() {
+    let opts = Options {
+        version_file: Some(Some("not-a-version\n".into())),
+        ..Default::default()
+    };
+    failing_file_build("badversion", opts, "\"not-a-version\"");
+}
+
+#[test]
+fn unobtainable_required_image_fails() {
+    let opts = Options {
+        extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()),
+        ..Default::default()
+    };
+    failing_file_build("noimage", opts, "registry.k8s.io/nosuch:v0");
+}
+
+#[test]
+fn missing_base_image_fails() {
+    let run = Run::new("nobase");
+    let release = fixtures::server_tarball(&Options::default());
+    let out = support::nodeimg()
+        .args([
+            "build",
+            "node-image",
+            release.tarball.to_str().unwrap(),
+            "-b",
+            "nodeimg-test/nosuch-base:1",
+            "-i",
+            &run.target,
+        ])
+        .env("NODEIMG_RUN_ID", &run.run_id)
+        .env("TMPDIR", run.tmp.path())
+        .output()
+        .unwrap();
+    assert_failed(&run, &out, "nodeimg-test/nosuch-base:1");
+}
+
+#[test]
+fn checksum_mismatch_fails() {
+    let run = Run::new("checksum");
+    let release = fixtures::server_tarball(&Options::default());
+    let served = tempfile::tempdir().unwrap();
+    fixtures::release_tree(&release.tarball, served.path(), false);
+    let server = fixtures::HttpServer::serve(served.path());
+    let out = run.build(&[VERSION], &[("NODEIMG_RELEASE_URL", &server.url)]);
+    assert_failed(&run, &out, "checksum mismatch");
+    assert!(
+        walk(run.cache.path()).is_empty(),
+        "a mismatching download is not kept"
+    );
+}

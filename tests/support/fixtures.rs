@@ -1,0 +1,282 @@
+//! Kubernetes release fixtures made on the spot: a `kubernetes-server-linux-amd64.tar.gz`
+//! in upstream's layout with shell stand-ins for the binaries and real docker-save image
+//! tars, tiny images in the host's Docker for everything else, and an HTTP server on
+//! 127.0.0.1 to serve releases.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use nodeimg::imagearchive::{self, ImageConfig};
+use sha2::{Digest, Sha256, Sha512};
+
+pub const VERSION: &str = "v1.30.0";
+
+/// Images the stand-in kubeadm lists besides the control plane, and the manifests' images:
+/// all must come from the host's Docker.
+pub fn host_images() -> Vec<String> {
+    let mut images = vec![
+        "registry.k8s.io/pause:3.9".to_owned(),
+        "registry.k8s.io/etcd:3.5.12-0".to_owned(),
+        "registry.k8s.io/coredns/coredns:v1.11.1".to_owned(),
+    ];
+    images.extend(
+        nodeimg::nodeimage::manifests::default_images()
+            .map(|i| i.trim_start_matches("docker.io/").to_owned()),
+    );
+    images
+}
+
+/// How to deviate from a good release, for failure tests.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Files of kubernetes/server/bin to leave out.
+    pub omit: Vec<&'static str>,
+    /// Content of kubernetes/version (None: the version; Some(None): no version file).
+    pub version_file: Option<Option<String>>,
+    /// Extra raw entries: (path, symlink target or None for a file).
+    pub hostile: Vec<(String, Option<String>)>,
+    /// An image the stand-in kubeadm lists that nobody has.
+    pub extra_kubeadm_image: Option<String>,
+}
+
+pub struct Release {
+    pub dir: tempfile::TempDir,
+    pub tarball: PathBuf,
+}
+
+fn busybox_root(dir: &Path) -> PathBuf {
+    let root = dir.join("busybox-root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static is installed (scripts/setup.sh)");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    root
+}
+
+/// A docker-save tar of a busybox image tagged `tag`.
+fn write_image_tar(layer: &imagearchive::Layer, tag: &str, dest: &Path) {
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        cmd: vec!["/bin/sh".into()],
+        ..Default::default()
+    };
+    let config_bytes = imagearchive::config_json(&config, &layer.diff_id, "2024-01-01T00:00:00Z");
+    let config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
+    let layer_name = format!("{}/layer.tar", layer.diff_id.trim_start_matches("sha256:"));
+    let manifest =
+        serde_json::json!([{ "Config": config_name, "RepoTags": [tag], "Layers": [layer_name] }]);
+    let mut tar = tar::Builder::new(std::fs::File::create(dest).unwrap());
+    nodeimg::archive::append_bytes(&mut tar, &config_name, 0o644, &config_bytes).unwrap();
+    tar.append_path_with_name(&layer.path, &layer_name).unwrap();
+    nodeimg::archive::append_bytes(
+        &mut tar,
+        "manifest.json",
+        0o644,
+        manifest.to_string().as_bytes(),
+    )
+    .unwrap();
+    tar.finish().unwrap();
+}
+
+fn kubeadm_script(extra: Option<&str>) -> String {
+    let mut list = String::new();
+    for c in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kube-proxy",
+    ] {
+        list += &format!("registry.k8s.io/{c}:$2\n");
+    }
+    list += "registry.k8s.io/pause:3.9\nregistry.k8s.io/etcd:3.5.12-0\nregistry.k8s.io/coredns/coredns:v1.11.1\n";
+    if let Some(extra) = extra {
+        list += &format!("{extra}\n");
+    }
+    format!(
+        "#!/bin/sh\n# stand-in for kubeadm\ncase \"$1 $2 $3\" in\n  \"config images list\") shift 3; [ \"$1\" = --kubernetes-version ] || exit 2\n    cat <<EOF\n{list}EOF\n    ;;\n  version*) echo 'kubeadm version: &version.Info{{GitVersion:\"{VERSION}\"}}' ;;\n  *) echo \"unsupported: $*\" >&2; exit 1 ;;\nesac\n"
+    )
+}
+
+fn stand_in(name: &str) -> String {
+    format!("#!/bin/sh\n# stand-in for {name}\necho \"Kubernetes {VERSION}\"\n")
+}
+
+fn add<W: Write>(tar: &mut tar::Builder<W>, path: &str, mode: u32, data: &[u8]) {
+    nodeimg::archive::append_bytes(tar, path, mode, data).unwrap();
+}
+
+/// Writes a release tarball (gzip) in upstream's layout.
+pub fn server_tarball(opts: &Options) -> Release {
+    let dir = tempfile::tempdir().unwrap();
+    let root = busybox_root(dir.path());
+    let layer = imagearchive::write_layer(&root, &dir.path().join("layer.tar")).unwrap();
+    let tarball = dir.path().join("kubernetes-server-linux-amd64.tar.gz");
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&tarball).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    match &opts.version_file {
+        None => add(
+            &mut tar,
+            "kubernetes/version",
+            0o644,
+            format!("{VERSION}\n").as_bytes(),
+        ),
+        Some(Some(text)) => add(&mut tar, "kubernetes/version", 0o644, text.as_bytes()),
+        Some(None) => {}
+    }
+    let bins = [
+        (
+            "kubeadm",
+            kubeadm_script(opts.extra_kubeadm_image.as_deref()),
+        ),
+        ("kubelet", stand_in("kubelet")),
+        ("kubectl", stand_in("kubectl")),
+    ];
+    for (name, script) in bins {
+        if !opts.omit.contains(&name) {
+            add(
+                &mut tar,
+                &format!("kubernetes/server/bin/{name}"),
+                0o755,
+                script.as_bytes(),
+            );
+        }
+    }
+    // An unneeded file the extractor must skip.
+    add(
+        &mut tar,
+        "kubernetes/server/bin/mounter",
+        0o755,
+        b"#!/bin/sh\n",
+    );
+    for c in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kube-proxy",
+    ] {
+        let image_tar = dir.path().join(format!("{c}.tar"));
+        write_image_tar(
+            &layer,
+            &format!("registry.k8s.io/{c}-amd64:{VERSION}"),
+            &image_tar,
+        );
+        if !opts.omit.contains(&c) {
+            tar.append_path_with_name(&image_tar, format!("kubernetes/server/bin/{c}.tar"))
+                .unwrap();
+        }
+        add(
+            &mut tar,
+            &format!("kubernetes/server/bin/{c}.docker_tag"),
+            0o644,
+            VERSION.as_bytes(),
+        );
+    }
+    for (path, link) in &opts.hostile {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        match link {
+            Some(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+                header.set_size(0);
+            }
+            None => header.set_size(4),
+        }
+        header.set_cksum();
+        tar.append(&header, &b"evil"[..if link.is_some() { 0 } else { 4 }])
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap().flush().unwrap();
+    Release { dir, tarball }
+}
+
+/// Puts tiny images under the names the cluster needs into the host's Docker.
+pub async fn ensure_host_images(docker: &nodeimg::docker::Docker) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = busybox_root(dir.path());
+    for image in host_images() {
+        if docker.image_exists(&image).await.unwrap() {
+            continue;
+        }
+        let root = root.clone();
+        let stream =
+            nodeimg::archive::tar_stream(move |t| nodeimg::archive::append_rootfs(t, &root));
+        let id = docker
+            .import_rootfs(stream, vec![r#"CMD ["/bin/sh"]"#.into()])
+            .await
+            .unwrap();
+        docker.tag_image(&id, &image).await.unwrap();
+    }
+}
+
+/// `python3 -m http.server` on a free 127.0.0.1 port, serving `dir`; stopped on drop.
+pub struct HttpServer {
+    child: Child,
+    pub url: String,
+}
+
+impl HttpServer {
+    pub fn serve(dir: &Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Lays a tarball out as `<root>/<version>/kubernetes-server-linux-amd64.tar.gz` with a
+/// `.sha512` beside it (or a wrong one).
+pub fn release_tree(tarball: &Path, root: &Path, good_checksum: bool) {
+    let dir = root.join(VERSION);
+    std::fs::create_dir_all(&dir).unwrap();
+    let dest = dir.join("kubernetes-server-linux-amd64.tar.gz");
+    std::fs::copy(tarball, &dest).unwrap();
+    let mut sum = hex::encode(Sha512::digest(std::fs::read(&dest).unwrap()));
+    if !good_checksum {
+        let flipped = if sum.starts_with('0') { "1" } else { "0" };
+        sum.replace_range(..1, flipped);
+    }
+    std::fs::write(
+        dir.join("kubernetes-server-linux-amd64.tar.gz.sha512"),
+        format!("{sum}  kubernetes-server-linux-amd64.tar.gz\n"),
+    )
+    .unwrap();
+}
