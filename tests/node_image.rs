@@ -90,7 +90,7 @@ async fn inspect_node(docker: &Docker, image: &str) -> (String, String) {
         .await
         .unwrap()
         .stdout;
-    let script = "for b in kubeadm kubelet kubectl; do /usr/bin/$b version 2>&1 | head -n1; /usr/bin/$b --version 2>&1 | head -n1; done; \
+    let script = "/usr/bin/kubeadm version; /usr/bin/kubelet --version; /usr/bin/kubectl --version; \
                   echo VERSION=$(cat /kind/version); ls /kind/manifests; grep -h 'image:' /kind/manifests/*.yaml";
     let files = docker
         .exec(&id, &["sh", "-c", script])

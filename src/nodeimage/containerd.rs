@@ -43,7 +43,10 @@ pub async fn start(docker: &Docker, id: &str) -> Result<()> {
 /// Stops containerd with SIGTERM and waits for it, so its database is consistent in the
 /// committed image; removes its log.
 pub async fn stop(docker: &Docker, id: &str) -> Result<()> {
-    let script = "pkill -TERM -x containerd; for i in $(seq 1 100); do pgrep -x containerd >/dev/null || exit 0; sleep 0.1; done; exit 1";
+    // PID 1 of the build container (`sleep`) does not reap, so a stopped containerd stays
+    // as a zombie: wait until no live (non-Z) containerd is left.
+    let script = "pkill -TERM -x containerd; for i in $(seq 1 100); do \
+                  ps -C containerd -o stat= | grep -qv '^Z' || exit 0; sleep 0.1; done; exit 1";
     if !docker.exec(id, &["sh", "-c", script]).await?.success() {
         bail!("containerd did not stop within 10 s");
     }
