@@ -231,7 +231,7 @@ fn node_image_from_a_release_version_over_http() {
         assert!(
             cached
                 .iter()
-                .any(|p| p.ends_with("kubernetes-server-linux-amd64.tar.gz")),
+                .any(|p| p.to_string_lossy().ends_with("-kubernetes-server-linux-amd64.tar.gz")),
             "download cached: {cached:?}"
         );
         assert!(
