@@ -236,7 +236,7 @@ pub enum ExtractError {
     LinkEscapes { path: PathBuf, target: PathBuf },
     #[error("entry {0:?} is not a regular file")]
     NotAFile(PathBuf),
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 

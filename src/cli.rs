@@ -182,7 +182,7 @@ pub enum ConfigError {
     Image(String),
     #[error("{0} applies only to --from {1}")]
     NotFor(&'static str, &'static str),
-    #[error("invalid SOURCE: {0}")]
+    #[error("invalid SOURCE")]
     Source(#[from] crate::kube::SourceError),
     #[error("invalid --release-url {0:?}: expected an http:// or https:// URL")]
     ReleaseUrl(String),

@@ -48,7 +48,12 @@ pub fn from_tarball(tarball: &Path, dest: &Path) -> Result<Artifacts> {
     } else {
         archive::extract_selected(reader, dest, wanted)
     };
-    result.with_context(|| format!("reading {}", tarball.display()))?;
+    match result {
+        Err(archive::ExtractError::Io(e)) => {
+            bail!("reading {}: truncated or not a Kubernetes server tarball ({e})", tarball.display())
+        }
+        other => other.with_context(|| format!("reading {}", tarball.display()))?,
+    };
     collect(dest).with_context(|| format!("in {}", tarball.display()))
 }
 
