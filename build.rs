@@ -14,12 +14,7 @@ fn main() {
     files.sort();
     let mut out = String::from("pub static FILES: &[EmbeddedFile] = &[\n");
     for path in files {
-        let rel = path
-            .strip_prefix(&root)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let rel = path.strip_prefix(&root).unwrap().to_str().unwrap().to_owned();
         let executable = fs::metadata(&path).unwrap().permissions().mode() & 0o111 != 0;
         let mode = if executable { 0o755 } else { 0o644 };
         writeln!(
@@ -43,10 +38,7 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
         } else if meta.is_file() {
             files.push(path);
         } else {
-            panic!(
-                "base-image/ may hold only files and directories: {}",
-                path.display()
-            );
+            panic!("base-image/ may hold only files and directories: {}", path.display());
         }
     }
 }

@@ -25,14 +25,9 @@ where
 {
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
+        let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
         let mut builder = Builder::new(writer);
-        let result = fill(&mut builder)
-            .and_then(|()| builder.into_inner())
-            .and_then(|mut w| w.flush());
+        let result = fill(&mut builder).and_then(|()| builder.into_inner()).and_then(|mut w| w.flush());
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
         }
@@ -60,12 +55,9 @@ impl Write for ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the tar stream's reader went away",
-            )
-        })
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the tar stream's reader went away"))
     }
 }
 
@@ -114,9 +106,7 @@ fn append_dir_contents<W: Write>(
         if kind.is_dir() {
             header.set_size(0);
             builder.append_data(&mut header, &name, io::empty())?;
-            if !(rel.as_os_str().is_empty()
-                && ["dev", "proc", "sys"].iter().any(|d| name == Path::new(d)))
-            {
+            if !(rel.as_os_str().is_empty() && ["dev", "proc", "sys"].iter().any(|d| name == Path::new(d))) {
                 append_dir_contents(builder, &path, &name, links)?;
             }
         } else if kind.is_symlink() {
@@ -158,11 +148,7 @@ mod tests {
             .map(|e| {
                 let e = e.unwrap();
                 let link = e.link_name().unwrap().map(|l| l.display().to_string());
-                (
-                    e.path().unwrap().display().to_string(),
-                    e.header().entry_type(),
-                    link,
-                )
+                (e.path().unwrap().display().to_string(), e.header().entry_type(), link)
             })
             .collect()
     }
@@ -178,26 +164,14 @@ mod tests {
         fs::hard_link(root.join("usr/bin/tool"), root.join("usr/bin/tool2")).unwrap();
         symlink("/etc/passwd", root.join("usr/bin/outside")).unwrap();
         let root = root.to_path_buf();
-        let tar = collect(tar_stream(move |b| append_rootfs(b, &root)))
-            .await
-            .unwrap();
+        let tar = collect(tar_stream(move |b| append_rootfs(b, &root))).await.unwrap();
         let entries = entries(&tar);
         let names: Vec<&str> = entries.iter().map(|e| e.0.trim_end_matches('/')).collect();
-        assert!(
-            names.contains(&"dev"),
-            "the /dev directory itself is kept: {names:?}"
-        );
-        assert!(
-            !names.contains(&"dev/null-copy"),
-            "/dev contents are left out: {names:?}"
-        );
+        assert!(names.contains(&"dev"), "the /dev directory itself is kept: {names:?}");
+        assert!(!names.contains(&"dev/null-copy"), "/dev contents are left out: {names:?}");
         let link = entries.iter().find(|e| e.0 == "usr/bin/outside").unwrap();
         assert_eq!(link.1, EntryType::Symlink);
-        assert_eq!(
-            link.2.as_deref(),
-            Some("/etc/passwd"),
-            "symlinks are stored, not followed"
-        );
+        assert_eq!(link.2.as_deref(), Some("/etc/passwd"), "symlinks are stored, not followed");
         let hard = entries.iter().find(|e| e.0 == "usr/bin/tool2").unwrap();
         assert_eq!(hard.1, EntryType::Link);
         assert_eq!(hard.2.as_deref(), Some("usr/bin/tool"));
@@ -260,19 +234,12 @@ pub fn checked_path(path: &Path) -> Result<PathBuf, ExtractError> {
 /// A link at `path` pointing to `target` must resolve inside the archive's root.
 pub fn check_link(path: &Path, target: &Path, hard: bool) -> Result<(), ExtractError> {
     use std::path::Component;
-    let escapes = || ExtractError::LinkEscapes {
-        path: path.to_owned(),
-        target: target.to_owned(),
-    };
+    let escapes = || ExtractError::LinkEscapes { path: path.to_owned(), target: target.to_owned() };
     if target.is_absolute() {
         return Err(escapes());
     }
     // Hard link targets are relative to the archive root, symlinks to the link's directory.
-    let mut depth: i64 = if hard {
-        0
-    } else {
-        path.components().count() as i64 - 1
-    };
+    let mut depth: i64 = if hard { 0 } else { path.components().count() as i64 - 1 };
     for part in target.components() {
         match part {
             Component::Normal(_) => depth += 1,
@@ -316,11 +283,7 @@ pub fn extract_selected<R: io::Read>(
         if let Some(parent) = out.parent() {
             fs::create_dir_all(parent)?;
         }
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&out)?;
+        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&out)?;
         io::copy(&mut entry, &mut file)?;
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
@@ -363,14 +326,10 @@ mod extract_tests {
     #[test]
     fn extracts_selected_files_only() {
         let dir = tempfile::tempdir().unwrap();
-        let tar = tar_with(&[
-            ("k/a", EntryType::Regular, "A"),
-            ("k/b", EntryType::Regular, "B"),
-        ]);
-        let written = extract_selected(&tar[..], dir.path(), |p| {
-            (p == Path::new("k/b")).then(|| ("b".into(), 0o755))
-        })
-        .unwrap();
+        let tar = tar_with(&[("k/a", EntryType::Regular, "A"), ("k/b", EntryType::Regular, "B")]);
+        let written =
+            extract_selected(&tar[..], dir.path(), |p| (p == Path::new("k/b")).then(|| ("b".into(), 0o755)))
+                .unwrap();
         assert_eq!(written, vec![PathBuf::from("b")]);
         assert_eq!(fs::read_to_string(dir.path().join("b")).unwrap(), "B");
         assert!(!dir.path().join("k").exists());
@@ -381,15 +340,9 @@ mod extract_tests {
         let dir = tempfile::tempdir().unwrap();
         let inner = dir.path().join("inner");
         let tar = tar_with(&[("k/../../evil", EntryType::Regular, "x")]);
-        assert!(matches!(
-            extract_selected(&tar[..], &inner, select_all),
-            Err(ExtractError::Parent(_))
-        ));
+        assert!(matches!(extract_selected(&tar[..], &inner, select_all), Err(ExtractError::Parent(_))));
         let tar = tar_with(&[("/etc/evil", EntryType::Regular, "x")]);
-        assert!(matches!(
-            extract_selected(&tar[..], &inner, select_all),
-            Err(ExtractError::Absolute(_))
-        ));
+        assert!(matches!(extract_selected(&tar[..], &inner, select_all), Err(ExtractError::Absolute(_))));
         assert!(!dir.path().join("evil").exists());
     }
 
@@ -403,10 +356,7 @@ mod extract_tests {
         ] {
             let tar = tar_with(&[("k/link", kind, target)]);
             let err = extract_selected(&tar[..], dir.path(), |_| None).unwrap_err();
-            assert!(
-                matches!(err, ExtractError::LinkEscapes { .. }),
-                "{target}: {err}"
-            );
+            assert!(matches!(err, ExtractError::LinkEscapes { .. }), "{target}: {err}");
         }
         let inside = tar_with(&[("k/bin/link", EntryType::Symlink, "../version")]);
         extract_selected(&inside[..], dir.path(), |_| None).unwrap();

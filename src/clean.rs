@@ -22,9 +22,7 @@ enum Verdict {
 fn verdict(c: &ContainerSummary, this_host: &str, alive: impl Fn(u32) -> bool) -> Verdict {
     match (&c.host, c.pid) {
         (Some(host), _) if host != this_host => Verdict::Keep(format!("created on host {host}")),
-        (_, Some(pid)) if alive(pid) => {
-            Verdict::Keep(format!("its nodeimg process {pid} is still running"))
-        }
+        (_, Some(pid)) if alive(pid) => Verdict::Keep(format!("its nodeimg process {pid} is still running")),
         _ => Verdict::Remove,
     }
 }
@@ -43,10 +41,7 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
     for c in docker.list_containers(None).await? {
         match verdict(&c, &this_host, process_alive) {
             Verdict::Keep(why) if !cfg.all => {
-                reporter.info(format!(
-                    "kept {} (run {}): {why}; --all removes it",
-                    c.name, c.run_id
-                ));
+                reporter.info(format!("kept {} (run {}): {why}; --all removes it", c.name, c.run_id));
                 continue;
             }
             _ => {}
@@ -54,10 +49,7 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
         if !cfg.dry_run {
             docker.remove_container(&c.id).await?;
         }
-        reporter.detail(format!(
-            "container {} ({}, run {})",
-            c.name, c.state, c.run_id
-        ));
+        reporter.detail(format!("container {} ({}, run {})", c.name, c.state, c.run_id));
         removed.push(c.name);
     }
     for id in docker.list_dangling_images().await? {
@@ -66,11 +58,7 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
         }
         removed.push(id);
     }
-    let verb = if cfg.dry_run {
-        "would remove"
-    } else {
-        "removed"
-    };
+    let verb = if cfg.dry_run { "would remove" } else { "removed" };
     reporter.info(format!("{verb} {} leftover(s)", removed.len()));
     Ok(removed)
 }
@@ -94,22 +82,10 @@ mod tests {
     #[test]
     fn dead_runs_are_removed_live_ones_kept() {
         let alive = |pid| pid == 10;
-        assert_eq!(
-            verdict(&container(Some(11), Some("me")), "me", alive),
-            Verdict::Remove
-        );
-        assert!(matches!(
-            verdict(&container(Some(10), Some("me")), "me", alive),
-            Verdict::Keep(_)
-        ));
-        assert!(matches!(
-            verdict(&container(Some(11), Some("other")), "me", alive),
-            Verdict::Keep(_)
-        ));
-        assert_eq!(
-            verdict(&container(None, None), "me", alive),
-            Verdict::Remove
-        );
+        assert_eq!(verdict(&container(Some(11), Some("me")), "me", alive), Verdict::Remove);
+        assert!(matches!(verdict(&container(Some(10), Some("me")), "me", alive), Verdict::Keep(_)));
+        assert!(matches!(verdict(&container(Some(11), Some("other")), "me", alive), Verdict::Keep(_)));
+        assert_eq!(verdict(&container(None, None), "me", alive), Verdict::Remove);
     }
 
     #[test]

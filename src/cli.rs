@@ -50,6 +50,20 @@ Examples:
   nodeimg clean --dry-run    # only list them
   nodeimg clean --all        # also containers of runs that look alive, or on other hosts")]
     Clean(CleanArgs),
+    /// Inspect the images a node image will hold.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Print every image the node image will contain and where each will come from, one
+    /// per line (`IMAGE<TAB>SOURCE`), without building anything. Use it to pre-seed a mirror.
+    #[command(after_help = "\
+Examples:
+  nodeimg images list v1.30.0
+  nodeimg images list ./kubernetes-server-linux-amd64.tar.gz -b nodeimg/base:abc | cut -f1")]
+    List(SourceArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,17 +92,26 @@ Examples:
 
 #[derive(Debug, Args)]
 pub struct NodeImageArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Name of the node image.
+    #[arg(short, long, default_value = "kindest/node:latest", value_name = "NAME[:TAG]")]
+    pub image: String,
+    /// Keep the extracted artifacts in DIR (otherwise a temp dir, always removed).
+    #[arg(short = 'd', long, value_name = "DIR")]
+    pub build_dir: Option<std::path::PathBuf>,
+    /// Leave the build container in place for debugging (`nodeimg clean` removes it).
+    #[arg(long)]
+    pub keep_container: bool,
+}
+
+/// Where Kubernetes and the base image come from: shared by `build node-image` and
+/// `images list`.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
     /// Where Kubernetes comes from (see below).
     #[arg(value_name = "SOURCE")]
     pub source: Option<String>,
-    /// Name of the node image.
-    #[arg(
-        short,
-        long,
-        default_value = "kindest/node:latest",
-        value_name = "NAME[:TAG]"
-    )]
-    pub image: String,
     /// Base image [default: the image `nodeimg build base-image` makes with its defaults].
     #[arg(short, long, value_name = "IMAGE")]
     pub base_image: Option<String>,
@@ -102,22 +125,11 @@ pub struct NodeImageArgs {
     #[arg(short, long, value_name = "VERSION")]
     pub kube_version: Option<String>,
     /// Base URL of Kubernetes releases (dl.k8s.io layout), e.g. an internal mirror.
-    #[arg(
-        long,
-        env = "NODEIMG_RELEASE_URL",
-        default_value = "https://dl.k8s.io",
-        value_name = "URL"
-    )]
+    #[arg(long, env = "NODEIMG_RELEASE_URL", default_value = "https://dl.k8s.io", value_name = "URL")]
     pub release_url: String,
     /// Do not check downloads against their published checksums.
     #[arg(long)]
     pub no_verify: bool,
-    /// Keep the extracted artifacts in DIR (otherwise a temp dir, always removed).
-    #[arg(short = 'd', long, value_name = "DIR")]
-    pub build_dir: Option<std::path::PathBuf>,
-    /// Leave the build container in place for debugging (`nodeimg clean` removes it).
-    #[arg(long)]
-    pub keep_container: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -193,6 +205,17 @@ pub enum ConfigError {
 impl NodeImageArgs {
     pub fn into_config(self) -> Result<crate::nodeimage::NodeImageConfig, ConfigError> {
         validate_image(&self.image)?;
+        let mut cfg = self.source.into_config()?;
+        cfg.image = self.image;
+        cfg.build_dir = self.build_dir;
+        cfg.keep_container = self.keep_container;
+        Ok(cfg)
+    }
+}
+
+impl SourceArgs {
+    /// A node-image config without a target (for `images list`).
+    pub fn into_config(self) -> Result<crate::nodeimage::NodeImageConfig, ConfigError> {
         let base_image = match self.base_image {
             Some(b) => {
                 validate_image(&b)?;
@@ -200,28 +223,23 @@ impl NodeImageArgs {
             }
             None => crate::baseimage::default_base_image(),
         };
-        let arch = self
-            .arch
-            .unwrap_or_else(|| crate::imagearchive::host_architecture().to_owned());
+        let arch = self.arch.unwrap_or_else(|| crate::imagearchive::host_architecture().to_owned());
         if !["amd64", "arm64", "ppc64le", "s390x"].contains(&arch.as_str()) {
             return Err(ConfigError::Arch(arch));
         }
         let release_url = validate_mirror(&self.release_url)
             .map_err(|_| ConfigError::ReleaseUrl(self.release_url.clone()))?;
-        let source = crate::kube::detect(
-            self.source.as_deref(),
-            self.source_type,
-            self.kube_version.as_deref(),
-        )?;
+        let source =
+            crate::kube::detect(self.source.as_deref(), self.source_type, self.kube_version.as_deref())?;
         Ok(crate::nodeimage::NodeImageConfig {
             source,
-            image: self.image,
+            image: String::new(),
             base_image,
             arch,
             release_url,
             verify: !self.no_verify,
-            build_dir: self.build_dir,
-            keep_container: self.keep_container,
+            build_dir: None,
+            keep_container: false,
         })
     }
 }
@@ -251,47 +269,26 @@ impl BaseImageArgs {
                 if self.mirror.is_some() {
                     return Err(ConfigError::NotFor("--mirror", "debootstrap"));
                 }
-                let debian_image = self
-                    .debian_image
-                    .unwrap_or_else(|| "debian:bookworm-slim".to_owned());
+                let debian_image = self.debian_image.unwrap_or_else(|| "debian:bookworm-slim".to_owned());
                 validate_image(&debian_image)?;
                 Source::Dockerfile { debian_image }
             }
         };
-        Ok(BaseImageConfig {
-            source,
-            image: self.image,
-            rebuild: self.rebuild,
-        })
+        Ok(BaseImageConfig { source, image: self.image, rebuild: self.rebuild })
     }
 }
 
 fn validate_suite(suite: &str) -> Result<(), ConfigError> {
-    let ok = suite
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && suite
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Suite(suite.to_owned()))
-    }
+    let ok = suite.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && suite.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok { Ok(()) } else { Err(ConfigError::Suite(suite.to_owned())) }
 }
 
 /// Returns the mirror without a trailing slash.
 fn validate_mirror(mirror: &str) -> Result<String, ConfigError> {
-    let rest = mirror
-        .strip_prefix("http://")
-        .or_else(|| mirror.strip_prefix("https://"));
+    let rest = mirror.strip_prefix("http://").or_else(|| mirror.strip_prefix("https://"));
     match rest {
-        Some(host)
-            if !host.is_empty()
-                && !host.starts_with('/')
-                && !mirror.contains(char::is_whitespace) =>
-        {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !mirror.contains(char::is_whitespace) => {
             Ok(mirror.trim_end_matches('/').to_owned())
         }
         _ => Err(ConfigError::Mirror(mirror.to_owned())),
@@ -306,9 +303,7 @@ pub fn validate_image(reference: &str) -> Result<(), ConfigError> {
     if let Some(tag) = tag {
         let ok = !tag.is_empty()
             && tag.len() <= 128
-            && tag
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
             && !tag.starts_with(['.', '-']);
         if !ok {
             return Err(bad());
@@ -317,18 +312,13 @@ pub fn validate_image(reference: &str) -> Result<(), ConfigError> {
     let mut parts: Vec<&str> = name.split('/').collect();
     if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
         let host = parts.remove(0);
-        if host.is_empty()
-            || !host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
-        {
+        if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c)) {
             return Err(bad());
         }
     }
     let component_ok = |p: &&str| {
         !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
             && p.starts_with(|c: char| c.is_ascii_alphanumeric())
             && p.ends_with(|c: char| c.is_ascii_alphanumeric())
     };
@@ -343,11 +333,8 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<BaseImageConfig, ConfigError> {
-        let cli =
-            Cli::try_parse_from([&["nodeimg", "build", "base-image"], args].concat()).unwrap();
-        let Command::Build(BuildCommand::BaseImage(args)) = cli.command else {
-            unreachable!()
-        };
+        let cli = Cli::try_parse_from([&["nodeimg", "build", "base-image"], args].concat()).unwrap();
+        let Command::Build(BuildCommand::BaseImage(args)) = cli.command else { unreachable!() };
         args.into_config()
     }
 
@@ -356,36 +343,18 @@ mod tests {
         let cfg = parse(&["--mirror", "http://mirror.example/debian/"]).unwrap();
         assert_eq!(
             cfg.source,
-            Source::Debootstrap {
-                suite: "bookworm".into(),
-                mirror: "http://mirror.example/debian".into()
-            }
+            Source::Debootstrap { suite: "bookworm".into(), mirror: "http://mirror.example/debian".into() }
         );
         assert_eq!(cfg.image, None);
     }
 
     #[test]
     fn rejects_bad_suites_mirrors_and_images() {
-        assert_eq!(
-            parse(&["--suite", "Bad Suite"]),
-            Err(ConfigError::Suite("Bad Suite".into()))
-        );
-        assert_eq!(
-            parse(&["--mirror", "ftp://x/"]),
-            Err(ConfigError::Mirror("ftp://x/".into()))
-        );
-        assert_eq!(
-            parse(&["--mirror", "http://"]),
-            Err(ConfigError::Mirror("http://".into()))
-        );
-        assert_eq!(
-            parse(&["-i", "Upper/Case"]),
-            Err(ConfigError::Image("Upper/Case".into()))
-        );
-        assert_eq!(
-            parse(&["-i", "name:bad tag"]),
-            Err(ConfigError::Image("name:bad tag".into()))
-        );
+        assert_eq!(parse(&["--suite", "Bad Suite"]), Err(ConfigError::Suite("Bad Suite".into())));
+        assert_eq!(parse(&["--mirror", "ftp://x/"]), Err(ConfigError::Mirror("ftp://x/".into())));
+        assert_eq!(parse(&["--mirror", "http://"]), Err(ConfigError::Mirror("http://".into())));
+        assert_eq!(parse(&["-i", "Upper/Case"]), Err(ConfigError::Image("Upper/Case".into())));
+        assert_eq!(parse(&["-i", "name:bad tag"]), Err(ConfigError::Image("name:bad tag".into())));
     }
 
     #[test]
@@ -399,23 +368,14 @@ mod tests {
             Err(ConfigError::NotFor("--debian-image", "dockerfile"))
         );
         let cfg = parse(&["--from", "dockerfile"]).unwrap();
-        assert_eq!(
-            cfg.source,
-            Source::Dockerfile {
-                debian_image: "debian:bookworm-slim".into()
-            }
-        );
+        assert_eq!(cfg.source, Source::Dockerfile { debian_image: "debian:bookworm-slim".into() });
     }
 
     #[test]
     fn image_references() {
-        for ok in [
-            "nodeimg/base:abc",
-            "localhost:5000/kind/base:v1",
-            "base",
-            "registry.k8s.io/pause:3.9",
-            "a.b/c",
-        ] {
+        for ok in
+            ["nodeimg/base:abc", "localhost:5000/kind/base:v1", "base", "registry.k8s.io/pause:3.9", "a.b/c"]
+        {
             assert_eq!(validate_image(ok), Ok(()), "{ok}");
         }
         for bad in ["", "Base", "base:", "/base", "base/", "base:-x", "a//b"] {

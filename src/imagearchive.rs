@@ -37,18 +37,12 @@ pub struct Layer {
 
 /// Writes the tree at `root` as a layer tar at `dest`, hashing it on the way.
 pub fn write_layer(root: &Path, dest: &Path) -> io::Result<Layer> {
-    let mut writer = HashingWriter {
-        inner: BufWriter::new(File::create(dest)?),
-        hash: Sha256::new(),
-    };
+    let mut writer = HashingWriter { inner: BufWriter::new(File::create(dest)?), hash: Sha256::new() };
     let mut builder = tar::Builder::new(&mut writer);
     archive::append_rootfs(&mut builder, root)?;
     builder.into_inner()?;
     writer.inner.flush()?;
-    Ok(Layer {
-        path: dest.to_owned(),
-        diff_id: format!("sha256:{}", hex::encode(writer.hash.finalize())),
-    })
+    Ok(Layer { path: dest.to_owned(), diff_id: format!("sha256:{}", hex::encode(writer.hash.finalize())) })
 }
 
 struct HashingWriter<W> {
@@ -107,10 +101,7 @@ pub fn image_archive(
     config: &ImageConfig,
     layer: &Layer,
     tags: &[String],
-) -> (
-    String,
-    impl Stream<Item = io::Result<Bytes>> + Send + 'static,
-) {
+) -> (String, impl Stream<Item = io::Result<Bytes>> + Send + 'static) {
     let config_bytes = config_json(config, &layer.diff_id, &rfc3339(SystemTime::now()));
     let config_hex = hex::encode(Sha256::digest(&config_bytes));
     let layer_dir = layer.diff_id.trim_start_matches("sha256:").to_owned();
@@ -137,10 +128,7 @@ pub fn image_archive(
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC) without a date library: days since the epoch to a civil
 /// date (Howard Hinnant's algorithm).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -151,12 +139,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// Docker's name for this machine's architecture.
@@ -194,8 +177,7 @@ mod tests {
             labels: BTreeMap::from([("a".into(), "b".into())]),
             ..Default::default()
         };
-        let doc: serde_json::Value =
-            serde_json::from_slice(&config_json(&config, "sha256:00", "t")).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&config_json(&config, "sha256:00", "t")).unwrap();
         assert_eq!(doc["config"]["StopSignal"], "SIGRTMIN+3");
         assert_eq!(doc["config"]["Entrypoint"][0], "/init");
         assert_eq!(doc["config"]["Labels"]["a"], "b");
@@ -211,10 +193,7 @@ mod tests {
         std::fs::write(root.join("etc/hostname"), b"node\n").unwrap();
         let layer = write_layer(&root, &dir.path().join("layer.tar")).unwrap();
         let on_disk = std::fs::read(&layer.path).unwrap();
-        assert_eq!(
-            layer.diff_id,
-            format!("sha256:{}", hex::encode(Sha256::digest(&on_disk)))
-        );
+        assert_eq!(layer.diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&on_disk))));
 
         let (id, stream) = image_archive(&ImageConfig::default(), &layer, &[]);
         let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();

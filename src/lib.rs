@@ -14,7 +14,7 @@ pub mod progress;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{BuildCommand, Cli, Command};
+use crate::cli::{BuildCommand, Cli, Command, ImagesCommand};
 use crate::docker::{Docker, Labels};
 use crate::progress::Reporter;
 
@@ -26,12 +26,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Build(BuildCommand::BaseImage(args)) => {
             let cfg = args.into_config()?;
             let docker = connect().await?;
-            let built = guard::guarded(
-                &docker,
-                &reporter,
-                baseimage::build(&cfg, &docker, &reporter),
-            )
-            .await?;
+            let built =
+                guard::guarded(&docker, &reporter, baseimage::build(&cfg, &docker, &reporter)).await?;
             println!("{}", built.reference);
         }
         Command::Build(BuildCommand::NodeImage(args)) => {
@@ -40,12 +36,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 reporter.warn("--no-verify: downloads are NOT checked against published checksums");
             }
             let docker = connect().await?;
-            let built = guard::guarded(
-                &docker,
-                &reporter,
-                nodeimage::build(&cfg, &docker, &reporter),
-            )
-            .await?;
+            let built =
+                guard::guarded(&docker, &reporter, nodeimage::build(&cfg, &docker, &reporter)).await?;
             reporter.info(format!(
                 "node image {} ({}, {:.0} MB): Kubernetes {}, {} images inside",
                 built.reference,
@@ -59,11 +51,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             println!("{}", built.reference);
         }
+        Command::Images(ImagesCommand::List(args)) => {
+            let cfg = args.into_config()?;
+            let docker = connect().await?;
+            let plan = guard::guarded(&docker, &reporter, nodeimage::plan(&cfg, &docker, &reporter)).await?;
+            for (image, from) in plan {
+                println!("{image}\t{from}");
+            }
+        }
         Command::Clean(args) => {
-            let cfg = clean::CleanConfig {
-                all: args.all,
-                dry_run: args.dry_run,
-            };
+            let cfg = clean::CleanConfig { all: args.all, dry_run: args.dry_run };
             let docker = connect().await?;
             for name in clean::clean(cfg, &docker, &reporter).await? {
                 println!("{name}");
@@ -74,9 +71,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn connect() -> Result<Docker> {
-    Docker::connect(Labels::for_this_process())
-        .await
-        .context("connecting to Docker")
+    Docker::connect(Labels::for_this_process()).await.context("connecting to Docker")
 }
 
 /// The innermost cause of an error: for network errors, the part that says what happened
@@ -92,18 +87,12 @@ pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 /// An error as one line: the context chain joined by ": ", inner newlines folded.
 pub fn one_line(err: &anyhow::Error) -> String {
     let text = format!("{err:#}");
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
 /// 130/143 after SIGINT/SIGTERM, as shells report them; 1 for every other failure.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    err.downcast_ref::<guard::Interrupted>()
-        .map(|i| i.exit_code)
-        .unwrap_or(1)
+    err.downcast_ref::<guard::Interrupted>().map(|i| i.exit_code).unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -115,11 +104,7 @@ mod tests {
         let err = anyhow::anyhow!("inner\nsecond line").context("outer");
         assert_eq!(one_line(&err), "outer: inner; second line");
         assert_eq!(exit_code(&err), 1);
-        let sig: anyhow::Error = guard::Interrupted {
-            name: "SIGINT",
-            exit_code: 130,
-        }
-        .into();
+        let sig: anyhow::Error = guard::Interrupted { name: "SIGINT", exit_code: 130 }.into();
         assert_eq!(exit_code(&sig.context("building")), 130);
     }
 }

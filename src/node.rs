@@ -53,20 +53,12 @@ fn privileged_refused(err: &Error) -> bool {
 }
 
 /// Starts a node container: `--privileged` first, the restricted set if the daemon refuses.
-pub async fn start(
-    docker: &Docker,
-    image: &str,
-    name: Option<&str>,
-    reporter: &Reporter,
-) -> Result<Node> {
+pub async fn start(docker: &Docker, image: &str, name: Option<&str>, reporter: &Reporter) -> Result<Node> {
     let spec = node_spec(image, name, Privilege::Privileged);
     let id = docker.create_container(&spec).await?;
     match docker.start_container(&id).await {
         Ok(()) => {
-            return Ok(Node {
-                id,
-                privilege: Privilege::Privileged,
-            });
+            return Ok(Node { id, privilege: Privilege::Privileged });
         }
         Err(err) if privileged_refused(&err) => {
             docker.remove_container(&id).await?;
@@ -83,10 +75,7 @@ pub async fn start(
         .start_container(&id)
         .await
         .with_context(|| format!("starting a node from {image} without --privileged"))?;
-    Ok(Node {
-        id,
-        privilege: Privilege::Restricted,
-    })
+    Ok(Node { id, privilege: Privilege::Restricted })
 }
 
 #[cfg(test)]
@@ -117,14 +106,10 @@ mod tests {
     fn recognises_the_capabilities_refusal() {
         let err = Error::Api {
             action: "starting".into(),
-            message: "OCI runtime create failed: unable to apply caps: operation not permitted"
-                .into(),
+            message: "OCI runtime create failed: unable to apply caps: operation not permitted".into(),
         };
         assert!(privileged_refused(&err));
-        let other = Error::Api {
-            action: "starting".into(),
-            message: "no such image".into(),
-        };
+        let other = Error::Api { action: "starting".into(), message: "no such image".into() };
         assert!(!privileged_refused(&other));
     }
 }

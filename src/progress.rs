@@ -30,8 +30,7 @@ impl Reporter {
     }
 
     pub fn with_terminal(verbosity: Verbosity, tty: bool) -> Self {
-        let multi =
-            tty.then(|| Arc::new(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())));
+        let multi = tty.then(|| Arc::new(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())));
         Self { verbosity, multi }
     }
 
@@ -45,10 +44,8 @@ impl Reporter {
         let bar = self.multi.as_ref().map(|multi| {
             let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner:.cyan} {prefix} [{elapsed}] {wide_msg:.dim}",
-                )
-                .expect("static template"),
+                ProgressStyle::with_template("{spinner:.cyan} {prefix} [{elapsed}] {wide_msg:.dim}")
+                    .expect("static template"),
             );
             bar.set_prefix(title.clone());
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -57,13 +54,7 @@ impl Reporter {
         if bar.is_none() {
             self.line(Verbosity::Normal, &format!("{title} ..."));
         }
-        Step {
-            reporter: self.clone(),
-            title,
-            bar,
-            start: Instant::now(),
-            done: false,
-        }
+        Step { reporter: self.clone(), title, bar, start: Instant::now(), done: false }
     }
 
     /// A step that moves bytes: a byte bar on a terminal (a spinner when the size is not
@@ -112,26 +103,13 @@ impl Reporter {
 
 /// `[HH:MM:SS] message`, in UTC, for logs without a terminal.
 pub fn plain_line(now: SystemTime, msg: &str) -> String {
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        % 86_400;
-    format!(
-        "[{:02}:{:02}:{:02}] {msg}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) % 86_400;
+    format!("[{:02}:{:02}:{:02}] {msg}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs_f64();
-    if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
+    if secs < 60.0 { format!("{secs:.1}s") } else { format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60) }
 }
 
 pub struct Step {
@@ -166,11 +144,7 @@ impl Step {
     /// Marks the step done with a short outcome.
     pub fn finish(mut self, outcome: impl Display) {
         self.done = true;
-        let line = format!(
-            "✓ {}: {outcome} ({})",
-            self.title,
-            format_duration(self.elapsed())
-        );
+        let line = format!("✓ {}: {outcome} ({})", self.title, format_duration(self.elapsed()));
         self.close(&line, Verbosity::Normal);
     }
 
@@ -190,11 +164,7 @@ impl Step {
 impl Drop for Step {
     fn drop(&mut self) {
         if !self.done {
-            let line = format!(
-                "✗ {} (after {})",
-                self.title,
-                format_duration(self.elapsed())
-            );
+            let line = format!("✗ {} (after {})", self.title, format_duration(self.elapsed()));
             self.close(&line, Verbosity::Normal);
         }
     }

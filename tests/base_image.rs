@@ -14,52 +14,27 @@ fn base_image_has_kinds_configuration_in_one_layer() {
     let image = support::base_image();
     support::runtime().block_on(async {
         let docker = support::docker(&support::run_id("config")).await;
-        let info = docker
-            .inspect_image(&image)
-            .await
-            .unwrap()
-            .expect("the image exists");
-        assert_eq!(
-            info.entrypoint,
-            vec!["/usr/local/bin/entrypoint", "/sbin/init"]
-        );
+        let info = docker.inspect_image(&image).await.unwrap().expect("the image exists");
+        assert_eq!(info.entrypoint, vec!["/usr/local/bin/entrypoint", "/sbin/init"]);
         assert_eq!(info.stop_signal.as_deref(), Some("SIGRTMIN+3"));
-        assert!(
-            info.env.contains(&"container=docker".to_owned()),
-            "{:?}",
-            info.env
-        );
+        assert!(info.env.contains(&"container=docker".to_owned()), "{:?}", info.env);
         assert_eq!(info.layers, 1, "debootstrap images are a single layer");
-        assert_eq!(
-            info.labels
-                .get("io.nodeimg.base.source")
-                .map(String::as_str),
-            Some("debootstrap")
-        );
+        assert_eq!(info.labels.get("io.nodeimg.base.source").map(String::as_str), Some("debootstrap"));
         assert!(info.labels.contains_key("io.nodeimg.build"));
         let key = &info.labels["io.nodeimg.base.key"];
-        assert!(
-            image.ends_with(key.as_str()),
-            "{image} is named by its key {key}"
-        );
+        assert!(image.ends_with(key.as_str()), "{image} is named by its key {key}");
     });
 }
 
 #[test]
 fn second_build_reuses_the_image() {
     let image = support::base_image();
-    let out = support::nodeimg()
-        .args(["build", "base-image"])
-        .output()
-        .unwrap();
+    let out = support::nodeimg().args(["build", "base-image"]).output().unwrap();
     assert_success(&out, "second build");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), image);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("up to date"), "{stderr}");
-    assert!(
-        !stderr.contains("debootstrap bookworm"),
-        "no debootstrap on a cache hit: {stderr}"
-    );
+    assert!(!stderr.contains("debootstrap bookworm"), "no debootstrap on a cache hit: {stderr}");
 }
 
 #[test]
@@ -70,57 +45,34 @@ fn base_image_boots_as_a_node_with_containerd() {
     support::runtime().block_on(async {
         let docker = support::docker(&run_id).await;
         let reporter = Reporter::with_terminal(Verbosity::Quiet, false);
-        let node = nodeimg::node::start(&docker, &image, None, &reporter)
-            .await
-            .unwrap();
+        let node = nodeimg::node::start(&docker, &image, None, &reporter).await.unwrap();
 
-        let state = wait_for(
-            "systemd to finish booting",
-            Duration::from_secs(90),
-            || async {
-                let out = docker
-                    .exec(&node.id, &["systemctl", "is-system-running"])
-                    .await
-                    .ok()?;
-                let state = out.stdout.trim().to_owned();
-                // "offline" until systemd answers, "starting" while it boots.
-                let done = ["running", "degraded", "maintenance", "stopping"];
-                done.contains(&state.as_str()).then_some(state)
-            },
-        )
+        let state = wait_for("systemd to finish booting", Duration::from_secs(90), || async {
+            let out = docker.exec(&node.id, &["systemctl", "is-system-running"]).await.ok()?;
+            let state = out.stdout.trim().to_owned();
+            // "offline" until systemd answers, "starting" while it boots.
+            let done = ["running", "degraded", "maintenance", "stopping"];
+            done.contains(&state.as_str()).then_some(state)
+        })
         .await;
-        let failed = docker
-            .exec(&node.id, &["systemctl", "--failed", "--no-legend"])
-            .await
-            .unwrap();
+        let failed = docker.exec(&node.id, &["systemctl", "--failed", "--no-legend"]).await.unwrap();
         assert!(
             state == "running" || state == "degraded",
             "systemd is {state}; failed units:\n{}",
             failed.stdout
         );
-        let pid1 = docker
-            .exec(&node.id, &["cat", "/proc/1/comm"])
-            .await
-            .unwrap();
+        let pid1 = docker.exec(&node.id, &["cat", "/proc/1/comm"]).await.unwrap();
         assert_eq!(pid1.stdout.trim(), "systemd");
-        let containerd = docker
-            .exec(&node.id, &["systemctl", "is-active", "containerd"])
-            .await
-            .unwrap();
+        let containerd = docker.exec(&node.id, &["systemctl", "is-active", "containerd"]).await.unwrap();
         assert_eq!(containerd.stdout.trim(), "active");
 
         let version = docker.exec(&node.id, &["ctr", "version"]).await.unwrap();
-        assert!(
-            version.success() && version.stdout.contains("Server:"),
-            "{version:?}"
-        );
+        assert!(version.success() && version.stdout.contains("Server:"), "{version:?}");
 
         // A small image, made here from busybox and saved by the daemon, imported into the
         // node's containerd through exec stdin as the node-image pipeline will do.
-        let tag = format!(
-            "nodeimg-test/busybox:{}",
-            run_id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
-        );
+        let tag =
+            format!("nodeimg-test/busybox:{}", run_id.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
         let rootfs = archive::tar_stream(|tar| {
             tar.append_path_with_name("/bin/busybox", "bin/busybox")?;
             let mut link = tar::Header::new_gnu();
@@ -128,40 +80,20 @@ fn base_image_boots_as_a_node_with_containerd() {
             link.set_size(0);
             tar.append_link(&mut link, "bin/sh", "busybox")
         });
-        let id = docker
-            .import_rootfs(rootfs, vec![r#"CMD ["/bin/sh"]"#.into()])
-            .await
-            .unwrap();
+        let id = docker.import_rootfs(rootfs, vec![r#"CMD ["/bin/sh"]"#.into()]).await.unwrap();
         docker.tag_image(&id, &tag).await.unwrap();
         let saved = tokio_util::io::StreamReader::new(docker.save_image(&tag));
         let import = docker
-            .exec_with_stdin(
-                &node.id,
-                &["ctr", "-n", "k8s.io", "images", "import", "-"],
-                saved,
-            )
+            .exec_with_stdin(&node.id, &["ctr", "-n", "k8s.io", "images", "import", "-"], saved)
             .await
             .unwrap();
         docker.remove_image(&tag).await.unwrap();
         assert!(import.success(), "ctr import failed: {import:?}");
-        let images = docker
-            .exec(&node.id, &["ctr", "-n", "k8s.io", "images", "ls", "-q"])
-            .await
-            .unwrap();
-        assert!(
-            images
-                .stdout
-                .lines()
-                .any(|l| l == format!("docker.io/{tag}")),
-            "{}",
-            images.stdout
-        );
+        let images = docker.exec(&node.id, &["ctr", "-n", "k8s.io", "images", "ls", "-q"]).await.unwrap();
+        assert!(images.stdout.lines().any(|l| l == format!("docker.io/{tag}")), "{}", images.stdout);
 
         docker.remove_container(&node.id).await.unwrap();
-        assert!(
-            !docker.container_exists(&node.id).await.unwrap(),
-            "the node container is gone"
-        );
+        assert!(!docker.container_exists(&node.id).await.unwrap(), "the node container is gone");
         let left = docker.list_containers(Some(&run_id)).await.unwrap();
         assert!(left.is_empty(), "containers left: {left:?}");
     });
@@ -175,16 +107,7 @@ fn dockerfile_build_goes_through_the_engine() {
     let run_id = support::run_id("dockerfile");
     let target = format!("nodeimg-test/dockerfile:{}", std::process::id());
     let out = support::nodeimg()
-        .args([
-            "build",
-            "base-image",
-            "--from",
-            "dockerfile",
-            "--debian-image",
-            &debian,
-            "-i",
-            &target,
-        ])
+        .args(["build", "base-image", "--from", "dockerfile", "--debian-image", &debian, "-i", &target])
         .env("NODEIMG_RUN_ID", &run_id)
         .output()
         .unwrap();
@@ -192,31 +115,12 @@ fn dockerfile_build_goes_through_the_engine() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), target);
     support::runtime().block_on(async {
         let docker = support::docker(&run_id).await;
-        let info = docker
-            .inspect_image(&target)
-            .await
-            .unwrap()
-            .expect("the image exists");
+        let info = docker.inspect_image(&target).await.unwrap().expect("the image exists");
         docker.remove_image(&target).await.unwrap();
-        assert_eq!(
-            info.entrypoint,
-            vec!["/usr/local/bin/entrypoint", "/sbin/init"]
-        );
+        assert_eq!(info.entrypoint, vec!["/usr/local/bin/entrypoint", "/sbin/init"]);
         assert_eq!(info.stop_signal.as_deref(), Some("SIGRTMIN+3"));
-        assert_eq!(
-            info.labels
-                .get("io.nodeimg.base.source")
-                .map(String::as_str),
-            Some("dockerfile")
-        );
+        assert_eq!(info.labels.get("io.nodeimg.base.source").map(String::as_str), Some("dockerfile"));
         assert_eq!(info.labels.get("io.nodeimg.build"), Some(&run_id));
-        assert!(
-            docker
-                .list_containers(Some(&run_id))
-                .await
-                .unwrap()
-                .is_empty(),
-            "no container left"
-        );
+        assert!(docker.list_containers(Some(&run_id)).await.unwrap().is_empty(), "no container left");
     });
 }

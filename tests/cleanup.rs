@@ -12,9 +12,7 @@ use nodeimg::docker::{ContainerSpec, ContainerSummary, Docker};
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Starts `nodeimg build base-image` (a cache hit, so it goes straight to checking the
@@ -63,23 +61,13 @@ fn clean_removes_what_a_killed_build_left() {
         let (mut child, container) = caught(&docker, &run_id).await;
         child.kill().unwrap(); // SIGKILL: the guard never runs
         child.wait().unwrap();
-        assert!(
-            docker.container_exists(&container.id).await.unwrap(),
-            "SIGKILL leaves the container"
-        );
+        assert!(docker.container_exists(&container.id).await.unwrap(), "SIGKILL leaves the container");
 
         let out = support::nodeimg().arg("clean").output().unwrap();
         support::assert_success(&out, "nodeimg clean");
-        assert!(
-            !docker.container_exists(&container.id).await.unwrap(),
-            "clean removed it"
-        );
+        assert!(!docker.container_exists(&container.id).await.unwrap(), "clean removed it");
         let listed = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            listed.lines().any(|l| l == container.name),
-            "clean lists {}:\n{listed}",
-            container.name
-        );
+        assert!(listed.lines().any(|l| l == container.name), "clean lists {}:\n{listed}", container.name);
     });
 }
 
@@ -92,28 +80,16 @@ fn clean_keeps_containers_of_live_runs() {
     support::runtime().block_on(async {
         // Labelled with this (live) test process's pid, as a running build's would be.
         let docker = support::docker(&run_id).await;
-        let id = docker
-            .create_container(&ContainerSpec::idle(&image))
-            .await
-            .unwrap();
+        let id = docker.create_container(&ContainerSpec::idle(&image)).await.unwrap();
         let out = support::nodeimg().arg("clean").output().unwrap();
         support::assert_success(&out, "nodeimg clean");
-        assert!(
-            docker.container_exists(&id).await.unwrap(),
-            "a live run's container is kept"
-        );
+        assert!(docker.container_exists(&id).await.unwrap(), "a live run's container is kept");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("still running"), "{stderr}");
 
-        let out = support::nodeimg()
-            .args(["clean", "--all"])
-            .output()
-            .unwrap();
+        let out = support::nodeimg().args(["clean", "--all"]).output().unwrap();
         support::assert_success(&out, "nodeimg clean --all");
-        assert!(
-            !docker.container_exists(&id).await.unwrap(),
-            "--all removes it too"
-        );
+        assert!(!docker.container_exists(&id).await.unwrap(), "--all removes it too");
     });
 }
 
@@ -131,14 +107,8 @@ fn ctrl_c_removes_the_build_container() {
         let status = child.wait().unwrap();
         // It may have finished its check just before the signal landed; either way the
         // container must be gone, and an interrupted run exits 130.
-        assert!(
-            status.code() == Some(130) || status.success(),
-            "exit status {status}"
-        );
-        assert!(
-            !docker.container_exists(&container.id).await.unwrap(),
-            "the guard removed the container"
-        );
+        assert!(status.code() == Some(130) || status.success(), "exit status {status}");
+        assert!(!docker.container_exists(&container.id).await.unwrap(), "the guard removed the container");
     });
 }
 
@@ -149,13 +119,7 @@ fn ctrl_c_during_debootstrap_leaves_no_scratch_or_mounts() {
     let scratch = tempfile::tempdir().unwrap();
     let run_id = support::run_id("sigint-debootstrap");
     let mut child = support::nodeimg()
-        .args([
-            "build",
-            "base-image",
-            "--rebuild",
-            "-i",
-            "nodeimg-test/interrupted:never",
-        ])
+        .args(["build", "base-image", "--rebuild", "-i", "nodeimg-test/interrupted:never"])
         .env("NODEIMG_RUN_ID", &run_id)
         .env("TMPDIR", scratch.path())
         .stdout(Stdio::null())
@@ -172,53 +136,25 @@ fn ctrl_c_during_debootstrap_leaves_no_scratch_or_mounts() {
         if busy {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "debootstrap never started"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "nodeimg ended before debootstrap started"
-        );
+        assert!(start.elapsed() < Duration::from_secs(120), "debootstrap never started");
+        assert!(child.try_wait().unwrap().is_none(), "nodeimg ended before debootstrap started");
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr
-            .lines()
-            .last()
-            .unwrap_or("")
-            .contains("interrupted by SIGINT"),
-        "{stderr}"
-    );
-    let left: Vec<_> = std::fs::read_dir(scratch.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    assert!(stderr.lines().last().unwrap_or("").contains("interrupted by SIGINT"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().flatten().map(|e| e.path()).collect();
     assert!(left.is_empty(), "scratch left behind: {left:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(scratch.path().to_str().unwrap()),
-        "mounts left below the scratch dir"
-    );
+    assert!(!mounts.contains(scratch.path().to_str().unwrap()), "mounts left below the scratch dir");
     support::runtime().block_on(async {
         let docker = support::docker(&run_id).await;
         assert!(
-            !docker
-                .image_exists("nodeimg-test/interrupted:never")
-                .await
-                .unwrap(),
+            !docker.image_exists("nodeimg-test/interrupted:never").await.unwrap(),
             "no image under the target tag"
         );
     });

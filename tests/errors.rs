@@ -20,16 +20,8 @@ fn assert_one_line_error(out: &Output, needle: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "one error line expected:\n{stderr}");
-    assert_eq!(
-        stderr.lines().last(),
-        Some(errors[0]),
-        "the error is the last line:\n{stderr}"
-    );
-    assert!(
-        errors[0].contains(needle),
-        "the error names {needle:?}: {}",
-        errors[0]
-    );
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "the error is the last line:\n{stderr}");
+    assert!(errors[0].contains(needle), "the error names {needle:?}: {}", errors[0]);
     assert!(out.stdout.is_empty(), "no result on stdout");
     errors[0].to_owned()
 }
@@ -54,11 +46,7 @@ fn unknown_suite_is_named() {
 #[test]
 fn unreachable_mirror_is_named() {
     let id = support::run_id("mirror");
-    let out = run(
-        &id,
-        &["build", "base-image", "--mirror", "http://127.0.0.1:9/"],
-        &[],
-    );
+    let out = run(&id, &["build", "base-image", "--mirror", "http://127.0.0.1:9/"], &[]);
     let line = assert_one_line_error(&out, "http://127.0.0.1:9");
     assert!(line.contains("unreachable"), "{line}");
     assert_nothing_left(&id);
@@ -67,11 +55,7 @@ fn unreachable_mirror_is_named() {
 #[test]
 fn unreachable_daemon_is_named() {
     let id = support::run_id("daemon");
-    let out = run(
-        &id,
-        &["build", "base-image"],
-        &[("DOCKER_HOST", "unix:///nonexistent")],
-    );
+    let out = run(&id, &["build", "base-image"], &[("DOCKER_HOST", "unix:///nonexistent")]);
     let line = assert_one_line_error(&out, "unix:///nonexistent");
     assert!(line.contains("cannot reach the Docker daemon"), "{line}");
     assert_nothing_left(&id);
@@ -84,17 +68,6 @@ fn invalid_flags_fail_before_touching_docker() {
     let dead = [("DOCKER_HOST", "unix:///nonexistent")];
     let out = run(&id, &["build", "base-image", "-i", "Not/Valid"], &dead);
     assert_one_line_error(&out, "\"Not/Valid\"");
-    let out = run(
-        &id,
-        &[
-            "build",
-            "base-image",
-            "--from",
-            "dockerfile",
-            "--suite",
-            "trixie",
-        ],
-        &dead,
-    );
+    let out = run(&id, &["build", "base-image", "--from", "dockerfile", "--suite", "trixie"], &dead);
     assert_one_line_error(&out, "--suite");
 }

@@ -30,9 +30,7 @@ impl Run {
     fn build(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
         let base = support::base_image();
         let mut cmd = support::nodeimg();
-        cmd.args(["build", "node-image"])
-            .args(args)
-            .args(["-b", &base, "-i", &self.target]);
+        cmd.args(["build", "node-image"]).args(args).args(["-b", &base, "-i", &self.target]);
         cmd.env("NODEIMG_RUN_ID", &self.run_id)
             .env("TMPDIR", self.tmp.path())
             .env("NODEIMG_CACHE_DIR", self.cache.path());
@@ -46,11 +44,8 @@ impl Run {
     async fn assert_clean(&self, docker: &Docker) {
         let left = docker.list_containers(Some(&self.run_id)).await.unwrap();
         assert!(left.is_empty(), "containers left: {left:?}");
-        let scratch: Vec<_> = std::fs::read_dir(self.tmp.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
+        let scratch: Vec<_> =
+            std::fs::read_dir(self.tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
         assert!(scratch.is_empty(), "scratch left behind: {scratch:?}");
     }
 }
@@ -64,39 +59,17 @@ async fn host_ready(run_id: &str) -> Docker {
 /// Starts containerd in a throwaway container of the node image and returns what a user
 /// would check: `ctr images ls` output and the files kind reads.
 async fn inspect_node(docker: &Docker, image: &str) -> (String, String) {
-    let id = docker
-        .create_container(&ContainerSpec::idle(image))
-        .await
-        .unwrap();
+    let id = docker.create_container(&ContainerSpec::idle(image)).await.unwrap();
     docker.start_container(&id).await.unwrap();
-    docker
-        .exec(&id, &["sh", "-c", "containerd >/dev/null 2>&1 &"])
-        .await
-        .unwrap();
-    wait_for(
-        "containerd in the node",
-        Duration::from_secs(30),
-        || async {
-            docker
-                .exec(&id, &["ctr", "version"])
-                .await
-                .ok()
-                .filter(|o| o.success())
-        },
-    )
+    docker.exec(&id, &["sh", "-c", "containerd >/dev/null 2>&1 &"]).await.unwrap();
+    wait_for("containerd in the node", Duration::from_secs(30), || async {
+        docker.exec(&id, &["ctr", "version"]).await.ok().filter(|o| o.success())
+    })
     .await;
-    let images = docker
-        .exec(&id, &["ctr", "-n", "k8s.io", "images", "ls"])
-        .await
-        .unwrap()
-        .stdout;
+    let images = docker.exec(&id, &["ctr", "-n", "k8s.io", "images", "ls"]).await.unwrap().stdout;
     let script = "/usr/bin/kubeadm version; /usr/bin/kubelet --version; /usr/bin/kubectl --version; \
                   echo VERSION=$(cat /kind/version); ls /kind/manifests; grep -h 'image:' /kind/manifests/*.yaml";
-    let files = docker
-        .exec(&id, &["sh", "-c", script])
-        .await
-        .unwrap()
-        .stdout;
+    let files = docker.exec(&id, &["sh", "-c", script]).await.unwrap().stdout;
     docker.remove_container(&id).await.unwrap();
     (images, files)
 }
@@ -108,97 +81,50 @@ fn node_image_from_a_release_tarball() {
     let release = fixtures::server_tarball(&Options::default());
     support::runtime().block_on(async {
         let docker = host_ready(&run.run_id).await;
-        let proxy = [
-            ("HTTPS_PROXY", "http://proxy.invalid:3128"),
-            ("NO_PROXY", "localhost"),
-        ];
+        let proxy = [("HTTPS_PROXY", "http://proxy.invalid:3128"), ("NO_PROXY", "localhost")];
         let out = run.build(&[release.tarball.to_str().unwrap()], &proxy);
         assert_success(&out, "build node-image from a file");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), run.target);
         run.assert_clean(&docker).await;
 
-        let info = docker
-            .inspect_image(&run.target)
-            .await
-            .unwrap()
-            .expect("the node image exists");
-        assert_eq!(
-            info.entrypoint,
-            vec!["/usr/local/bin/entrypoint", "/sbin/init"]
-        );
-        assert_eq!(
-            info.labels
-                .get("io.nodeimg.kubernetes.version")
-                .map(String::as_str),
-            Some(VERSION)
-        );
+        let info = docker.inspect_image(&run.target).await.unwrap().expect("the node image exists");
+        assert_eq!(info.entrypoint, vec!["/usr/local/bin/entrypoint", "/sbin/init"]);
+        assert_eq!(info.labels.get("io.nodeimg.kubernetes.version").map(String::as_str), Some(VERSION));
         assert!(
-            !info
-                .env
-                .iter()
-                .any(|e| e.contains("proxy.invalid") || e == "NO_PROXY=localhost"),
+            !info.env.iter().any(|e| e.contains("proxy.invalid") || e == "NO_PROXY=localhost"),
             "{:?}",
             info.env
         );
-        assert!(
-            info.env.contains(&"HTTPS_PROXY=".to_owned()),
-            "the proxy is blanked: {:?}",
-            info.env
-        );
+        assert!(info.env.contains(&"HTTPS_PROXY=".to_owned()), "the proxy is blanked: {:?}", info.env);
 
         let (images, files) = inspect_node(&docker, &run.target).await;
         docker.remove_image(&run.target).await.unwrap();
-        for c in [
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-            "kube-proxy",
-        ] {
+        for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"] {
             let name = format!("registry.k8s.io/{c}:{VERSION}");
             let line = images
                 .lines()
                 .find(|l| l.starts_with(&format!("{name} ")))
                 .unwrap_or_else(|| panic!("{name} missing:\n{images}"));
-            assert!(
-                line.contains("io.cri-containerd.pinned=pinned"),
-                "{name} is pinned: {line}"
-            );
+            assert!(line.contains("io.cri-containerd.pinned=pinned"), "{name} is pinned: {line}");
         }
         for image in fixtures::host_images() {
             let name = nodeimg::nodeimage::images::normalize(&image);
             assert!(
-                images
-                    .lines()
-                    .any(|l| l.starts_with(&format!("{name} ")) && l.contains("pinned")),
+                images.lines().any(|l| l.starts_with(&format!("{name} ")) && l.contains("pinned")),
                 "{name} missing or unpinned:\n{images}"
             );
         }
-        assert!(
-            !images.contains("-amd64"),
-            "no arch-suffixed names:\n{images}"
-        );
+        assert!(!images.contains("-amd64"), "no arch-suffixed names:\n{images}");
         assert_eq!(
             files.matches(&format!("Kubernetes {VERSION}")).count(),
             2,
             "kubelet and kubectl run:\n{files}"
         );
-        assert!(
-            files.contains(&format!("GitVersion:\"{VERSION}\"")),
-            "kubeadm runs:\n{files}"
-        );
+        assert!(files.contains(&format!("GitVersion:\"{VERSION}\"")), "kubeadm runs:\n{files}");
         assert!(files.contains(&format!("VERSION={VERSION}")), "{files}");
-        assert!(
-            files.contains("default-cni.yaml") && files.contains("default-storage.yaml"),
-            "{files}"
-        );
-        assert!(
-            files.contains("image: docker.io/kindest/kindnetd:"),
-            "{files}"
-        );
-        assert!(
-            files.contains("image: docker.io/kindest/local-path-provisioner:"),
-            "{files}"
-        );
+        assert!(files.contains("default-cni.yaml") && files.contains("default-storage.yaml"), "{files}");
+        assert!(files.contains("image: docker.io/kindest/kindnetd:"), "{files}");
+        assert!(files.contains("image: docker.io/kindest/local-path-provisioner:"), "{files}");
     });
 }
 
@@ -215,29 +141,19 @@ fn node_image_from_a_release_version_over_http() {
         let out = run.build(&[VERSION], &[("NODEIMG_RELEASE_URL", &server.url)]);
         assert_success(&out, "build node-image from a release");
         run.assert_clean(&docker).await;
-        let info = docker
-            .inspect_image(&run.target)
-            .await
-            .unwrap()
-            .expect("the node image exists");
+        let info = docker.inspect_image(&run.target).await.unwrap().expect("the node image exists");
         docker.remove_image(&run.target).await.unwrap();
         assert_eq!(
-            info.labels
-                .get("io.nodeimg.kubernetes.source")
-                .map(String::as_str),
+            info.labels.get("io.nodeimg.kubernetes.source").map(String::as_str),
             Some(&*format!("release:{VERSION}"))
         );
         let cached: Vec<_> = walk(run.cache.path());
         assert!(
-            cached
-                .iter()
-                .any(|p| p.to_string_lossy().ends_with("-kubernetes-server-linux-amd64.tar.gz")),
+            cached.iter().any(|p| p.to_string_lossy().ends_with("-kubernetes-server-linux-amd64.tar.gz")),
             "download cached: {cached:?}"
         );
         assert!(
-            !cached
-                .iter()
-                .any(|p| p.to_string_lossy().contains(".part-")),
+            !cached.iter().any(|p| p.to_string_lossy().contains(".part-")),
             "no partial downloads: {cached:?}"
         );
     });
@@ -257,28 +173,15 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// A failed build: exit 1, one error line naming `needle`, nothing left, no target tag.
 fn assert_failed(run: &Run, out: &Output, needle: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(
-        errors[0].contains(needle),
-        "error names {needle:?}: {}",
-        errors[0]
-    );
+    assert!(errors[0].contains(needle), "error names {needle:?}: {}", errors[0]);
     support::runtime().block_on(async {
         let docker = support::docker(&run.run_id).await;
         run.assert_clean(&docker).await;
-        assert!(
-            !docker.image_exists(&run.target).await.unwrap(),
-            "no image under {}",
-            run.target
-        );
+        assert!(!docker.image_exists(&run.target).await.unwrap(), "no image under {}", run.target);
     });
 }
 
@@ -304,60 +207,32 @@ fn truncated_tarball_fails() {
 
 #[test]
 fn tarball_without_kubelet_fails() {
-    failing_file_build(
-        "nokubelet",
-        Options {
-            omit: vec!["kubelet"],
-            ..Default::default()
-        },
-        "no kubelet",
-    );
+    failing_file_build("nokubelet", Options { omit: vec!["kubelet"], ..Default::default() }, "no kubelet");
 }
 
 #[test]
 fn tarball_with_a_parent_entry_fails() {
     let hostile = vec![("kubernetes/../../evil".to_owned(), None)];
-    failing_file_build(
-        "dotdot",
-        Options {
-            hostile,
-            ..Default::default()
-        },
-        "unsafe entry",
-    );
+    failing_file_build("dotdot", Options { hostile, ..Default::default() }, "unsafe entry");
 }
 
 #[test]
 fn tarball_with_an_escaping_symlink_fails() {
-    let hostile = vec![(
-        "kubernetes/server/bin/escape".to_owned(),
-        Some("../../../../etc/passwd".to_owned()),
-    )];
-    failing_file_build(
-        "symlink",
-        Options {
-            hostile,
-            ..Default::default()
-        },
-        "points outside",
-    );
+    let hostile =
+        vec![("kubernetes/server/bin/escape".to_owned(), Some("../../../../etc/passwd".to_owned()))];
+    failing_file_build("symlink", Options { hostile, ..Default::default() }, "points outside");
 }
 
 #[test]
 fn unparsable_version_fails() {
-    let opts = Options {
-        version_file: Some(Some("not-a-version\n".into())),
-        ..Default::default()
-    };
+    let opts = Options { version_file: Some(Some("not-a-version\n".into())), ..Default::default() };
     failing_file_build("badversion", opts, "\"not-a-version\"");
 }
 
 #[test]
 fn unobtainable_required_image_fails() {
-    let opts = Options {
-        extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()),
-        ..Default::default()
-    };
+    let opts =
+        Options { extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()), ..Default::default() };
     failing_file_build("noimage", opts, "registry.k8s.io/nosuch:v0");
 }
 
@@ -391,8 +266,39 @@ fn checksum_mismatch_fails() {
     let server = fixtures::HttpServer::serve(served.path());
     let out = run.build(&[VERSION], &[("NODEIMG_RELEASE_URL", &server.url)]);
     assert_failed(&run, &out, "checksum mismatch");
-    assert!(
-        walk(run.cache.path()).is_empty(),
-        "a mismatching download is not kept"
-    );
+    assert!(walk(run.cache.path()).is_empty(), "a mismatching download is not kept");
+}
+
+#[test]
+fn images_list_names_every_image_and_its_source() {
+    let run = Run::new("list");
+    let _cleanup = Cleanup(run.run_id.clone());
+    let opts = Options { extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()), ..Default::default() };
+    let release = fixtures::server_tarball(&opts);
+    support::runtime().block_on(async {
+        let docker = host_ready(&run.run_id).await;
+        let base = support::base_image();
+        let out = support::nodeimg()
+            .args(["images", "list", release.tarball.to_str().unwrap(), "-b", &base])
+            .env("NODEIMG_RUN_ID", &run.run_id)
+            .env("TMPDIR", run.tmp.path())
+            .output()
+            .unwrap();
+        assert_success(&out, "images list");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<(&str, &str)> = stdout.lines().map(|l| l.split_once('\t').expect("IMAGE<TAB>SOURCE")).collect();
+        let from = |image: &str| lines.iter().find(|(i, _)| *i == image).map(|(_, f)| *f);
+        assert_eq!(
+            from(&format!("registry.k8s.io/kube-apiserver:{VERSION}")),
+            Some("built (kube-apiserver.tar)"),
+            "{stdout}"
+        );
+        for image in fixtures::host_images() {
+            let name = nodeimg::nodeimage::images::normalize(&image);
+            assert_eq!(from(&name), Some("host docker"), "{name}: {stdout}");
+        }
+        assert_eq!(from("registry.k8s.io/nosuch:v0"), Some("pull (linux/amd64)"), "{stdout}");
+        assert_eq!(lines.len(), 4 + fixtures::host_images().len() + 1, "{stdout}");
+        run.assert_clean(&docker).await;
+    });
 }

@@ -12,17 +12,12 @@ pub struct EmbeddedFile {
 include!(concat!(env!("OUT_DIR"), "/base_image_files.rs"));
 
 pub fn get(path: &str) -> &'static EmbeddedFile {
-    FILES
-        .iter()
-        .find(|f| f.path == path)
-        .unwrap_or_else(|| panic!("base-image/{path} is embedded"))
+    FILES.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("base-image/{path} is embedded"))
 }
 
 /// The files copied into the image, with their path in the image.
 pub fn image_files() -> impl Iterator<Item = (&'static str, &'static EmbeddedFile)> {
-    FILES
-        .iter()
-        .filter_map(|f| f.path.strip_prefix("files/").map(|p| (p, f)))
+    FILES.iter().filter_map(|f| f.path.strip_prefix("files/").map(|p| (p, f)))
 }
 
 /// The Debian packages the image installs (`base-image/packages`).
@@ -64,18 +59,10 @@ mod tests {
     #[test]
     fn packages_cover_what_a_node_needs() {
         let pkgs = packages();
-        for needed in [
-            "systemd",
-            "containerd",
-            "runc",
-            "containernetworking-plugins",
-            "iptables",
-            "conntrack",
-        ] {
-            assert!(
-                pkgs.contains(&needed),
-                "{needed} missing from base-image/packages"
-            );
+        for needed in
+            ["systemd", "containerd", "runc", "containernetworking-plugins", "iptables", "conntrack"]
+        {
+            assert!(pkgs.contains(&needed), "{needed} missing from base-image/packages");
         }
         assert!(pkgs.iter().all(|p| !p.contains(' ') && !p.starts_with('#')));
     }

@@ -35,9 +35,7 @@ pub async fn build(
     let layer = tokio::task::spawn_blocking(move || imagearchive::write_layer(&root, &layer_path))
         .await?
         .context("writing the root filesystem as a layer")?;
-    let layer_size = std::fs::metadata(&layer.path)
-        .map(|m| m.len())
-        .unwrap_or_default();
+    let layer_size = std::fs::metadata(&layer.path).map(|m| m.len()).unwrap_or_default();
     step.finish(format!("{:.0} MB", layer_size as f64 / 1e6));
 
     // One `docker load` carries the layer and the whole configuration; `docker import`
@@ -56,21 +54,17 @@ async fn preflight(suite: &str, mirror: &str) -> Result<()> {
         bail!("debootstrap needs root: run nodeimg as root (sudo), or use --from dockerfile");
     }
     if find_in_path("debootstrap").is_none() {
-        bail!(
-            "debootstrap is not installed (apt-get install debootstrap), or use --from dockerfile"
-        );
+        bail!("debootstrap is not installed (apt-get install debootstrap), or use --from dockerfile");
     }
     let release = format!("{mirror}/dists/{suite}/Release");
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
-    let response = client.get(&release).send().await.map_err(|e| {
-        anyhow::anyhow!(
-            "Debian mirror {mirror} is unreachable: {}",
-            crate::root_cause(&e)
-        )
-    })?;
+    let response =
+        client.get(&release).send().await.map_err(|e| {
+            anyhow::anyhow!("Debian mirror {mirror} is unreachable: {}", crate::root_cause(&e))
+        })?;
     match response.status() {
         s if s.is_success() => Ok(()),
         reqwest::StatusCode::NOT_FOUND => {
@@ -97,8 +91,7 @@ async fn run_debootstrap(
 ) -> Result<()> {
     let step = reporter.step(format!("debootstrap {suite} from {mirror}"));
     let include = assets::packages().join(",");
-    let mut cmd =
-        tokio::process::Command::new(find_in_path("debootstrap").context("finding debootstrap")?);
+    let mut cmd = tokio::process::Command::new(find_in_path("debootstrap").context("finding debootstrap")?);
     cmd.args(["--variant=minbase", "--components=main"])
         .arg(format!("--arch={}", debian_arch()))
         .arg(format!("--include={include}"))
@@ -110,20 +103,10 @@ async fn run_debootstrap(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let tail = run_logged(scratch, cmd, &step, reporter)
-        .await
-        .context("running debootstrap")?;
+    let tail = run_logged(scratch, cmd, &step, reporter).await.context("running debootstrap")?;
     if let Err(status) = tail.status {
-        let reason = tail
-            .lines
-            .iter()
-            .rev()
-            .find(|l| l.starts_with("E:"))
-            .or(tail.lines.back());
-        bail!(
-            "debootstrap failed ({status}): {}",
-            reason.map(String::as_str).unwrap_or("no output")
-        );
+        let reason = tail.lines.iter().rev().find(|l| l.starts_with("E:")).or(tail.lines.back());
+        bail!("debootstrap failed ({status}): {}", reason.map(String::as_str).unwrap_or("no output"));
     }
     step.finish(format!("{} packages", assets::packages().len()));
     Ok(())
@@ -164,14 +147,7 @@ async fn run_logged(
     }
     let status = child.wait().await?;
     group.finished();
-    Ok(Tail {
-        lines,
-        status: if status.success() {
-            Ok(())
-        } else {
-            Err(status)
-        },
-    })
+    Ok(Tail { lines, status: if status.success() { Ok(()) } else { Err(status) } })
 }
 
 fn add_files(root: &Path) -> std::io::Result<()> {
@@ -197,18 +173,13 @@ async fn run_setup(scratch: &Rootfs, root: &Path, reporter: &Reporter) -> Result
     cmd.arg(root)
         .args(["/bin/sh", "/tmp/nodeimg-setup.sh"])
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let tail = run_logged(scratch, cmd, &step, reporter)
-        .await
-        .context("running chroot")?;
+    let tail = run_logged(scratch, cmd, &step, reporter).await.context("running chroot")?;
     std::fs::remove_file(&script).ok();
     if let Err(status) = tail.status {
         bail!(
@@ -237,10 +208,7 @@ pub fn default_mirror() -> String {
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         let mut files: Vec<_> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         files.sort();
-        for file in files
-            .iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "sources"))
-        {
+        for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sources")) {
             sources += &std::fs::read_to_string(file).unwrap_or_default();
             sources += "\n\n";
         }
@@ -253,24 +221,15 @@ pub fn default_mirror() -> String {
 /// one-line `sources.list` text; security and third-party archives are passed over.
 pub fn mirror_from_apt_sources(deb822: &str, list: &str) -> Option<String> {
     let from_deb822 = deb822.split("\n\n").flat_map(|stanza| {
-        let is_deb = stanza
-            .lines()
-            .any(|l| l.starts_with("Types:") && l.split_whitespace().any(|t| t == "deb"));
-        let uris = stanza
-            .lines()
-            .find_map(|l| l.strip_prefix("URIs:"))
-            .unwrap_or("");
-        uris.split_whitespace()
-            .filter(move |_| is_deb)
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
+        let is_deb =
+            stanza.lines().any(|l| l.starts_with("Types:") && l.split_whitespace().any(|t| t == "deb"));
+        let uris = stanza.lines().find_map(|l| l.strip_prefix("URIs:")).unwrap_or("");
+        uris.split_whitespace().filter(move |_| is_deb).map(str::to_owned).collect::<Vec<_>>()
     });
     let from_list = list.lines().filter_map(|line| {
         let mut words = line.split_whitespace();
         (words.next() == Some("deb")).then_some(())?;
-        words
-            .find(|w| !w.starts_with('[') && !w.ends_with(']'))
-            .map(str::to_owned)
+        words.find(|w| !w.starts_with('[') && !w.ends_with(']')).map(str::to_owned)
     });
     from_deb822
         .chain(from_list)
@@ -286,10 +245,7 @@ mod tests {
     fn mirror_comes_from_deb822_sources() {
         let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\n\
                       Types: deb deb-src\nURIs: http://mirror.internal/debian/\nSuites: bookworm\n";
-        assert_eq!(
-            mirror_from_apt_sources(deb822, ""),
-            Some("http://mirror.internal/debian".into())
-        );
+        assert_eq!(mirror_from_apt_sources(deb822, ""), Some("http://mirror.internal/debian".into()));
     }
 
     #[test]
@@ -297,14 +253,8 @@ mod tests {
         let list = "deb https://packages.cloud.google.com/apt cloud-sdk main\n\
                     # deb http://commented.example/debian bookworm main\n\
                     deb [arch=amd64 signed-by=/k.gpg] http://ftp.de.debian.org/debian bookworm main\n";
-        assert_eq!(
-            mirror_from_apt_sources("", list),
-            Some("http://ftp.de.debian.org/debian".into())
-        );
-        assert_eq!(
-            mirror_from_apt_sources("Types: deb-src\nURIs: http://x/debian\n", ""),
-            None
-        );
+        assert_eq!(mirror_from_apt_sources("", list), Some("http://ftp.de.debian.org/debian".into()));
+        assert_eq!(mirror_from_apt_sources("Types: deb-src\nURIs: http://x/debian\n", ""), None);
     }
 
     #[test]

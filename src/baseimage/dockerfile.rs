@@ -19,9 +19,7 @@ pub async fn build(
     if !docker.image_exists(debian_image).await? {
         let step = reporter.step(format!("pulling {debian_image}"));
         docker
-            .pull(debian_image, "", &mut |status| {
-                step.set_message(status.to_owned())
-            })
+            .pull(debian_image, "", &mut |status| step.set_message(status.to_owned()))
             .await
             .with_context(|| format!("cannot get the Debian image {debian_image}"))?;
         step.finish("pulled");
@@ -34,10 +32,7 @@ pub async fn build(
         Ok(())
     });
     let args = HashMap::from([("BASE_IMAGE".to_owned(), debian_image.to_owned())]);
-    let labels = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+    let labels = labels.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let id = docker
         .build_image(context, args, labels, &mut |line| {
             reporter.detail(line);

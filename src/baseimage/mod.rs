@@ -42,20 +42,14 @@ impl BaseImageConfig {
         let mut hash = Sha256::new();
         hash.update(assets::content_hash());
         match &self.source {
-            Source::Debootstrap { suite, mirror } => {
-                hash.update(format!("\0debootstrap\0{suite}\0{mirror}"))
-            }
-            Source::Dockerfile { debian_image } => {
-                hash.update(format!("\0dockerfile\0{debian_image}"))
-            }
+            Source::Debootstrap { suite, mirror } => hash.update(format!("\0debootstrap\0{suite}\0{mirror}")),
+            Source::Dockerfile { debian_image } => hash.update(format!("\0dockerfile\0{debian_image}")),
         }
         hex::encode(hash.finalize())[..16].to_owned()
     }
 
     pub fn target(&self) -> String {
-        self.image
-            .clone()
-            .unwrap_or_else(|| format!("nodeimg/base:{}", self.key()))
+        self.image.clone().unwrap_or_else(|| format!("nodeimg/base:{}", self.key()))
     }
 
     fn source_name(&self) -> &'static str {
@@ -67,21 +61,14 @@ impl BaseImageConfig {
 
     /// Labels that describe the image's inputs.
     fn image_labels(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (LABEL_KEY, self.key()),
-            (LABEL_SOURCE, self.source_name().to_owned()),
-        ]
+        vec![(LABEL_KEY, self.key()), (LABEL_SOURCE, self.source_name().to_owned())]
     }
 
     /// The image configuration as kind's base image has it (the Dockerfile says the same),
     /// with the input labels and the run's labels.
     fn image_config(&self, docker: &Docker) -> ImageConfig {
         let mut labels: BTreeMap<String, String> = docker.labels().to_map().into_iter().collect();
-        labels.extend(
-            self.image_labels()
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v)),
-        );
+        labels.extend(self.image_labels().into_iter().map(|(k, v)| (k.to_owned(), v)));
         ImageConfig {
             architecture: imagearchive::host_architecture().to_owned(),
             entrypoint: ENTRYPOINT.iter().map(|s| s.to_string()).collect(),
@@ -97,10 +84,7 @@ impl BaseImageConfig {
 /// The base image `nodeimg build base-image` makes with its defaults.
 pub fn default_base_image() -> String {
     let cfg = BaseImageConfig {
-        source: Source::Debootstrap {
-            suite: "bookworm".into(),
-            mirror: default_mirror(),
-        },
+        source: Source::Debootstrap { suite: "bookworm".into(), mirror: default_mirror() },
         image: None,
         rebuild: false,
     };
@@ -118,19 +102,13 @@ pub struct BaseImage {
 
 /// Builds (or reuses) the base image: build untagged, check it boots the tools a node needs,
 /// and only then move the tag, so a failed build never holds the target name.
-pub async fn build(
-    cfg: &BaseImageConfig,
-    docker: &Docker,
-    reporter: &Reporter,
-) -> Result<BaseImage> {
+pub async fn build(cfg: &BaseImageConfig, docker: &Docker, reporter: &Reporter) -> Result<BaseImage> {
     let target = cfg.target();
     let started = Instant::now();
     if !cfg.rebuild {
         if let Some(existing) = docker.inspect_image(&target).await? {
             if existing.labels.get(LABEL_KEY) == Some(&cfg.key()) {
-                reporter.info(format!(
-                    "{target} is up to date (inputs unchanged; --rebuild forces a build)"
-                ));
+                reporter.info(format!("{target} is up to date (inputs unchanged; --rebuild forces a build)"));
                 check::run(docker, &existing.id, reporter)
                     .await
                     .with_context(|| format!("checking {target}"))?;
@@ -162,22 +140,13 @@ pub async fn build(
         return Err(err.context("the new base image failed its check; it was removed"));
     }
     docker.tag_image(&id, &target).await?;
-    let size = docker
-        .inspect_image(&id)
-        .await?
-        .map(|i| i.size)
-        .unwrap_or_default();
+    let size = docker.inspect_image(&id).await?.map(|i| i.size).unwrap_or_default();
     reporter.info(format!(
         "built {target} ({:.0} MB) in {}",
         size as f64 / 1e6,
         crate::progress::format_duration(started.elapsed())
     ));
-    Ok(BaseImage {
-        reference: target,
-        id,
-        size,
-        cached: false,
-    })
+    Ok(BaseImage { reference: target, id, size, cached: false })
 }
 
 pub const ENTRYPOINT: [&str; 2] = ["/usr/local/bin/entrypoint", "/sbin/init"];
@@ -192,10 +161,7 @@ mod tests {
 
     fn cfg(suite: &str) -> BaseImageConfig {
         BaseImageConfig {
-            source: Source::Debootstrap {
-                suite: suite.into(),
-                mirror: "http://m/debian".into(),
-            },
+            source: Source::Debootstrap { suite: suite.into(), mirror: "http://m/debian".into() },
             image: None,
             rebuild: false,
         }
@@ -205,12 +171,8 @@ mod tests {
     fn key_follows_the_inputs() {
         assert_eq!(cfg("bookworm").key(), cfg("bookworm").key());
         assert_ne!(cfg("bookworm").key(), cfg("trixie").key());
-        let dockerfile = BaseImageConfig {
-            source: Source::Dockerfile {
-                debian_image: "debian:12".into(),
-            },
-            ..cfg("x")
-        };
+        let dockerfile =
+            BaseImageConfig { source: Source::Dockerfile { debian_image: "debian:12".into() }, ..cfg("x") };
         assert_ne!(dockerfile.key(), cfg("bookworm").key());
     }
 
@@ -218,10 +180,7 @@ mod tests {
     fn default_target_is_named_by_key() {
         let c = cfg("bookworm");
         assert_eq!(c.target(), format!("nodeimg/base:{}", c.key()));
-        let named = BaseImageConfig {
-            image: Some("my/base:1".into()),
-            ..c
-        };
+        let named = BaseImageConfig { image: Some("my/base:1".into()), ..c };
         assert_eq!(named.target(), "my/base:1");
     }
 
@@ -229,15 +188,8 @@ mod tests {
     fn config_matches_the_dockerfile() {
         let dockerfile = std::str::from_utf8(assets::get("Dockerfile").contents).unwrap();
         let entrypoint = format!("ENTRYPOINT {}", serde_json::to_string(&ENTRYPOINT).unwrap());
-        for line in [
-            entrypoint,
-            format!("STOPSIGNAL {STOP_SIGNAL}"),
-            format!("ENV {ENV}"),
-        ] {
-            assert!(
-                dockerfile.lines().any(|l| l.replace(", ", ",") == line),
-                "Dockerfile lacks {line:?}"
-            );
+        for line in [entrypoint, format!("STOPSIGNAL {STOP_SIGNAL}"), format!("ENV {ENV}")] {
+            assert!(dockerfile.lines().any(|l| l.replace(", ", ",") == line), "Dockerfile lacks {line:?}");
         }
     }
 }

@@ -17,16 +17,9 @@ impl Rootfs {
     /// Under `$TMPDIR`, else `/var/tmp`: on disk and usually not `noexec`, which a chroot
     /// needs (a tmpfs `/tmp` often is `noexec`).
     pub fn new() -> io::Result<Self> {
-        let base = std::env::var_os("TMPDIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "/var/tmp".into());
-        let dir = tempfile::Builder::new()
-            .prefix("nodeimg-rootfs-")
-            .tempdir_in(&base)?;
-        Ok(Self {
-            path: dir.keep(),
-            groups: Mutex::new(Vec::new()),
-        })
+        let base = std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| "/var/tmp".into());
+        let dir = tempfile::Builder::new().prefix("nodeimg-rootfs-").tempdir_in(&base)?;
+        Ok(Self { path: dir.keep(), groups: Mutex::new(Vec::new()) })
     }
 
     pub fn path(&self) -> &Path {
@@ -53,8 +46,7 @@ impl Drop for Rootfs {
             detach_mounts_below(&self.path);
             match std::fs::remove_dir_all(&self.path) {
                 Err(e)
-                    if e.kind() != io::ErrorKind::NotFound
-                        && start.elapsed() < Duration::from_secs(10) =>
+                    if e.kind() != io::ErrorKind::NotFound && start.elapsed() < Duration::from_secs(10) =>
                 {
                     std::thread::sleep(Duration::from_millis(100))
                 }
@@ -98,10 +90,7 @@ pub struct ProcessGroup {
 
 impl ProcessGroup {
     pub fn new(child: &tokio::process::Child) -> Self {
-        Self {
-            pgid: child.id().map(|p| p as i32).unwrap_or(0),
-            finished: false,
-        }
+        Self { pgid: child.id().map(|p| p as i32).unwrap_or(0), finished: false }
     }
 
     pub fn finished(&mut self) {
@@ -146,10 +135,8 @@ mod tests {
         let mut child = cmd.spawn().unwrap();
         let group = ProcessGroup::new(&child);
         drop(group);
-        let status = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        let status =
+            tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await.unwrap().unwrap();
         assert!(!status.success());
     }
 }

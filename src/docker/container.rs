@@ -64,12 +64,8 @@ impl ContainerSpec {
             cap_add: list(&self.cap_add),
             cap_drop: list(&self.cap_drop),
             security_opt: list(&self.security_opt),
-            tmpfs: (!self.tmpfs.is_empty()).then(|| {
-                self.tmpfs
-                    .iter()
-                    .map(|p| (p.clone(), String::new()))
-                    .collect()
-            }),
+            tmpfs: (!self.tmpfs.is_empty())
+                .then(|| self.tmpfs.iter().map(|p| (p.clone(), String::new())).collect()),
             binds: list(&self.binds),
             cgroupns_mode: match self.cgroupns {
                 CgroupNs::Daemon => None,
@@ -111,10 +107,7 @@ pub struct ContainerSummary {
 
 impl Docker {
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
-        let options = CreateContainerOptions {
-            name: spec.name.clone(),
-            ..Default::default()
-        };
+        let options = CreateContainerOptions { name: spec.name.clone(), ..Default::default() };
         let body = spec.to_body(self.labels.to_map());
         let created = self
             .client
@@ -125,19 +118,12 @@ impl Docker {
     }
 
     pub async fn start_container(&self, id: &str) -> Result<()> {
-        self.client
-            .start_container(id, None)
-            .await
-            .map_err(api(format!("starting container {}", short(id))))
+        self.client.start_container(id, None).await.map_err(api(format!("starting container {}", short(id))))
     }
 
     /// Force-removes a container and its anonymous volumes; one already gone is fine.
     pub async fn remove_container(&self, id: &str) -> Result<()> {
-        let options = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         match self.client.remove_container(id, Some(options)).await {
             Err(e) if !is_not_found(&e) => Err(api(format!("removing container {}", short(id)))(e)),
             _ => Ok(()),
@@ -172,11 +158,8 @@ impl Docker {
             filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
             ..Default::default()
         };
-        let found = self
-            .client
-            .list_containers(Some(options))
-            .await
-            .map_err(api("listing nodeimg containers"))?;
+        let found =
+            self.client.list_containers(Some(options)).await.map_err(api("listing nodeimg containers"))?;
         Ok(found
             .into_iter()
             .map(|c| {
@@ -205,17 +188,11 @@ impl Docker {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
-        let options = UploadToContainerOptions {
-            path: path.to_owned(),
-            ..Default::default()
-        };
+        let options = UploadToContainerOptions { path: path.to_owned(), ..Default::default() };
         self.client
             .upload_to_container(id, Some(options), bollard::body_try_stream(tar))
             .await
-            .map_err(api(format!(
-                "copying files to {path} in container {}",
-                short(id)
-            )))
+            .map_err(api(format!("copying files to {path} in container {}", short(id))))
     }
 
     /// Commits the container as an untagged image with Dockerfile-style `changes`; returns
@@ -262,10 +239,7 @@ mod tests {
             labels: HashMap::from([("mine".to_owned(), "yes".to_owned())]),
             ..ContainerSpec::idle("img:1")
         };
-        let body = spec.to_body(HashMap::from([(
-            LABEL_BUILD.to_owned(),
-            "run-7".to_owned(),
-        )]));
+        let body = spec.to_body(HashMap::from([(LABEL_BUILD.to_owned(), "run-7".to_owned())]));
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_BUILD], "run-7");
         assert_eq!(labels["mine"], "yes");
@@ -275,10 +249,7 @@ mod tests {
         assert_eq!(host.privileged, Some(true));
         assert_eq!(host.tmpfs.unwrap()["/run"], "");
         assert_eq!(host.cgroupns_mode, Some(HostConfigCgroupnsModeEnum::HOST));
-        assert_eq!(
-            host.cap_add, None,
-            "empty lists are left to the daemon's defaults"
-        );
+        assert_eq!(host.cap_add, None, "empty lists are left to the daemon's defaults");
     }
 
     #[test]

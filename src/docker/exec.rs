@@ -57,31 +57,14 @@ impl Docker {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let exec = self
-            .client
-            .create_exec(id, options)
-            .await
-            .map_err(api(&action))?;
+        let exec = self.client.create_exec(id, options).await.map_err(api(&action))?;
         let started = self
             .client
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    ..Default::default()
-                }),
-            )
+            .start_exec(&exec.id, Some(StartExecOptions { detach: false, ..Default::default() }))
             .await
             .map_err(api(&action))?;
-        let StartExecResults::Attached {
-            mut output,
-            input: mut stdin,
-        } = started
-        else {
-            return Err(Error::Api {
-                action,
-                message: "the daemon did not attach".into(),
-            });
+        let StartExecResults::Attached { mut output, input: mut stdin } = started else {
+            return Err(Error::Api { action, message: "the daemon did not attach".into() });
         };
         let feeder = input.map(|mut reader| {
             tokio::spawn(async move {
@@ -92,9 +75,7 @@ impl Docker {
         let mut result = ExecOutput::default();
         while let Some(chunk) = output.next().await {
             match chunk.map_err(api(&action))? {
-                LogOutput::StdErr { message } => {
-                    result.stderr.push_str(&String::from_utf8_lossy(&message))
-                }
+                LogOutput::StdErr { message } => result.stderr.push_str(&String::from_utf8_lossy(&message)),
                 LogOutput::StdOut { message } | LogOutput::Console { message } => {
                     result.stdout.push_str(&String::from_utf8_lossy(&message))
                 }
@@ -102,19 +83,14 @@ impl Docker {
             }
         }
         if let Some(feeder) = feeder {
-            let fed = feeder.await.map_err(|e| Error::Io {
-                action: action.clone(),
-                message: e.to_string(),
-            })?;
+            let fed =
+                feeder.await.map_err(|e| Error::Io { action: action.clone(), message: e.to_string() })?;
             // The command may exit before reading all input (and then fails on its own);
             // only report a broken feed when the command claims success.
             if let Err(e) = fed {
                 let code = self.exit_code(&exec.id, &action).await?;
                 if code == 0 {
-                    return Err(Error::Io {
-                        action,
-                        message: format!("streaming stdin: {e}"),
-                    });
+                    return Err(Error::Io { action, message: format!("streaming stdin: {e}") });
                 }
             }
         }
@@ -126,11 +102,7 @@ impl Docker {
         // The output stream ends when the process closes it, which can be a moment before
         // the daemon records the exit code.
         for _ in 0..50 {
-            let info = self
-                .client
-                .inspect_exec(exec_id)
-                .await
-                .map_err(api(action))?;
+            let info = self.client.inspect_exec(exec_id).await.map_err(api(action))?;
             if info.running != Some(true) {
                 if let Some(code) = info.exit_code {
                     return Ok(code);
@@ -138,10 +110,7 @@ impl Docker {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        Err(Error::Api {
-            action: action.to_owned(),
-            message: "no exit code after 5 s".into(),
-        })
+        Err(Error::Api { action: action.to_owned(), message: "no exit code after 5 s".into() })
     }
 }
 
@@ -151,17 +120,9 @@ mod tests {
 
     #[test]
     fn last_line_prefers_stderr_and_skips_blank_lines() {
-        let out = ExecOutput {
-            code: 1,
-            stdout: "ok\n".into(),
-            stderr: "first\nsecond\n\n".into(),
-        };
+        let out = ExecOutput { code: 1, stdout: "ok\n".into(), stderr: "first\nsecond\n\n".into() };
         assert_eq!(out.last_line(), "second");
-        let out = ExecOutput {
-            code: 1,
-            stdout: "only stdout\n".into(),
-            stderr: String::new(),
-        };
+        let out = ExecOutput { code: 1, stdout: "only stdout\n".into(), stderr: String::new() };
         assert_eq!(out.last_line(), "only stdout");
         assert!(!out.success());
     }

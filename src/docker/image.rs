@@ -36,11 +36,7 @@ impl Docker {
                     entrypoint: config.entrypoint.unwrap_or_default(),
                     env: config.env.unwrap_or_default(),
                     stop_signal: config.stop_signal,
-                    layers: img
-                        .root_fs
-                        .and_then(|r| r.layers)
-                        .map(|l| l.len())
-                        .unwrap_or_default(),
+                    layers: img.root_fs.and_then(|r| r.layers).map(|l| l.len()).unwrap_or_default(),
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),
@@ -59,15 +55,10 @@ impl Docker {
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
         changes.extend(self.label_changes());
-        let options = CreateImageOptions {
-            from_src: Some("-".into()),
-            changes,
-            ..Default::default()
-        };
+        let options = CreateImageOptions { from_src: Some("-".into()), changes, ..Default::default() };
         let action = "importing the root filesystem as an image";
         let mut stream =
-            self.client
-                .create_image(Some(options), Some(bollard::body_try_stream(rootfs)), None);
+            self.client.create_image(Some(options), Some(bollard::body_try_stream(rootfs)), None);
         let mut id = None;
         while let Some(info) = stream.next().await {
             let info = info.map_err(api(action))?;
@@ -87,18 +78,13 @@ impl Docker {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
-        let options = bollard::query_parameters::ImportImageOptions {
-            quiet: true,
-            ..Default::default()
-        };
+        let options = bollard::query_parameters::ImportImageOptions { quiet: true, ..Default::default() };
         let mut stream = self.client.import_image_stream(options, archive, None);
         let mut loaded = Vec::new();
         while let Some(info) = stream.next().await {
             let info = info.map_err(api("loading an image archive"))?;
             for line in info.stream.iter().flat_map(|s| s.lines()) {
-                if let Some((_, what)) = line
-                    .split_once(": ")
-                    .filter(|(k, _)| k.starts_with("Loaded image"))
+                if let Some((_, what)) = line.split_once(": ").filter(|(k, _)| k.starts_with("Loaded image"))
                 {
                     loaded.push(what.trim().to_owned());
                 }
@@ -130,39 +116,26 @@ impl Docker {
             ..Default::default()
         };
         let action = "building the image";
-        let mut stream =
-            self.client
-                .build_image(options, None, Some(bollard::body_try_stream(context)));
+        let mut stream = self.client.build_image(options, None, Some(bollard::body_try_stream(context)));
         let mut id = None;
         while let Some(info) = stream.next().await {
             let info = info.map_err(api(action))?;
             if let Some(image) = info.aux {
                 id = image.id.or(id);
             }
-            for line in info
-                .stream
-                .iter()
-                .chain(info.status.iter())
-                .flat_map(|s| s.lines())
-            {
+            for line in info.stream.iter().chain(info.status.iter()).flat_map(|s| s.lines()) {
                 if !line.trim().is_empty() {
                     on_line(line.trim_end());
                 }
             }
         }
-        id.ok_or_else(|| Error::Api {
-            action: action.into(),
-            message: "the build produced no image".into(),
-        })
+        id.ok_or_else(|| Error::Api { action: action.into(), message: "the build produced no image".into() })
     }
 
     /// Points `reference` (`repo[:tag]`) at the image `id`.
     pub async fn tag_image(&self, id: &str, reference: &str) -> Result<()> {
         let (repo, tag) = split_reference(reference);
-        let options = TagImageOptions {
-            repo: Some(repo.into()),
-            tag: Some(tag.into()),
-        };
+        let options = TagImageOptions { repo: Some(repo.into()), tag: Some(tag.into()) };
         self.client
             .tag_image(id, Some(options))
             .await
@@ -171,10 +144,7 @@ impl Docker {
 
     /// Removes an image; one already gone is fine.
     pub async fn remove_image(&self, name: &str) -> Result<()> {
-        let options = RemoveImageOptions {
-            force: true,
-            ..Default::default()
-        };
+        let options = RemoveImageOptions { force: true, ..Default::default() };
         match self.client.remove_image(name, Some(options), None).await {
             Err(e) if !is_not_found(&e) => Err(api(format!("removing image {name}"))(e)),
             _ => Ok(()),
@@ -190,19 +160,12 @@ impl Docker {
             ])),
             ..Default::default()
         };
-        let images = self
-            .client
-            .list_images(Some(options))
-            .await
-            .map_err(api("listing nodeimg images"))?;
+        let images = self.client.list_images(Some(options)).await.map_err(api("listing nodeimg images"))?;
         Ok(images.into_iter().map(|i| i.id).collect())
     }
 
     /// `docker save` as a byte stream (a docker-archive tar), read as the consumer pulls it.
-    pub fn save_image(
-        &self,
-        name: &str,
-    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    pub fn save_image(&self, name: &str) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let action = format!("saving image {name}");
         self.client
             .export_image(name)
@@ -235,10 +198,7 @@ impl Docker {
     fn label_changes(&self) -> Vec<String> {
         let mut labels: Vec<_> = self.labels.to_map().into_iter().collect();
         labels.sort();
-        labels
-            .into_iter()
-            .map(|(k, v)| format!("LABEL {k}={}", quote(&v)))
-            .collect()
+        labels.into_iter().map(|(k, v)| format!("LABEL {k}={}", quote(&v))).collect()
     }
 }
 
@@ -268,14 +228,8 @@ mod tests {
     #[test]
     fn references_split_at_the_tag_not_the_registry_port() {
         assert_eq!(split_reference("nodeimg/base:abc"), ("nodeimg/base", "abc"));
-        assert_eq!(
-            split_reference("localhost:5000/base"),
-            ("localhost:5000/base", "latest")
-        );
-        assert_eq!(
-            split_reference("localhost:5000/base:v1"),
-            ("localhost:5000/base", "v1")
-        );
+        assert_eq!(split_reference("localhost:5000/base"), ("localhost:5000/base", "latest"));
+        assert_eq!(split_reference("localhost:5000/base:v1"), ("localhost:5000/base", "v1"));
         assert_eq!(split_reference("base"), ("base", "latest"));
     }
 

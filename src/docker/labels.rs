@@ -24,22 +24,14 @@ impl Labels {
     /// a CI job left behind); otherwise it is unique per process.
     pub fn for_this_process() -> Self {
         let pid = std::process::id();
-        let run_id = std::env::var("NODEIMG_RUN_ID")
-            .ok()
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or_default();
-                format!("{:x}-{pid:x}", nanos as u64)
-            });
-        Self {
-            run_id,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            pid,
-            host: hostname(),
-        }
+        let run_id = std::env::var("NODEIMG_RUN_ID").ok().filter(|id| !id.is_empty()).unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            format!("{:x}-{pid:x}", nanos as u64)
+        });
+        Self { run_id, version: env!("CARGO_PKG_VERSION").to_owned(), pid, host: hostname() }
     }
 
     pub fn to_map(&self) -> HashMap<String, String> {
@@ -53,9 +45,7 @@ impl Labels {
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -64,12 +54,7 @@ mod tests {
 
     #[test]
     fn labels_name_the_run_version_and_process() {
-        let labels = Labels {
-            run_id: "r1".into(),
-            version: "0.1.0".into(),
-            pid: 42,
-            host: "h".into(),
-        };
+        let labels = Labels { run_id: "r1".into(), version: "0.1.0".into(), pid: 42, host: "h".into() };
         let map = labels.to_map();
         assert_eq!(map[LABEL_BUILD], "r1");
         assert_eq!(map[LABEL_VERSION], "0.1.0");

@@ -10,8 +10,7 @@ pub use container::{CgroupNs, ContainerSpec, ContainerSummary, short as short_id
 pub use exec::ExecOutput;
 pub use image::{ImageInfo, quote, split_reference, split_reference_opt};
 pub use labels::{
-    LABEL_BUILD, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_VERSION, Labels,
-    hostname as labels_hostname,
+    LABEL_BUILD, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_VERSION, Labels, hostname as labels_hostname,
 };
 
 use bollard::errors::Error as BollardError;
@@ -41,18 +40,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Turns a bollard error into one line naming what we were doing.
 fn api(action: impl Into<String>) -> impl FnOnce(BollardError) -> Error {
     let action = action.into();
-    move |err| Error::Api {
-        action,
-        message: describe(&err),
-    }
+    move |err| Error::Api { action, message: describe(&err) }
 }
 
 fn describe(err: &BollardError) -> String {
     match err {
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => {
+        BollardError::DockerResponseServerError { status_code, message } => {
             format!("{} (HTTP {status_code})", message.trim())
         }
         BollardError::DockerStreamError { error } => error.trim().to_owned(),
@@ -61,13 +54,7 @@ fn describe(err: &BollardError) -> String {
 }
 
 fn is_not_found(err: &BollardError) -> bool {
-    matches!(
-        err,
-        BollardError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+    matches!(err, BollardError::DockerResponseServerError { status_code: 404, .. })
 }
 
 /// A connection to the Docker engine that labels everything it creates.
@@ -83,25 +70,11 @@ impl Docker {
     /// reject bollard's newer default) and pings, so a dead daemon fails here, early.
     pub async fn connect(labels: Labels) -> Result<Self> {
         let host = docker_host();
-        let unreachable = |reason: String| Error::Unreachable {
-            host: host.clone(),
-            reason,
-        };
-        let client =
-            bollard::Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
-        let client = client
-            .negotiate_version()
-            .await
-            .map_err(|e| unreachable(crate::root_cause(&e)))?;
-        client
-            .ping()
-            .await
-            .map_err(|e| unreachable(crate::root_cause(&e)))?;
-        Ok(Self {
-            client,
-            host,
-            labels,
-        })
+        let unreachable = |reason: String| Error::Unreachable { host: host.clone(), reason };
+        let client = bollard::Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+        let client = client.negotiate_version().await.map_err(|e| unreachable(crate::root_cause(&e)))?;
+        client.ping().await.map_err(|e| unreachable(crate::root_cause(&e)))?;
+        Ok(Self { client, host, labels })
     }
 
     pub fn host(&self) -> &str {

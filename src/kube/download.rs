@@ -35,43 +35,28 @@ impl Checksum {
 /// The first word of a checksum file, if it is hex of the expected length.
 pub fn parse_checksum_file(text: &str, hex_len: usize) -> Option<String> {
     let word = text.split_whitespace().next()?;
-    (word.len() == hex_len && word.chars().all(|c| c.is_ascii_hexdigit()))
-        .then(|| word.to_ascii_lowercase())
+    (word.len() == hex_len && word.chars().all(|c| c.is_ascii_hexdigit())).then(|| word.to_ascii_lowercase())
 }
 
 pub fn client() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(20))
-        .build()?)
+    Ok(reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(20)).build()?)
 }
 
 /// Fetches the published checksum of `url`, or fails naming what was tried.
 pub async fn published_checksum(client: &reqwest::Client, url: &str) -> Result<Checksum> {
     for (suffix, len) in [(".sha512", 128), (".sha256", 64)] {
         let sum_url = format!("{url}{suffix}");
-        let response = client
-            .get(&sum_url)
-            .send()
-            .await
-            .map_err(|e| anyhow!("{sum_url}: {}", crate::root_cause(&e)))?;
+        let response =
+            client.get(&sum_url).send().await.map_err(|e| anyhow!("{sum_url}: {}", crate::root_cause(&e)))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             continue;
         }
-        let response = response
-            .error_for_status()
-            .map_err(|e| anyhow!("{sum_url}: {e}"))?;
+        let response = response.error_for_status().map_err(|e| anyhow!("{sum_url}: {e}"))?;
         let text = response.text().await?;
-        let hex = parse_checksum_file(&text, len)
-            .ok_or_else(|| anyhow!("{sum_url} holds no checksum"))?;
-        return Ok(if len == 128 {
-            Checksum::Sha512(hex)
-        } else {
-            Checksum::Sha256(hex)
-        });
+        let hex = parse_checksum_file(&text, len).ok_or_else(|| anyhow!("{sum_url} holds no checksum"))?;
+        return Ok(if len == 128 { Checksum::Sha512(hex) } else { Checksum::Sha256(hex) });
     }
-    bail!(
-        "no checksum published for {url} (tried .sha512 and .sha256; --no-verify skips the check)"
-    )
+    bail!("no checksum published for {url} (tried .sha512 and .sha256; --no-verify skips the check)")
 }
 
 fn cache_dir() -> PathBuf {
@@ -91,11 +76,7 @@ fn cache_path(url: &str, checksum: Option<&Checksum>) -> PathBuf {
     if let Some(sum) = checksum {
         key.update(sum.hex());
     }
-    let name = url
-        .rsplit('/')
-        .next()
-        .filter(|n| !n.is_empty())
-        .unwrap_or("download");
+    let name = url.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("download");
     cache_dir().join(format!("{}-{name}", &hex::encode(key.finalize())[..16]))
 }
 
@@ -103,11 +84,7 @@ fn cache_path(url: &str, checksum: Option<&Checksum>) -> PathBuf {
 /// published checksum must match, for a cached copy too.
 pub async fn fetch(url: &str, verify: bool, reporter: &Reporter) -> Result<PathBuf> {
     let client = client()?;
-    let checksum = if verify {
-        Some(published_checksum(&client, url).await?)
-    } else {
-        None
-    };
+    let checksum = if verify { Some(published_checksum(&client, url).await?) } else { None };
     let dest = cache_path(url, checksum.as_ref());
     if dest.is_file() {
         if let Some(sum) = &checksum {
@@ -146,14 +123,9 @@ async fn download(
     dest: &Path,
     reporter: &Reporter,
 ) -> Result<(String, String)> {
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| anyhow!("downloading {url}: {}", crate::root_cause(&e)))?;
-    let response = response
-        .error_for_status()
-        .map_err(|e| anyhow!("downloading {url}: {e}"))?;
+    let response =
+        client.get(url).send().await.map_err(|e| anyhow!("downloading {url}: {}", crate::root_cause(&e)))?;
+    let response = response.error_for_status().map_err(|e| anyhow!("downloading {url}: {e}"))?;
     let step = reporter.bytes(format!("downloading {url}"), response.content_length());
     let part = dest.with_extension(format!("part-{}", std::process::id()));
     let mut file = tokio::fs::File::create(&part).await?;
@@ -161,8 +133,7 @@ async fn download(
     let mut body = response.bytes_stream();
     let result: Result<()> = async {
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| anyhow!("downloading {url}: {}", crate::root_cause(&e)))?;
+            let chunk = chunk.map_err(|e| anyhow!("downloading {url}: {}", crate::root_cause(&e)))?;
             sha512.update(&chunk);
             sha256.update(&chunk);
             file.write_all(&chunk).await?;
@@ -178,10 +149,7 @@ async fn download(
     }
     tokio::fs::rename(&part, dest).await?;
     step.finish("done");
-    Ok((
-        hex::encode(sha512.finalize()),
-        hex::encode(sha256.finalize()),
-    ))
+    Ok((hex::encode(sha512.finalize()), hex::encode(sha256.finalize())))
 }
 
 async fn hash_file(path: &Path) -> Result<(String, String)> {
@@ -198,24 +166,16 @@ async fn hash_file(path: &Path) -> Result<(String, String)> {
             sha512.update(&buf[..n]);
             sha256.update(&buf[..n]);
         }
-        Ok((
-            hex::encode(sha512.finalize()),
-            hex::encode(sha256.finalize()),
-        ))
+        Ok((hex::encode(sha512.finalize()), hex::encode(sha256.finalize())))
     })
     .await?
 }
 
 /// Fetches a short text document (a CI version marker).
 pub async fn fetch_text(url: &str) -> Result<String> {
-    let response = client()?
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| anyhow!("{url}: {}", crate::root_cause(&e)))?;
-    let response = response
-        .error_for_status()
-        .map_err(|e| anyhow!("{url}: {e}"))?;
+    let response =
+        client()?.get(url).send().await.map_err(|e| anyhow!("{url}: {}", crate::root_cause(&e)))?;
+    let response = response.error_for_status().map_err(|e| anyhow!("{url}: {e}"))?;
     Ok(response.text().await?.trim().to_owned())
 }
 
@@ -226,10 +186,7 @@ mod tests {
     #[test]
     fn checksum_files_hold_hex_and_maybe_a_name() {
         let hex = "ab".repeat(64);
-        assert_eq!(
-            parse_checksum_file(&format!("{hex}  kubernetes.tar.gz\n"), 128),
-            Some(hex.clone())
-        );
+        assert_eq!(parse_checksum_file(&format!("{hex}  kubernetes.tar.gz\n"), 128), Some(hex.clone()));
         assert_eq!(parse_checksum_file(&hex.to_uppercase(), 128), Some(hex));
         assert_eq!(parse_checksum_file("not-hex", 128), None);
         assert_eq!(parse_checksum_file(&"ab".repeat(32), 128), None);

@@ -83,8 +83,7 @@ pub fn detect(
             SourceType::Ci
         } else if KubeVersion::parse(input).is_ok() && !Path::new(input).exists() {
             SourceType::Release
-        } else if Path::new(input).exists() || input.ends_with(".tar.gz") || input.ends_with(".tgz")
-        {
+        } else if Path::new(input).exists() || input.ends_with(".tar.gz") || input.ends_with(".tgz") {
             SourceType::File
         } else {
             SourceType::Source
@@ -107,10 +106,8 @@ pub fn detect(
 
 fn ci_marker(input: &str) -> Option<&str> {
     let marker = input.strip_prefix("ci/")?;
-    let ok = marker.starts_with("latest")
-        && marker
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+    let ok =
+        marker.starts_with("latest") && marker.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
     ok.then_some(marker)
 }
 
@@ -145,8 +142,7 @@ pub async fn fetch(
         Source::Ci(marker) => {
             let marker_url = format!("{}/{marker}.txt", opts.release_url.trim_end_matches('/'));
             let text = download::fetch_text(&marker_url).await?;
-            let version =
-                KubeVersion::parse(&text).with_context(|| format!("reading {marker_url}"))?;
+            let version = KubeVersion::parse(&text).with_context(|| format!("reading {marker_url}"))?;
             reporter.info(format!("{marker} is {version}"));
             let url = server_tarball_url(&opts.release_url, &version, &opts.arch, true);
             download::fetch(&url, opts.verify, reporter).await?
@@ -155,13 +151,10 @@ pub async fn fetch(
             "building from a Kubernetes source tree is not available yet: give a server tarball, a URL, a release version or ci/latest"
         ),
     };
-    let step = reporter.step(format!(
-        "extracting {}",
-        tarball.file_name().unwrap_or_default().to_string_lossy()
-    ));
+    let step =
+        reporter.step(format!("extracting {}", tarball.file_name().unwrap_or_default().to_string_lossy()));
     let dest = scratch.join("kubernetes");
-    let artifacts =
-        tokio::task::spawn_blocking(move || release::from_tarball(&tarball, &dest)).await??;
+    let artifacts = tokio::task::spawn_blocking(move || release::from_tarball(&tarball, &dest)).await??;
     step.finish(artifacts.version.to_string());
     Ok(artifacts)
 }
@@ -176,18 +169,9 @@ mod tests {
             detect(Some("https://x/k.tar.gz"), None, None),
             Ok(Source::Url("https://x/k.tar.gz".into()))
         );
-        assert_eq!(
-            detect(Some("ci/latest-1.36"), None, None),
-            Ok(Source::Ci("ci/latest-1.36".into()))
-        );
-        assert!(matches!(
-            detect(Some("v1.30.0"), None, None),
-            Ok(Source::Release(_))
-        ));
-        assert!(matches!(
-            detect(None, None, Some("v1.30.0")),
-            Ok(Source::Release(_))
-        ));
+        assert_eq!(detect(Some("ci/latest-1.36"), None, None), Ok(Source::Ci("ci/latest-1.36".into())));
+        assert!(matches!(detect(Some("v1.30.0"), None, None), Ok(Source::Release(_))));
+        assert!(matches!(detect(None, None, Some("v1.30.0")), Ok(Source::Release(_))));
         assert_eq!(detect(None, None, None), Ok(Source::Tree(None)));
         let here = env!("CARGO_MANIFEST_DIR");
         assert_eq!(
@@ -198,10 +182,7 @@ mod tests {
             detect(Some("/no/such.tar.gz"), None, None),
             Err(SourceError::Missing("/no/such.tar.gz".into()))
         );
-        assert!(matches!(
-            detect(Some("banana"), None, None),
-            Err(SourceError::Unknown(_))
-        ));
+        assert!(matches!(detect(Some("banana"), None, None), Err(SourceError::Unknown(_))));
     }
 
     #[test]

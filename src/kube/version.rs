@@ -17,9 +17,7 @@ impl KubeVersion {
     /// Parses `v1.30.0` style versions; docker tags write `+` as `_`, which is undone.
     pub fn parse(raw: &str) -> Result<Self, BadVersion> {
         let text = raw.trim().replace('_', "+");
-        let bare = text
-            .strip_prefix('v')
-            .ok_or_else(|| BadVersion(raw.trim().to_owned()))?;
+        let bare = text.strip_prefix('v').ok_or_else(|| BadVersion(raw.trim().to_owned()))?;
         let semver = semver::Version::parse(bare).map_err(|_| BadVersion(raw.trim().to_owned()))?;
         Ok(Self { text, semver })
     }

@@ -12,16 +12,7 @@ pub const CONFIG: &str = "/etc/containerd/config.toml";
 const CRI: &str = "io.containerd.grpc.v1.cri";
 
 pub async fn start(docker: &Docker, id: &str) -> Result<()> {
-    let out = docker
-        .exec(
-            id,
-            &[
-                "sh",
-                "-c",
-                "containerd >/var/log/nodeimg-containerd.log 2>&1 &",
-            ],
-        )
-        .await?;
+    let out = docker.exec(id, &["sh", "-c", "containerd >/var/log/nodeimg-containerd.log 2>&1 &"]).await?;
     if !out.success() {
         bail!("starting containerd: {}", out.last_line());
     }
@@ -31,9 +22,7 @@ pub async fn start(docker: &Docker, id: &str) -> Result<()> {
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(30) {
-            let log = docker
-                .exec(id, &["tail", "-n", "3", "/var/log/nodeimg-containerd.log"])
-                .await?;
+            let log = docker.exec(id, &["tail", "-n", "3", "/var/log/nodeimg-containerd.log"]).await?;
             bail!("containerd did not answer within 30 s: {}", log.last_line());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -50,9 +39,7 @@ pub async fn stop(docker: &Docker, id: &str) -> Result<()> {
     if !docker.exec(id, &["sh", "-c", script]).await?.success() {
         bail!("containerd did not stop within 10 s");
     }
-    docker
-        .exec(id, &["rm", "-f", "/var/log/nodeimg-containerd.log"])
-        .await?;
+    docker.exec(id, &["rm", "-f", "/var/log/nodeimg-containerd.log"]).await?;
     Ok(())
 }
 
@@ -99,8 +86,7 @@ mod tests {
         let fresh = set_systemd_cgroup("version = 2\n", false).unwrap();
         let doc: DocumentMut = fresh.parse().unwrap();
         assert_eq!(
-            doc["plugins"][CRI]["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"]
-                .as_bool(),
+            doc["plugins"][CRI]["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"].as_bool(),
             Some(false)
         );
     }

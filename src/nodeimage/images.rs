@@ -11,16 +11,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use crate::docker::Docker;
 use crate::progress::Reporter;
 
-const IMPORT: [&str; 8] = [
-    "ctr",
-    "-n",
-    "k8s.io",
-    "images",
-    "import",
-    "--all-platforms",
-    "--no-unpack",
-    "--digests",
-];
+const IMPORT: [&str; 8] =
+    ["ctr", "-n", "k8s.io", "images", "import", "--all-platforms", "--no-unpack", "--digests"];
 
 /// A docker-save tar built with Kubernetes, and the names it is stored under in the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,14 +39,8 @@ pub fn repo_tags(tar: &Path) -> Result<Vec<String>> {
         };
         if path == Path::new("manifest.json") {
             let manifest = read_json()?;
-            let tags = manifest[0]["RepoTags"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let tags: Vec<String> = tags
-                .iter()
-                .filter_map(|t| t.as_str().map(str::to_owned))
-                .collect();
+            let tags = manifest[0]["RepoTags"].as_array().cloned().unwrap_or_default();
+            let tags: Vec<String> = tags.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect();
             if !tags.is_empty() {
                 return Ok(tags);
             }
@@ -68,10 +54,7 @@ pub fn repo_tags(tar: &Path) -> Result<Vec<String>> {
         }
     }
     if from_repositories.is_empty() {
-        bail!(
-            "{} names no image (no RepoTags in manifest.json, no repositories file)",
-            tar.display()
-        );
+        bail!("{} names no image (no RepoTags in manifest.json, no repositories file)", tar.display());
     }
     Ok(from_repositories)
 }
@@ -88,11 +71,7 @@ pub fn built_images(tars: &[std::path::PathBuf], arch: &str) -> Result<Vec<Built
     tars.iter()
         .map(|tar| {
             let original = repo_tags(tar)?.remove(0);
-            Ok(BuiltImage {
-                tar: tar.clone(),
-                name: without_arch(&original, arch),
-                original,
-            })
+            Ok(BuiltImage { tar: tar.clone(), name: without_arch(&original, arch), original })
         })
         .collect()
 }
@@ -101,8 +80,7 @@ pub fn built_images(tars: &[std::path::PathBuf], arch: &str) -> Result<Vec<Built
 pub fn normalize(reference: &str) -> String {
     let (repo, tag) = crate::docker::split_reference(reference);
     let first = repo.split('/').next().unwrap_or("");
-    let has_host =
-        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_host = repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     match (has_host, repo.contains('/')) {
         (true, _) => format!("{repo}:{tag}"),
         (false, true) => format!("docker.io/{repo}:{tag}"),
@@ -139,15 +117,9 @@ pub async fn import_built(docker: &Docker, id: &str, image: &BuiltImage) -> Resu
     let file = tokio::fs::File::open(&image.tar)
         .await
         .with_context(|| format!("opening {}", image.tar.display()))?;
-    let out = docker
-        .exec_with_stdin(id, &[&IMPORT[..], &["-"]].concat(), file)
-        .await?;
+    let out = docker.exec_with_stdin(id, &[&IMPORT[..], &["-"]].concat(), file).await?;
     if !out.success() {
-        bail!(
-            "ctr import of {} failed: {}",
-            image.tar.display(),
-            out.last_line()
-        );
+        bail!("ctr import of {} failed: {}", image.tar.display(), out.last_line());
     }
     let (original, name) = (normalize(&image.original), normalize(&image.name));
     if original != name {
@@ -157,9 +129,7 @@ pub async fn import_built(docker: &Docker, id: &str, image: &BuiltImage) -> Resu
         let listed = ctr(docker, id, &["images", "ls", "-q"]).await?;
         let stale: Vec<&str> = listed
             .lines()
-            .filter(|l| {
-                l.starts_with(&format!("{old_repo}:")) || l.starts_with(&format!("{old_repo}@"))
-            })
+            .filter(|l| l.starts_with(&format!("{old_repo}:")) || l.starts_with(&format!("{old_repo}@")))
             .collect();
         if !stale.is_empty() {
             ctr(docker, id, &[&["images", "rm"], &stale[..]].concat()).await?;
@@ -186,9 +156,7 @@ pub async fn import_from_host(
                     return Err(anyhow!("cannot obtain image {reference}: {e}"));
                 }
                 Err(e) => {
-                    reporter.detail(format!(
-                        "pulling {reference} failed ({e}); retrying in {delay:?}"
-                    ));
+                    reporter.detail(format!("pulling {reference} failed ({e}); retrying in {delay:?}"));
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
@@ -196,9 +164,7 @@ pub async fn import_from_host(
         }
     }
     let saved = tokio_util::io::StreamReader::new(docker.save_image(reference));
-    let out = docker
-        .exec_with_stdin(id, &[&IMPORT[..], &["-"]].concat(), saved)
-        .await?;
+    let out = docker.exec_with_stdin(id, &[&IMPORT[..], &["-"]].concat(), saved).await?;
     if !out.success() {
         bail!("ctr import of {reference} failed: {}", out.last_line());
     }
@@ -226,21 +192,12 @@ pub async fn import_all_from_host(
 
 /// Keeps the kubelet's image garbage collection away from an image.
 async fn pin(docker: &Docker, id: &str, name: &str) -> Result<()> {
-    ctr(
-        docker,
-        id,
-        &["images", "label", name, "io.cri-containerd.pinned=pinned"],
-    )
-    .await
-    .map(|_| ())
+    ctr(docker, id, &["images", "label", name, "io.cri-containerd.pinned=pinned"]).await.map(|_| ())
 }
 
 /// Runs `ctr -n k8s.io ...` and returns its stdout, failing on a non-zero exit.
 pub async fn ctr(docker: &Docker, id: &str, args: &[&str]) -> Result<String> {
-    let cmd: Vec<&str> = ["ctr", "-n", "k8s.io"]
-        .into_iter()
-        .chain(args.iter().copied())
-        .collect();
+    let cmd: Vec<&str> = ["ctr", "-n", "k8s.io"].into_iter().chain(args.iter().copied()).collect();
     let out = docker.exec(id, &cmd).await?;
     if !out.success() {
         bail!("`{}` failed: {}", cmd.join(" "), out.last_line());
@@ -270,15 +227,9 @@ mod tests {
 
     #[test]
     fn names_are_normalized_like_containerd() {
-        assert_eq!(
-            normalize("kindest/kindnetd:v1"),
-            "docker.io/kindest/kindnetd:v1"
-        );
+        assert_eq!(normalize("kindest/kindnetd:v1"), "docker.io/kindest/kindnetd:v1");
         assert_eq!(normalize("busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(
-            normalize("registry.k8s.io/pause:3.9"),
-            "registry.k8s.io/pause:3.9"
-        );
+        assert_eq!(normalize("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
         assert_eq!(normalize("localhost:5000/a:1"), "localhost:5000/a:1");
     }
 
@@ -312,13 +263,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tar_path = dir.path().join("img.tar");
         let mut builder = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
-        let manifest = br#"[{"Config":"c.json","RepoTags":["registry.k8s.io/kube-proxy-amd64:v1.30.0"],"Layers":[]}]"#;
+        let manifest =
+            br#"[{"Config":"c.json","RepoTags":["registry.k8s.io/kube-proxy-amd64:v1.30.0"],"Layers":[]}]"#;
         crate::archive::append_bytes(&mut builder, "manifest.json", 0o644, manifest).unwrap();
         builder.finish().unwrap();
         drop(builder);
-        assert_eq!(
-            repo_tags(&tar_path).unwrap(),
-            vec!["registry.k8s.io/kube-proxy-amd64:v1.30.0"]
-        );
+        assert_eq!(repo_tags(&tar_path).unwrap(), vec!["registry.k8s.io/kube-proxy-amd64:v1.30.0"]);
     }
 }

@@ -6,29 +6,14 @@ use handlebars::Handlebars;
 
 /// The images the manifests use, by template variable. The single place they are named.
 pub const DEFAULT_IMAGES: [(&str, &str); 3] = [
-    (
-        "kindnetd_image",
-        "docker.io/kindest/kindnetd:v20240513-cd2ac642",
-    ),
-    (
-        "local_path_provisioner_image",
-        "docker.io/kindest/local-path-provisioner:v20240513-b9bba138",
-    ),
-    (
-        "local_path_helper_image",
-        "docker.io/kindest/local-path-helper:v20230510-486859a6",
-    ),
+    ("kindnetd_image", "docker.io/kindest/kindnetd:v20240513-cd2ac642"),
+    ("local_path_provisioner_image", "docker.io/kindest/local-path-provisioner:v20240513-b9bba138"),
+    ("local_path_helper_image", "docker.io/kindest/local-path-helper:v20230510-486859a6"),
 ];
 
 const TEMPLATES: [(&str, &str); 2] = [
-    (
-        "/kind/manifests/default-cni.yaml",
-        include_str!("../../templates/default-cni.yaml.hbs"),
-    ),
-    (
-        "/kind/manifests/default-storage.yaml",
-        include_str!("../../templates/default-storage.yaml.hbs"),
-    ),
+    ("/kind/manifests/default-cni.yaml", include_str!("../../templates/default-cni.yaml.hbs")),
+    ("/kind/manifests/default-storage.yaml", include_str!("../../templates/default-storage.yaml.hbs")),
 ];
 
 pub fn default_images() -> impl Iterator<Item = &'static str> {
@@ -41,10 +26,7 @@ pub fn render() -> Result<Vec<(&'static str, String)>> {
     hb.set_strict_mode(true);
     hb.register_escape_fn(handlebars::no_escape);
     let vars: std::collections::BTreeMap<_, _> = DEFAULT_IMAGES.into_iter().collect();
-    TEMPLATES
-        .iter()
-        .map(|(path, template)| Ok((*path, hb.render_template(template, &vars)?)))
-        .collect()
+    TEMPLATES.iter().map(|(path, template)| Ok((*path, hb.render_template(template, &vars)?))).collect()
 }
 
 #[cfg(test)]
@@ -54,21 +36,10 @@ mod tests {
     #[test]
     fn manifests_name_the_default_images() {
         let rendered = render().unwrap();
-        let cni = &rendered
-            .iter()
-            .find(|(p, _)| p.ends_with("default-cni.yaml"))
-            .unwrap()
-            .1;
+        let cni = &rendered.iter().find(|(p, _)| p.ends_with("default-cni.yaml")).unwrap().1;
         assert!(cni.contains("image: docker.io/kindest/kindnetd:v20240513-cd2ac642"));
-        assert!(
-            cni.contains("value: \"{{ .PodSubnet }}\""),
-            "kind's own placeholder survives"
-        );
-        let storage = &rendered
-            .iter()
-            .find(|(p, _)| p.ends_with("default-storage.yaml"))
-            .unwrap()
-            .1;
+        assert!(cni.contains("value: \"{{ .PodSubnet }}\""), "kind's own placeholder survives");
+        let storage = &rendered.iter().find(|(p, _)| p.ends_with("default-storage.yaml")).unwrap().1;
         assert!(storage.contains("image: docker.io/kindest/local-path-provisioner:"));
         assert!(storage.contains("docker.io/kindest/local-path-helper:"));
         assert!(!storage.contains("{{"), "every variable was filled");

@@ -16,14 +16,8 @@ use crate::progress::Reporter;
 pub const LABEL_KUBE_VERSION: &str = "io.nodeimg.kubernetes.version";
 pub const LABEL_KUBE_SOURCE: &str = "io.nodeimg.kubernetes.source";
 /// Proxy settings are handed to the build container and blanked in the result.
-pub const PROXY_VARS: [&str; 6] = [
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-];
+pub const PROXY_VARS: [&str; 6] =
+    ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"];
 
 #[derive(Clone, Debug)]
 pub struct NodeImageConfig {
@@ -48,76 +42,34 @@ pub struct NodeImage {
 }
 
 /// The pipeline. Only a fully successful run creates or moves the target tag.
-pub async fn build(
-    cfg: &NodeImageConfig,
-    docker: &Docker,
-    reporter: &Reporter,
-) -> Result<NodeImage> {
+pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) -> Result<NodeImage> {
     let scratch = Scratch::new(cfg.build_dir.as_deref())?;
-    let opts = FetchOptions {
-        arch: cfg.arch.clone(),
-        release_url: cfg.release_url.clone(),
-        verify: cfg.verify,
-    };
-    let artifacts = kube::fetch(&cfg.source, &opts, scratch.path(), reporter)
-        .await
-        .context("getting the Kubernetes artifacts")?;
-    let built = images::built_images(&artifacts.image_tars, &cfg.arch)
-        .context("reading the built image tars")?;
-    ensure_base_image(docker, &cfg.base_image, &cfg.arch, reporter).await?;
-    let id = create_build_container(docker, cfg)
-        .await
-        .context("creating the build container")?;
-
-    add_binaries(docker, &id, &artifacts, reporter)
-        .await
-        .context("copying the Kubernetes binaries")?;
-    add_kind_files(docker, &id, &artifacts)
-        .await
-        .context("writing /kind/version and /kind/manifests")?;
+    let (artifacts, built, id) = prepare(cfg, scratch.path(), docker, reporter).await?;
+    add_kind_files(docker, &id, &artifacts).await.context("writing /kind/version and /kind/manifests")?;
     let step = reporter.step("starting containerd in the build container");
     containerd::start(docker, &id).await?;
     step.finish("ready");
 
-    let required = required_images(docker, &id, &artifacts, &built)
-        .await
-        .context("listing the required images")?;
+    let required =
+        required_images(docker, &id, &artifacts, &built).await.context("listing the required images")?;
     let step = reporter.step(format!("importing {} built images", built.len()));
     for image in &built {
         step.set_message(image.name.clone());
         images::import_built(docker, &id, image).await?;
     }
     step.finish("pinned");
-    let step = reporter.step(format!(
-        "importing {} required images from the host's Docker",
-        required.len()
-    ));
-    images::import_all_from_host(
-        docker,
-        &id,
-        &required,
-        &format!("linux/{}", cfg.arch),
-        reporter,
-    )
-    .await?;
+    let step = reporter.step(format!("importing {} required images from the host's Docker", required.len()));
+    images::import_all_from_host(docker, &id, &required, &format!("linux/{}", cfg.arch), reporter).await?;
     step.finish("pinned");
 
-    patch_containerd_config(docker, &id, &artifacts)
-        .await
-        .context("adjusting the containerd config")?;
+    patch_containerd_config(docker, &id, &artifacts).await.context("adjusting the containerd config")?;
     containerd::stop(docker, &id).await?;
     let step = reporter.step("committing the node image");
-    let image_id = docker
-        .commit(&id, &commit_changes(cfg, &artifacts, docker.labels()))
-        .await?;
+    let image_id = docker.commit(&id, &commit_changes(cfg, &artifacts, docker.labels())).await?;
     docker.tag_image(&image_id, &cfg.image).await?;
     step.finish(crate::docker::short_id(&image_id));
 
-    let size = docker
-        .inspect_image(&image_id)
-        .await?
-        .map(|i| i.size)
-        .unwrap_or_default();
+    let size = docker.inspect_image(&image_id).await?.map(|i| i.size).unwrap_or_default();
     let mut all: Vec<String> = built.iter().map(|b| images::normalize(&b.name)).collect();
     all.extend(required);
     Ok(NodeImage {
@@ -129,20 +81,67 @@ pub async fn build(
     })
 }
 
-async fn ensure_base_image(
+/// The first steps, shared with `images list`: artifacts, their built images, and a
+/// build container with the Kubernetes binaries in it.
+async fn prepare(
+    cfg: &NodeImageConfig,
+    scratch: &std::path::Path,
     docker: &Docker,
-    base: &str,
-    arch: &str,
     reporter: &Reporter,
-) -> Result<()> {
+) -> Result<(Artifacts, Vec<images::BuiltImage>, String)> {
+    let opts =
+        FetchOptions { arch: cfg.arch.clone(), release_url: cfg.release_url.clone(), verify: cfg.verify };
+    let artifacts = kube::fetch(&cfg.source, &opts, scratch, reporter)
+        .await
+        .context("getting the Kubernetes artifacts")?;
+    let built =
+        images::built_images(&artifacts.image_tars, &cfg.arch).context("reading the built image tars")?;
+    ensure_base_image(docker, &cfg.base_image, &cfg.arch, reporter).await?;
+    let id = create_build_container(docker, cfg).await.context("creating the build container")?;
+    add_binaries(docker, &id, &artifacts, reporter).await.context("copying the Kubernetes binaries")?;
+    Ok((artifacts, built, id))
+}
+
+/// Every image the node image will hold, with where it will come from; builds nothing.
+pub async fn plan(
+    cfg: &NodeImageConfig,
+    docker: &Docker,
+    reporter: &Reporter,
+) -> Result<Vec<(String, String)>> {
+    let scratch = Scratch::new(None)?;
+    let (artifacts, built, id) = prepare(cfg, scratch.path(), docker, reporter).await?;
+    let required =
+        required_images(docker, &id, &artifacts, &built).await.context("listing the required images")?;
+    let mut plan: Vec<(String, String)> = built
+        .iter()
+        .map(|b| {
+            let tar = b.tar.file_name().unwrap_or_default().to_string_lossy();
+            (images::normalize(&b.name), format!("built ({tar})"))
+        })
+        .collect();
+    for image in required {
+        let from = if docker.image_exists(&image).await? {
+            "host docker".to_owned()
+        } else {
+            format!("pull (linux/{})", cfg.arch)
+        };
+        plan.push((image, from));
+    }
+    Ok(plan)
+}
+
+async fn ensure_base_image(docker: &Docker, base: &str, arch: &str, reporter: &Reporter) -> Result<()> {
     if docker.image_exists(base).await? {
         return Ok(());
     }
     let step = reporter.step(format!("pulling base image {base}"));
-    docker
-        .pull(base, &format!("linux/{arch}"), &mut |s| step.set_message(s.to_owned()))
-        .await
-        .with_context(|| format!("base image {base} is not here and cannot be pulled (`nodeimg build base-image` builds one)"))?;
+    docker.pull(base, &format!("linux/{arch}"), &mut |s| step.set_message(s.to_owned())).await.with_context(
+        || {
+            format!(
+                "base image {base} is not here and cannot be pulled (`nodeimg build base-image` builds one)"
+            )
+        },
+    )?;
     step.finish("pulled");
     Ok(())
 }
@@ -150,13 +149,9 @@ async fn ensure_base_image(
 async fn create_build_container(docker: &Docker, cfg: &NodeImageConfig) -> Result<String> {
     let mut spec = ContainerSpec::idle(&cfg.base_image);
     spec.security_opt = vec!["seccomp=unconfined".into()];
-    spec.env = proxy_env()
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    spec.env = proxy_env().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     if cfg.keep_container {
-        spec.labels
-            .insert(crate::docker::LABEL_KEEP.into(), "true".into());
+        spec.labels.insert(crate::docker::LABEL_KEEP.into(), "true".into());
     }
     let id = docker.create_container(&spec).await?;
     docker.start_container(&id).await?;
@@ -166,22 +161,12 @@ async fn create_build_container(docker: &Docker, cfg: &NodeImageConfig) -> Resul
 fn proxy_env() -> Vec<(&'static str, String)> {
     PROXY_VARS
         .iter()
-        .filter_map(|k| {
-            std::env::var(k)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| (*k, v))
-        })
+        .filter_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()).map(|v| (*k, v)))
         .collect()
 }
 
 /// kubeadm, kubelet and kubectl into /usr/bin, in one streamed tar.
-async fn add_binaries(
-    docker: &Docker,
-    id: &str,
-    artifacts: &Artifacts,
-    reporter: &Reporter,
-) -> Result<()> {
+async fn add_binaries(docker: &Docker, id: &str, artifacts: &Artifacts, reporter: &Reporter) -> Result<()> {
     let step = reporter.step("copying kubeadm, kubelet, kubectl");
     let binaries = artifacts.binaries.clone();
     let tar = archive::tar_stream(move |tar| {
@@ -203,10 +188,7 @@ async fn add_binaries(
 }
 
 async fn add_kind_files(docker: &Docker, id: &str, artifacts: &Artifacts) -> Result<()> {
-    let mut files = vec![(
-        "kind/version".to_owned(),
-        format!("{}\n", artifacts.version),
-    )];
+    let mut files = vec![("kind/version".to_owned(), format!("{}\n", artifacts.version))];
     for (path, content) in manifests::render()? {
         files.push((path.trim_start_matches('/').to_owned(), content));
     }
@@ -227,19 +209,8 @@ async fn required_images(
     built: &[images::BuiltImage],
 ) -> Result<Vec<String>> {
     let version = artifacts.version.to_string();
-    let list = docker
-        .exec(
-            id,
-            &[
-                "kubeadm",
-                "config",
-                "images",
-                "list",
-                "--kubernetes-version",
-                &version,
-            ],
-        )
-        .await?;
+    let list =
+        docker.exec(id, &["kubeadm", "config", "images", "list", "--kubernetes-version", &version]).await?;
     if !list.success() {
         bail!("`kubeadm config images list` failed: {}", list.last_line());
     }
@@ -256,9 +227,8 @@ async fn patch_containerd_config(docker: &Docker, id: &str, artifacts: &Artifact
     }
     let config = read_file(docker, id, containerd::CONFIG).await?;
     let patched = containerd::set_systemd_cgroup(&config, false)?;
-    let tar = archive::tar_stream(move |tar| {
-        archive::append_bytes(tar, "config.toml", 0o644, patched.as_bytes())
-    });
+    let tar =
+        archive::tar_stream(move |tar| archive::append_bytes(tar, "config.toml", 0o644, patched.as_bytes()));
     docker.upload(id, "/etc/containerd", tar).await?;
     Ok(())
 }
@@ -278,20 +248,12 @@ fn commit_changes(
 ) -> Vec<String> {
     let entrypoint = serde_json::to_string(&crate::baseimage::ENTRYPOINT).expect("strings");
     let mut changes = vec![format!("ENTRYPOINT {entrypoint}")];
-    changes.extend(
-        proxy_env()
-            .into_iter()
-            .map(|(k, _)| format!("ENV {k}=\"\"")),
-    );
+    changes.extend(proxy_env().into_iter().map(|(k, _)| format!("ENV {k}=\"\"")));
     let mut labels: Vec<(String, String)> = run_labels.to_map().into_iter().collect();
     labels.push((LABEL_KUBE_VERSION.into(), artifacts.version.text.clone()));
     labels.push((LABEL_KUBE_SOURCE.into(), source_label(&cfg.source)));
     labels.sort();
-    changes.extend(
-        labels
-            .into_iter()
-            .map(|(k, v)| format!("LABEL {k}={}", quote(&v))),
-    );
+    changes.extend(labels.into_iter().map(|(k, v)| format!("LABEL {k}={}", quote(&v))));
     changes
 }
 
@@ -301,12 +263,9 @@ fn source_label(source: &Source) -> String {
         Source::Url(u) => u.clone(),
         Source::Release(v) => format!("release:{v}"),
         Source::Ci(m) => m.clone(),
-        Source::Tree(p) => format!(
-            "source:{}",
-            p.as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        ),
+        Source::Tree(p) => {
+            format!("source:{}", p.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
+        }
     }
 }
 
@@ -324,11 +283,7 @@ impl Scratch {
                     .with_context(|| format!("creating build dir {}", dir.display()))?;
                 Scratch::Kept(dir.to_owned())
             }
-            None => Scratch::Temp(
-                tempfile::Builder::new()
-                    .prefix("nodeimg-build-")
-                    .tempdir()?,
-            ),
+            None => Scratch::Temp(tempfile::Builder::new().prefix("nodeimg-build-").tempdir()?),
         })
     }
 
@@ -358,27 +313,13 @@ mod tests {
             build_dir: None,
             keep_container: false,
         };
-        let artifacts = Artifacts {
-            binaries: vec![],
-            image_tars: vec![],
-            version: cfg_version(),
-        };
-        let labels = crate::docker::Labels {
-            run_id: "r".into(),
-            version: "0".into(),
-            pid: 1,
-            host: "h".into(),
-        };
+        let artifacts = Artifacts { binaries: vec![], image_tars: vec![], version: cfg_version() };
+        let labels =
+            crate::docker::Labels { run_id: "r".into(), version: "0".into(), pid: 1, host: "h".into() };
         let changes = commit_changes(&cfg, &artifacts, &labels);
         unsafe { std::env::remove_var("HTTPS_PROXY") };
-        assert!(
-            changes
-                .contains(&r#"ENTRYPOINT ["/usr/local/bin/entrypoint","/sbin/init"]"#.to_owned())
-        );
-        assert!(
-            changes.contains(&"ENV HTTPS_PROXY=\"\"".to_owned()),
-            "{changes:?}"
-        );
+        assert!(changes.contains(&r#"ENTRYPOINT ["/usr/local/bin/entrypoint","/sbin/init"]"#.to_owned()));
+        assert!(changes.contains(&"ENV HTTPS_PROXY=\"\"".to_owned()), "{changes:?}");
         assert!(changes.contains(&format!("LABEL {LABEL_KUBE_VERSION}=\"v1.30.0\"")));
         assert!(changes.contains(&format!("LABEL {LABEL_KUBE_SOURCE}=\"release:v1.30.0\"")));
         assert!(!changes.iter().any(|c| c.contains("proxy.internal")));

@@ -57,40 +57,27 @@ fn busybox_root(dir: &Path) -> PathBuf {
 
 /// A docker-save tar of a busybox image tagged `tag`.
 fn write_image_tar(layer: &imagearchive::Layer, tag: &str, dest: &Path) {
-    let config = ImageConfig {
-        architecture: "amd64".into(),
-        cmd: vec!["/bin/sh".into()],
-        ..Default::default()
-    };
+    let config =
+        ImageConfig { architecture: "amd64".into(), cmd: vec!["/bin/sh".into()], ..Default::default() };
     let config_bytes = imagearchive::config_json(&config, &layer.diff_id, "2024-01-01T00:00:00Z");
     let config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
     let layer_name = format!("{}/layer.tar", layer.diff_id.trim_start_matches("sha256:"));
-    let manifest =
-        serde_json::json!([{ "Config": config_name, "RepoTags": [tag], "Layers": [layer_name] }]);
+    let manifest = serde_json::json!([{ "Config": config_name, "RepoTags": [tag], "Layers": [layer_name] }]);
     let mut tar = tar::Builder::new(std::fs::File::create(dest).unwrap());
     nodeimg::archive::append_bytes(&mut tar, &config_name, 0o644, &config_bytes).unwrap();
     tar.append_path_with_name(&layer.path, &layer_name).unwrap();
-    nodeimg::archive::append_bytes(
-        &mut tar,
-        "manifest.json",
-        0o644,
-        manifest.to_string().as_bytes(),
-    )
-    .unwrap();
+    nodeimg::archive::append_bytes(&mut tar, "manifest.json", 0o644, manifest.to_string().as_bytes())
+        .unwrap();
     tar.finish().unwrap();
 }
 
 fn kubeadm_script(extra: Option<&str>) -> String {
     let mut list = String::new();
-    for c in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "kube-proxy",
-    ] {
+    for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"] {
         list += &format!("registry.k8s.io/{c}:$2\n");
     }
-    list += "registry.k8s.io/pause:3.9\nregistry.k8s.io/etcd:3.5.12-0\nregistry.k8s.io/coredns/coredns:v1.11.1\n";
+    list +=
+        "registry.k8s.io/pause:3.9\nregistry.k8s.io/etcd:3.5.12-0\nregistry.k8s.io/coredns/coredns:v1.11.1\n";
     if let Some(extra) = extra {
         list += &format!("{extra}\n");
     }
@@ -113,68 +100,33 @@ pub fn server_tarball(opts: &Options) -> Release {
     let root = busybox_root(dir.path());
     let layer = imagearchive::write_layer(&root, &dir.path().join("layer.tar")).unwrap();
     let tarball = dir.path().join("kubernetes-server-linux-amd64.tar.gz");
-    let gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(&tarball).unwrap(),
-        flate2::Compression::fast(),
-    );
+    let gz =
+        flate2::write::GzEncoder::new(std::fs::File::create(&tarball).unwrap(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     match &opts.version_file {
-        None => add(
-            &mut tar,
-            "kubernetes/version",
-            0o644,
-            format!("{VERSION}\n").as_bytes(),
-        ),
+        None => add(&mut tar, "kubernetes/version", 0o644, format!("{VERSION}\n").as_bytes()),
         Some(Some(text)) => add(&mut tar, "kubernetes/version", 0o644, text.as_bytes()),
         Some(None) => {}
     }
     let bins = [
-        (
-            "kubeadm",
-            kubeadm_script(opts.extra_kubeadm_image.as_deref()),
-        ),
+        ("kubeadm", kubeadm_script(opts.extra_kubeadm_image.as_deref())),
         ("kubelet", stand_in("kubelet")),
         ("kubectl", stand_in("kubectl")),
     ];
     for (name, script) in bins {
         if !opts.omit.contains(&name) {
-            add(
-                &mut tar,
-                &format!("kubernetes/server/bin/{name}"),
-                0o755,
-                script.as_bytes(),
-            );
+            add(&mut tar, &format!("kubernetes/server/bin/{name}"), 0o755, script.as_bytes());
         }
     }
     // An unneeded file the extractor must skip.
-    add(
-        &mut tar,
-        "kubernetes/server/bin/mounter",
-        0o755,
-        b"#!/bin/sh\n",
-    );
-    for c in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "kube-proxy",
-    ] {
+    add(&mut tar, "kubernetes/server/bin/mounter", 0o755, b"#!/bin/sh\n");
+    for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"] {
         let image_tar = dir.path().join(format!("{c}.tar"));
-        write_image_tar(
-            &layer,
-            &format!("registry.k8s.io/{c}-amd64:{VERSION}"),
-            &image_tar,
-        );
+        write_image_tar(&layer, &format!("registry.k8s.io/{c}-amd64:{VERSION}"), &image_tar);
         if !opts.omit.contains(&c) {
-            tar.append_path_with_name(&image_tar, format!("kubernetes/server/bin/{c}.tar"))
-                .unwrap();
+            tar.append_path_with_name(&image_tar, format!("kubernetes/server/bin/{c}.tar")).unwrap();
         }
-        add(
-            &mut tar,
-            &format!("kubernetes/server/bin/{c}.docker_tag"),
-            0o644,
-            VERSION.as_bytes(),
-        );
+        add(&mut tar, &format!("kubernetes/server/bin/{c}.docker_tag"), 0o644, VERSION.as_bytes());
     }
     for (path, link) in &opts.hostile {
         let mut header = tar::Header::new_gnu();
@@ -189,8 +141,7 @@ pub fn server_tarball(opts: &Options) -> Release {
             None => header.set_size(4),
         }
         header.set_cksum();
-        tar.append(&header, &b"evil"[..if link.is_some() { 0 } else { 4 }])
-            .unwrap();
+        tar.append(&header, &b"evil"[..if link.is_some() { 0 } else { 4 }]).unwrap();
     }
     tar.into_inner().unwrap().finish().unwrap().flush().unwrap();
     Release { dir, tarball }
@@ -205,12 +156,8 @@ pub async fn ensure_host_images(docker: &nodeimg::docker::Docker) {
             continue;
         }
         let root = root.clone();
-        let stream =
-            nodeimg::archive::tar_stream(move |t| nodeimg::archive::append_rootfs(t, &root));
-        let id = docker
-            .import_rootfs(stream, vec![r#"CMD ["/bin/sh"]"#.into()])
-            .await
-            .unwrap();
+        let stream = nodeimg::archive::tar_stream(move |t| nodeimg::archive::append_rootfs(t, &root));
+        let id = docker.import_rootfs(stream, vec![r#"CMD ["/bin/sh"]"#.into()]).await.unwrap();
         docker.tag_image(&id, &image).await.unwrap();
     }
 }
@@ -223,20 +170,9 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn serve(dir: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
             .arg(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -248,10 +184,7 @@ impl HttpServer {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
+        Self { child, url: format!("http://127.0.0.1:{port}") }
     }
 }
 

@@ -20,18 +20,12 @@ pub fn nodeimg() -> Command {
 
 /// A run id unique to one test, so assertions about "no container left" see only its own.
 pub fn run_id(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("test-{test}-{}-{:x}", std::process::id(), nanos as u64)
 }
 
 pub fn labels(run_id: &str) -> Labels {
-    Labels {
-        run_id: run_id.to_owned(),
-        ..Labels::for_this_process()
-    }
+    Labels { run_id: run_id.to_owned(), ..Labels::for_this_process() }
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -39,9 +33,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 pub async fn docker(run_id: &str) -> Docker {
-    Docker::connect(labels(run_id))
-        .await
-        .expect("the Docker daemon answers")
+    Docker::connect(labels(run_id)).await.expect("the Docker daemon answers")
 }
 
 /// Removes the test's containers when dropped, also when an assertion failed first.
@@ -68,8 +60,7 @@ pub fn base_image() -> String {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE
         .get_or_init(|| {
-            let lock =
-                File::create(std::env::temp_dir().join("nodeimg-test-base-image.lock")).unwrap();
+            let lock = File::create(std::env::temp_dir().join("nodeimg-test-base-image.lock")).unwrap();
             // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
             assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
             let out = nodeimg().args(["build", "base-image"]).output().unwrap();
@@ -99,10 +90,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
