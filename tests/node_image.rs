@@ -273,7 +273,8 @@ fn checksum_mismatch_fails() {
 fn images_list_names_every_image_and_its_source() {
     let run = Run::new("list");
     let _cleanup = Cleanup(run.run_id.clone());
-    let opts = Options { extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()), ..Default::default() };
+    let opts =
+        Options { extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()), ..Default::default() };
     let release = fixtures::server_tarball(&opts);
     support::runtime().block_on(async {
         let docker = host_ready(&run.run_id).await;
@@ -286,7 +287,8 @@ fn images_list_names_every_image_and_its_source() {
             .unwrap();
         assert_success(&out, "images list");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let lines: Vec<(&str, &str)> = stdout.lines().map(|l| l.split_once('\t').expect("IMAGE<TAB>SOURCE")).collect();
+        let lines: Vec<(&str, &str)> =
+            stdout.lines().map(|l| l.split_once('\t').expect("IMAGE<TAB>SOURCE")).collect();
         let from = |image: &str| lines.iter().find(|(i, _)| *i == image).map(|(_, f)| *f);
         assert_eq!(
             from(&format!("registry.k8s.io/kube-apiserver:{VERSION}")),
