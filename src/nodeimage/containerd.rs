@@ -46,8 +46,10 @@ pub async fn stop(docker: &Docker, id: &str) -> Result<()> {
 /// The pause image containerd's CRI plugin uses (`sandbox_image`).
 pub fn sandbox_image(config: &str) -> Result<String> {
     let doc: DocumentMut = config.parse().context("parsing the containerd config")?;
-    doc["plugins"][CRI]["sandbox_image"]
-        .as_str()
+    doc.get("plugins")
+        .and_then(|p| p.get(CRI))
+        .and_then(|c| c.get("sandbox_image"))
+        .and_then(|v| v.as_str())
         .map(str::to_owned)
         .ok_or_else(|| anyhow!("the containerd config sets no plugins.\"{CRI}\".sandbox_image"))
 }
