@@ -304,3 +304,55 @@ fn images_list_names_every_image_and_its_source() {
         run.assert_clean(&docker).await;
     });
 }
+
+#[test]
+fn failed_build_leaves_an_existing_tag_alone() {
+    let run = Run::new("keeptag");
+    let _cleanup = Cleanup(run.run_id.clone());
+    let opts =
+        Options { extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()), ..Default::default() };
+    let release = fixtures::server_tarball(&opts);
+    support::runtime().block_on(async {
+        let docker = host_ready(&run.run_id).await;
+        let base = support::base_image();
+        let before = docker.inspect_image(&base).await.unwrap().unwrap().id;
+        docker.tag_image(&before, &run.target).await.unwrap();
+        // Fails late: after the built images were imported, at the unobtainable one.
+        let out = run.build(&[release.tarball.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let after = docker.inspect_image(&run.target).await.unwrap().map(|i| i.id);
+        docker.remove_image(&run.target).await.unwrap();
+        assert_eq!(after, Some(before), "the previous image keeps the tag");
+        run.assert_clean(&docker).await;
+    });
+}
+
+#[test]
+fn ctrl_c_mid_build_removes_container_and_scratch() {
+    let run = Run::new("sigint");
+    let _cleanup = Cleanup(run.run_id.clone());
+    let release = fixtures::server_tarball(&Options::default());
+    support::runtime().block_on(async {
+        let docker = host_ready(&run.run_id).await;
+        let base = support::base_image();
+        let mut child = support::nodeimg()
+            .args(["build", "node-image", release.tarball.to_str().unwrap(), "-b", &base, "-i", &run.target])
+            .env("NODEIMG_RUN_ID", &run.run_id)
+            .env("TMPDIR", run.tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("the build container to run", Duration::from_secs(60), || async {
+            let found = docker.list_containers(Some(&run.run_id)).await.unwrap();
+            found.into_iter().find(|c| c.state == "running")
+        })
+        .await;
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+        assert_eq!(status.status.code(), Some(130), "{}", String::from_utf8_lossy(&status.stderr));
+        run.assert_clean(&docker).await;
+        assert!(!docker.image_exists(&run.target).await.unwrap(), "no image under the target tag");
+    });
+}
