@@ -27,13 +27,20 @@ impl Run {
         }
     }
 
-    fn build(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
-        let base = support::base_image();
+    /// nodeimg with this run's id, scratch dir and download cache.
+    fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = support::nodeimg();
-        cmd.args(["build", "node-image"]).args(args).args(["-b", &base, "-i", &self.target]);
-        cmd.env("NODEIMG_RUN_ID", &self.run_id)
+        cmd.args(args)
+            .env("NODEIMG_RUN_ID", &self.run_id)
             .env("TMPDIR", self.tmp.path())
             .env("NODEIMG_CACHE_DIR", self.cache.path());
+        cmd
+    }
+
+    fn build(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let base = support::base_image();
+        let mut cmd = self.command(&["build", "node-image"]);
+        cmd.args(args).args(["-b", &base, "-i", &self.target]);
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -185,6 +192,11 @@ fn assert_failed(run: &Run, out: &Output, needle: &str) {
     });
 }
 
+/// A release whose kubeadm lists an image nobody has.
+fn unobtainable() -> Options {
+    Options { extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()), ..Default::default() }
+}
+
 fn failing_file_build(name: &str, opts: Options, needle: &str) {
     let run = Run::new(name);
     let _cleanup = Cleanup(run.run_id.clone());
@@ -231,29 +243,16 @@ fn unparsable_version_fails() {
 
 #[test]
 fn unobtainable_required_image_fails() {
-    let opts =
-        Options { extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()), ..Default::default() };
-    failing_file_build("noimage", opts, "registry.k8s.io/nosuch:v0");
+    failing_file_build("noimage", unobtainable(), "registry.k8s.io/nosuch:v0");
 }
 
 #[test]
 fn missing_base_image_fails() {
     let run = Run::new("nobase");
     let release = fixtures::server_tarball(&Options::default());
-    let out = support::nodeimg()
-        .args([
-            "build",
-            "node-image",
-            release.tarball.to_str().unwrap(),
-            "-b",
-            "nodeimg-test/nosuch-base:1",
-            "-i",
-            &run.target,
-        ])
-        .env("NODEIMG_RUN_ID", &run.run_id)
-        .env("TMPDIR", run.tmp.path())
-        .output()
-        .unwrap();
+    let tarball = release.tarball.to_str().unwrap();
+    let args = ["build", "node-image", tarball, "-b", "nodeimg-test/nosuch-base:1", "-i", &run.target];
+    let out = run.command(&args).output().unwrap();
     assert_failed(&run, &out, "nodeimg-test/nosuch-base:1");
 }
 
@@ -273,16 +272,12 @@ fn checksum_mismatch_fails() {
 fn images_list_names_every_image_and_its_source() {
     let run = Run::new("list");
     let _cleanup = Cleanup(run.run_id.clone());
-    let opts =
-        Options { extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()), ..Default::default() };
-    let release = fixtures::server_tarball(&opts);
+    let release = fixtures::server_tarball(&unobtainable());
     support::runtime().block_on(async {
         let docker = host_ready(&run.run_id).await;
         let base = support::base_image();
-        let out = support::nodeimg()
-            .args(["images", "list", release.tarball.to_str().unwrap(), "-b", &base])
-            .env("NODEIMG_RUN_ID", &run.run_id)
-            .env("TMPDIR", run.tmp.path())
+        let out = run
+            .command(&["images", "list", release.tarball.to_str().unwrap(), "-b", &base])
             .output()
             .unwrap();
         assert_success(&out, "images list");
@@ -309,9 +304,7 @@ fn images_list_names_every_image_and_its_source() {
 fn failed_build_leaves_an_existing_tag_alone() {
     let run = Run::new("keeptag");
     let _cleanup = Cleanup(run.run_id.clone());
-    let opts =
-        Options { extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()), ..Default::default() };
-    let release = fixtures::server_tarball(&opts);
+    let release = fixtures::server_tarball(&unobtainable());
     support::runtime().block_on(async {
         let docker = host_ready(&run.run_id).await;
         let base = support::base_image();
@@ -335,10 +328,9 @@ fn ctrl_c_mid_build_removes_container_and_scratch() {
     support::runtime().block_on(async {
         let docker = host_ready(&run.run_id).await;
         let base = support::base_image();
-        let mut child = support::nodeimg()
-            .args(["build", "node-image", release.tarball.to_str().unwrap(), "-b", &base, "-i", &run.target])
-            .env("NODEIMG_RUN_ID", &run.run_id)
-            .env("TMPDIR", run.tmp.path())
+        let tarball = release.tarball.to_str().unwrap();
+        let child = run
+            .command(&["build", "node-image", tarball, "-b", &base, "-i", &run.target])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
