@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 
-use crate::docker::{ContainerSummary, Docker};
+#[cfg(test)]
+use crate::docker::ContainerSummary;
+use crate::docker::{Docker, LABEL_HOST, LABEL_PID, short_id};
 use crate::progress::Reporter;
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -19,8 +21,8 @@ enum Verdict {
 
 /// A container belongs to a live run when its nodeimg process still exists on this host;
 /// containers from other hosts are kept too, since their liveness cannot be told from here.
-fn verdict(c: &ContainerSummary, this_host: &str, alive: impl Fn(u32) -> bool) -> Verdict {
-    match (&c.host, c.pid) {
+fn verdict(host: Option<&str>, pid: Option<u32>, this_host: &str, alive: impl Fn(u32) -> bool) -> Verdict {
+    match (host, pid) {
         (Some(host), _) if host != this_host => Verdict::Keep(format!("created on host {host}")),
         (_, Some(pid)) if alive(pid) => Verdict::Keep(format!("its nodeimg process {pid} is still running")),
         _ => Verdict::Remove,
@@ -39,7 +41,7 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
     let this_host = crate::docker::labels_hostname();
     let mut removed = Vec::new();
     for c in docker.list_containers(None).await? {
-        match verdict(&c, &this_host, process_alive) {
+        match verdict(c.host.as_deref(), c.pid, &this_host, process_alive) {
             Verdict::Keep(why) if !cfg.all => {
                 reporter.info(format!("kept {} (run {}): {why}; --all removes it", c.name, c.run_id));
                 continue;
@@ -52,9 +54,18 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
         reporter.detail(format!("container {} ({}, run {})", c.name, c.state, c.run_id));
         removed.push(c.name);
     }
-    for id in docker.list_dangling_images().await? {
-        if !cfg.dry_run {
-            docker.remove_image(&id).await?;
+    for (id, labels) in docker.list_dangling_images().await? {
+        let pid = labels.get(LABEL_PID).and_then(|p| p.parse().ok());
+        let host = labels.get(LABEL_HOST).map(String::as_str);
+        if let Verdict::Keep(why) = verdict(host, pid, &this_host, process_alive) {
+            if !cfg.all {
+                reporter.detail(format!("kept image {}: {why}", short_id(&id)));
+                continue;
+            }
+        }
+        if !cfg.dry_run && !docker.remove_unused_image(&id).await? {
+            reporter.info(format!("kept image {}: a container uses it", short_id(&id)));
+            continue;
         }
         removed.push(id);
     }
@@ -82,10 +93,11 @@ mod tests {
     #[test]
     fn dead_runs_are_removed_live_ones_kept() {
         let alive = |pid| pid == 10;
-        assert_eq!(verdict(&container(Some(11), Some("me")), "me", alive), Verdict::Remove);
-        assert!(matches!(verdict(&container(Some(10), Some("me")), "me", alive), Verdict::Keep(_)));
-        assert!(matches!(verdict(&container(Some(11), Some("other")), "me", alive), Verdict::Keep(_)));
-        assert_eq!(verdict(&container(None, None), "me", alive), Verdict::Remove);
+        let judge = |c: ContainerSummary| verdict(c.host.as_deref(), c.pid, "me", alive);
+        assert_eq!(judge(container(Some(11), Some("me"))), Verdict::Remove);
+        assert!(matches!(judge(container(Some(10), Some("me"))), Verdict::Keep(_)));
+        assert!(matches!(judge(container(Some(11), Some("other"))), Verdict::Keep(_)));
+        assert_eq!(judge(container(None, None)), Verdict::Remove);
     }
 
     #[test]

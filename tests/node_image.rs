@@ -40,7 +40,10 @@ impl Run {
     fn build(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
         let base = support::base_image();
         let mut cmd = self.command(&["build", "node-image"]);
-        cmd.args(args).args(["-b", &base, "-i", &self.target]);
+        cmd.args(args).args(["-i", &self.target]);
+        if !args.contains(&"-b") {
+            cmd.args(["-b", &base]);
+        }
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -346,5 +349,99 @@ fn ctrl_c_mid_build_removes_container_and_scratch() {
         assert_eq!(status.status.code(), Some(130), "{}", String::from_utf8_lossy(&status.stderr));
         run.assert_clean(&docker).await;
         assert!(!docker.image_exists(&run.target).await.unwrap(), "no image under the target tag");
+    });
+}
+
+/// Builds from `source` served over HTTP and returns the image's source label.
+fn build_served(name: &str, lay_out: fn(&Path, &Path), source: impl Fn(&str) -> String) -> String {
+    let run = Run::new(name);
+    let _cleanup = Cleanup(run.run_id.clone());
+    let release = fixtures::server_tarball(&Options::default());
+    let served = tempfile::tempdir().unwrap();
+    lay_out(&release.tarball, served.path());
+    let server = fixtures::HttpServer::serve(served.path());
+    support::runtime().block_on(async {
+        let docker = host_ready(&run.run_id).await;
+        let out = run.build(&[&source(&server.url), "--release-url", &server.url], &[]);
+        assert_success(&out, &format!("build node-image from {name}"));
+        run.assert_clean(&docker).await;
+        let info = docker.inspect_image(&run.target).await.unwrap().expect("the node image exists");
+        docker.remove_image(&run.target).await.unwrap();
+        assert_eq!(info.labels.get("io.nodeimg.kubernetes.version").map(String::as_str), Some(VERSION));
+        info.labels["io.nodeimg.kubernetes.source"].clone()
+    })
+}
+
+#[test]
+fn node_image_from_a_url() {
+    let label = build_served(
+        "url",
+        |tarball, root| fixtures::release_tree(tarball, root, true),
+        |url| format!("{url}/{VERSION}/kubernetes-server-linux-amd64.tar.gz"),
+    );
+    assert!(label.starts_with("http://127.0.0.1:") && label.ends_with(".tar.gz"), "{label}");
+}
+
+#[test]
+fn node_image_from_a_ci_marker() {
+    let label = build_served("ci", fixtures::ci_tree, |_| "ci/latest".to_owned());
+    assert_eq!(label, "ci/latest");
+}
+
+#[test]
+fn build_dir_and_keep_container_keep_what_they_say() {
+    let run = Run::new("keep");
+    let _cleanup = Cleanup(run.run_id.clone());
+    let release = fixtures::server_tarball(&Options::default());
+    let build_dir = tempfile::tempdir().unwrap();
+    support::runtime().block_on(async {
+        let docker = host_ready(&run.run_id).await;
+        let dir = build_dir.path().to_str().unwrap();
+        let out = run.build(&[release.tarball.to_str().unwrap(), "-d", dir, "--keep-container"], &[]);
+        assert_success(&out, "build with -d and --keep-container");
+        docker.remove_image(&run.target).await.unwrap();
+        for kept in ["kubernetes/bin/kubeadm", "kubernetes/images/kube-proxy.tar", "kubernetes/version"] {
+            assert!(build_dir.path().join(kept).is_file(), "{kept} kept in the build dir");
+        }
+        let left = docker.list_containers(Some(&run.run_id)).await.unwrap();
+        assert_eq!(left.len(), 1, "the build container is kept: {left:?}");
+        assert!(left[0].keep);
+        let out = support::nodeimg().args(["clean"]).output().unwrap();
+        assert_success(&out, "clean");
+        assert!(!docker.container_exists(&left[0].id).await.unwrap(), "clean removes a kept container");
+    });
+}
+
+#[test]
+fn kubernetes_before_1_24_gets_cgroupfs_in_containerd() {
+    let run = Run::new("v123");
+    let _cleanup = Cleanup(run.run_id.clone());
+    let old = Options { version: Some("v1.23.17"), ..Default::default() };
+    let release = fixtures::server_tarball(&old);
+    support::runtime().block_on(async {
+        let docker = host_ready(&run.run_id).await;
+        // A base whose containerd uses the systemd driver, as kind's does for 1.24+.
+        let base = support::base_image();
+        let id = docker.create_container(&ContainerSpec::idle(&base)).await.unwrap();
+        docker.start_container(&id).await.unwrap();
+        let sed = "sed -i 's/SystemdCgroup = false/SystemdCgroup = true/' /etc/containerd/config.toml";
+        assert!(docker.exec(&id, &["sh", "-c", sed]).await.unwrap().success());
+        // Tagged, so `nodeimg clean` in a parallel test does not take it for a leftover.
+        let systemd_base = format!("nodeimg-test/systemd-base:{}", std::process::id());
+        docker.tag_image(&docker.commit(&id, &[]).await.unwrap(), &systemd_base).await.unwrap();
+        docker.remove_container(&id).await.unwrap();
+
+        let out = run.build(&[release.tarball.to_str().unwrap(), "-b", &systemd_base], &[]);
+        assert_success(&out, "build v1.23 node image");
+        let node = docker.create_container(&ContainerSpec::idle(&run.target)).await.unwrap();
+        docker.start_container(&node).await.unwrap();
+        let config = docker.exec(&node, &["cat", "/etc/containerd/config.toml"]).await.unwrap().stdout;
+        let version = docker.exec(&node, &["cat", "/kind/version"]).await.unwrap().stdout;
+        docker.remove_container(&node).await.unwrap();
+        docker.remove_image(&run.target).await.unwrap();
+        docker.remove_image(&systemd_base).await.unwrap();
+        assert_eq!(version.trim(), "v1.23.17");
+        assert!(config.contains("SystemdCgroup = false"), "{config}");
+        assert!(!config.contains("SystemdCgroup = true"), "{config}");
     });
 }

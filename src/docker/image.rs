@@ -151,8 +151,9 @@ impl Docker {
         }
     }
 
-    /// Untagged images that nodeimg created (leftovers of failed or killed builds).
-    pub async fn list_dangling_images(&self) -> Result<Vec<String>> {
+    /// Untagged images that nodeimg created (leftovers of failed or killed builds), with
+    /// their labels.
+    pub async fn list_dangling_images(&self) -> Result<Vec<(String, HashMap<String, String>)>> {
         let options = ListImagesOptions {
             filters: Some(HashMap::from([
                 ("dangling".to_owned(), vec!["true".to_owned()]),
@@ -161,7 +162,18 @@ impl Docker {
             ..Default::default()
         };
         let images = self.client.list_images(Some(options)).await.map_err(api("listing nodeimg images"))?;
-        Ok(images.into_iter().map(|i| i.id).collect())
+        Ok(images.into_iter().map(|i| (i.id, i.labels)).collect())
+    }
+
+    /// Removes an image unless a container uses it; `Ok(false)` when it is in use.
+    pub async fn remove_unused_image(&self, id: &str) -> Result<bool> {
+        let options = RemoveImageOptions { force: false, ..Default::default() };
+        match self.client.remove_image(id, Some(options), None).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
+            Err(e) if is_not_found(&e) => Ok(true),
+            Err(e) => Err(api(format!("removing image {}", short(id)))(e)),
+        }
     }
 
     /// `docker save` as a byte stream (a docker-archive tar), read as the consumer pulls it.

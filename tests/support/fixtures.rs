@@ -37,6 +37,8 @@ pub struct Options {
     pub version_file: Option<Option<String>>,
     /// Extra raw entries: (path, symlink target or None for a file).
     pub hostile: Vec<(String, Option<String>)>,
+    /// The Kubernetes version of the release (default [`VERSION`]).
+    pub version: Option<&'static str>,
     /// An image the stand-in kubeadm lists that nobody has.
     pub extra_kubeadm_image: Option<String>,
 }
@@ -71,7 +73,7 @@ fn write_image_tar(layer: &imagearchive::Layer, tag: &str, dest: &Path) {
     tar.finish().unwrap();
 }
 
-fn kubeadm_script(extra: Option<&str>) -> String {
+fn kubeadm_script(version: &str, extra: Option<&str>) -> String {
     let mut list = String::new();
     for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"] {
         list += &format!("registry.k8s.io/{c}:$2\n");
@@ -82,12 +84,12 @@ fn kubeadm_script(extra: Option<&str>) -> String {
         list += &format!("{extra}\n");
     }
     format!(
-        "#!/bin/sh\n# stand-in for kubeadm\ncase \"$1 $2 $3\" in\n  \"config images list\") shift 3; [ \"$1\" = --kubernetes-version ] || exit 2\n    cat <<EOF\n{list}EOF\n    ;;\n  version*) echo 'kubeadm version: &version.Info{{GitVersion:\"{VERSION}\"}}' ;;\n  *) echo \"unsupported: $*\" >&2; exit 1 ;;\nesac\n"
+        "#!/bin/sh\n# stand-in for kubeadm\ncase \"$1 $2 $3\" in\n  \"config images list\") shift 3; [ \"$1\" = --kubernetes-version ] || exit 2\n    cat <<EOF\n{list}EOF\n    ;;\n  version*) echo 'kubeadm version: &version.Info{{GitVersion:\"{version}\"}}' ;;\n  *) echo \"unsupported: $*\" >&2; exit 1 ;;\nesac\n"
     )
 }
 
-fn stand_in(name: &str) -> String {
-    format!("#!/bin/sh\n# stand-in for {name}\necho \"Kubernetes {VERSION}\"\n")
+fn stand_in(name: &str, version: &str) -> String {
+    format!("#!/bin/sh\n# stand-in for {name}\necho \"Kubernetes {version}\"\n")
 }
 
 fn add<W: Write>(tar: &mut tar::Builder<W>, path: &str, mode: u32, data: &[u8]) {
@@ -96,6 +98,7 @@ fn add<W: Write>(tar: &mut tar::Builder<W>, path: &str, mode: u32, data: &[u8]) 
 
 /// Writes a release tarball (gzip) in upstream's layout.
 pub fn server_tarball(opts: &Options) -> Release {
+    let version = opts.version.unwrap_or(VERSION);
     let dir = tempfile::tempdir().unwrap();
     let root = busybox_root(dir.path());
     let layer = imagearchive::write_layer(&root, &dir.path().join("layer.tar")).unwrap();
@@ -104,14 +107,14 @@ pub fn server_tarball(opts: &Options) -> Release {
         flate2::write::GzEncoder::new(std::fs::File::create(&tarball).unwrap(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     match &opts.version_file {
-        None => add(&mut tar, "kubernetes/version", 0o644, format!("{VERSION}\n").as_bytes()),
+        None => add(&mut tar, "kubernetes/version", 0o644, format!("{version}\n").as_bytes()),
         Some(Some(text)) => add(&mut tar, "kubernetes/version", 0o644, text.as_bytes()),
         Some(None) => {}
     }
     let bins = [
-        ("kubeadm", kubeadm_script(opts.extra_kubeadm_image.as_deref())),
-        ("kubelet", stand_in("kubelet")),
-        ("kubectl", stand_in("kubectl")),
+        ("kubeadm", kubeadm_script(version, opts.extra_kubeadm_image.as_deref())),
+        ("kubelet", stand_in("kubelet", version)),
+        ("kubectl", stand_in("kubectl", version)),
     ];
     for (name, script) in bins {
         if !opts.omit.contains(&name) {
@@ -122,11 +125,11 @@ pub fn server_tarball(opts: &Options) -> Release {
     add(&mut tar, "kubernetes/server/bin/mounter", 0o755, b"#!/bin/sh\n");
     for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"] {
         let image_tar = dir.path().join(format!("{c}.tar"));
-        write_image_tar(&layer, &format!("registry.k8s.io/{c}-amd64:{VERSION}"), &image_tar);
+        write_image_tar(&layer, &format!("registry.k8s.io/{c}-amd64:{version}"), &image_tar);
         if !opts.omit.contains(&c) {
             tar.append_path_with_name(&image_tar, format!("kubernetes/server/bin/{c}.tar")).unwrap();
         }
-        add(&mut tar, &format!("kubernetes/server/bin/{c}.docker_tag"), 0o644, VERSION.as_bytes());
+        add(&mut tar, &format!("kubernetes/server/bin/{c}.docker_tag"), 0o644, version.as_bytes());
     }
     for (path, link) in &opts.hostile {
         let mut header = tar::Header::new_gnu();
@@ -198,7 +201,17 @@ impl Drop for HttpServer {
 /// Lays a tarball out as `<root>/<version>/kubernetes-server-linux-amd64.tar.gz` with a
 /// `.sha512` beside it (or a wrong one).
 pub fn release_tree(tarball: &Path, root: &Path, good_checksum: bool) {
-    let dir = root.join(VERSION);
+    release_tree_at(tarball, &root.join(VERSION), good_checksum);
+}
+
+/// The CI layout: `<root>/ci/latest.txt` naming the version, the tarball under `ci/<version>/`.
+pub fn ci_tree(tarball: &Path, root: &Path) {
+    std::fs::create_dir_all(root.join("ci")).unwrap();
+    std::fs::write(root.join("ci/latest.txt"), format!("{VERSION}\n")).unwrap();
+    release_tree_at(tarball, &root.join("ci").join(VERSION), true);
+}
+
+fn release_tree_at(tarball: &Path, dir: &Path, good_checksum: bool) {
     std::fs::create_dir_all(&dir).unwrap();
     let dest = dir.join("kubernetes-server-linux-amd64.tar.gz");
     std::fs::copy(tarball, &dest).unwrap();
