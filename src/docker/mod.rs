@@ -72,12 +72,14 @@ impl Docker {
         let host = docker_host();
         let unreachable = |reason: String| Error::Unreachable { host: host.clone(), reason };
         let client = bollard::Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+        // A daemon that does not answer within 20 s is as good as absent.
+        let client = client.with_timeout(std::time::Duration::from_secs(20));
+        let client = client.negotiate_version().await.map_err(|e| unreachable(crate::root_cause(&e)))?;
+        client.ping().await.map_err(|e| unreachable(crate::root_cause(&e)))?;
         // bollard's default of 2 minutes per request would cut off long but healthy work:
         // loading a multi-GB image, committing a large node, a Dockerfile build. Ctrl-C
         // still ends anything at once.
         let client = client.with_timeout(std::time::Duration::from_secs(3600));
-        let client = client.negotiate_version().await.map_err(|e| unreachable(crate::root_cause(&e)))?;
-        client.ping().await.map_err(|e| unreachable(crate::root_cause(&e)))?;
         Ok(Self { client, host, labels })
     }
 
