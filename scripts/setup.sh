@@ -8,9 +8,10 @@ if [[ $EUID -ne 0 ]]; then
   exit 1
 fi
 
-# debootstrap: the registry-free base image; busybox-static and docker-registry: test
+# debootstrap: the registry-free base image; libssl-dev, pkg-config: git2 (https clones);
+# busybox-static and docker-registry: test
 # fixtures (tiny images, a registry on loopback); iptables etc. for dockerd.
-packages=(debootstrap busybox-static docker-registry ca-certificates git bc)
+packages=(debootstrap busybox-static docker-registry ca-certificates git bc libssl-dev pkg-config)
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do

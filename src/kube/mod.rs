@@ -3,6 +3,7 @@
 
 pub mod download;
 pub mod release;
+pub mod tree;
 mod version;
 
 use std::path::{Path, PathBuf};
