@@ -57,11 +57,11 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
     for (id, labels) in docker.list_dangling_images().await? {
         let pid = labels.get(LABEL_PID).and_then(|p| p.parse().ok());
         let host = labels.get(LABEL_HOST).map(String::as_str);
-        if let Verdict::Keep(why) = verdict(host, pid, &this_host, process_alive) {
-            if !cfg.all {
-                reporter.detail(format!("kept image {}: {why}", short_id(&id)));
-                continue;
-            }
+        if let Verdict::Keep(why) = verdict(host, pid, &this_host, process_alive)
+            && !cfg.all
+        {
+            reporter.detail(format!("kept image {}: {why}", short_id(&id)));
+            continue;
         }
         if !cfg.dry_run && !docker.remove_unused_image(&id).await? {
             reporter.info(format!("kept image {}: a container uses it", short_id(&id)));

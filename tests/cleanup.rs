@@ -38,6 +38,7 @@ async fn build_with_container(docker: &Docker, run_id: &str) -> Option<(Child, C
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     child.kill().ok();
+    child.wait().ok();
     panic!("no container appeared for run {run_id}");
 }
 

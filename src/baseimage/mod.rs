@@ -105,21 +105,13 @@ pub struct BaseImage {
 pub async fn build(cfg: &BaseImageConfig, docker: &Docker, reporter: &Reporter) -> Result<BaseImage> {
     let target = cfg.target();
     let started = Instant::now();
-    if !cfg.rebuild {
-        if let Some(existing) = docker.inspect_image(&target).await? {
-            if existing.labels.get(LABEL_KEY) == Some(&cfg.key()) {
-                reporter.info(format!("{target} is up to date (inputs unchanged; --rebuild forces a build)"));
-                check::run(docker, &existing.id, reporter)
-                    .await
-                    .with_context(|| format!("checking {target}"))?;
-                return Ok(BaseImage {
-                    reference: target,
-                    id: existing.id,
-                    size: existing.size,
-                    cached: true,
-                });
-            }
-        }
+    if !cfg.rebuild
+        && let Some(existing) = docker.inspect_image(&target).await?
+        && existing.labels.get(LABEL_KEY) == Some(&cfg.key())
+    {
+        reporter.info(format!("{target} is up to date (inputs unchanged; --rebuild forces a build)"));
+        check::run(docker, &existing.id, reporter).await.with_context(|| format!("checking {target}"))?;
+        return Ok(BaseImage { reference: target, id: existing.id, size: existing.size, cached: true });
     }
     let id = match &cfg.source {
         Source::Debootstrap { suite, mirror } => {

@@ -106,10 +106,10 @@ impl Docker {
         // the daemon records the exit code.
         for _ in 0..50 {
             let info = self.client.inspect_exec(exec_id).await.map_err(api(action))?;
-            if info.running != Some(true) {
-                if let Some(code) = info.exit_code {
-                    return Ok(code);
-                }
+            if info.running != Some(true)
+                && let Some(code) = info.exit_code
+            {
+                return Ok(code);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }

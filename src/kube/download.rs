@@ -101,18 +101,18 @@ pub async fn fetch(url: &str, verify: bool, reporter: &Reporter) -> Result<PathB
     std::fs::create_dir_all(dest.parent().expect("cache path has a parent"))
         .with_context(|| format!("creating {}", cache_dir().display()))?;
     let (sha512, sha256) = download(&client, url, &dest, reporter).await?;
-    if let Some(sum) = &checksum {
-        if !sum.matches(&sha512, &sha256) {
-            std::fs::remove_file(&dest).ok();
-            bail!(
-                "checksum mismatch for {url}: published {}, downloaded file has {}",
-                sum.hex(),
-                match sum {
-                    Checksum::Sha512(_) => &sha512,
-                    Checksum::Sha256(_) => &sha256,
-                }
-            );
-        }
+    if let Some(sum) = &checksum
+        && !sum.matches(&sha512, &sha256)
+    {
+        std::fs::remove_file(&dest).ok();
+        bail!(
+            "checksum mismatch for {url}: published {}, downloaded file has {}",
+            sum.hex(),
+            match sum {
+                Checksum::Sha512(_) => &sha512,
+                Checksum::Sha256(_) => &sha256,
+            }
+        );
     }
     Ok(dest)
 }

@@ -93,7 +93,7 @@ fn read_version(version_file: &Path, docker_tag: &Path) -> Result<KubeVersion> {
             }
         },
     };
-    Ok(KubeVersion::parse(&text).with_context(|| format!("reading the version from {source}"))?)
+    KubeVersion::parse(&text).with_context(|| format!("reading the version from {source}"))
 }
 
 #[cfg(test)]

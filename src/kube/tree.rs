@@ -159,7 +159,7 @@ pub fn workspace_version(root: &Path) -> Result<KubeVersion> {
     let status = String::from_utf8_lossy(&out.stdout);
     let raw = workspace_value(&status, "gitVersion")
         .ok_or_else(|| anyhow!("{} printed no gitVersion", script.display()))?;
-    Ok(KubeVersion::parse(raw).with_context(|| format!("gitVersion from {}", script.display()))?)
+    KubeVersion::parse(raw).with_context(|| format!("gitVersion from {}", script.display()))
 }
 
 /// A value from print-workspace-status output (`KEY value` lines; `STABLE_`/`gitVersion`).

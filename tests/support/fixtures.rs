@@ -212,7 +212,7 @@ pub fn ci_tree(tarball: &Path, root: &Path) {
 }
 
 fn release_tree_at(tarball: &Path, dir: &Path, good_checksum: bool) {
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     let dest = dir.join("kubernetes-server-linux-amd64.tar.gz");
     std::fs::copy(tarball, &dest).unwrap();
     let mut sum = hex::encode(Sha512::digest(std::fs::read(&dest).unwrap()));
