@@ -4,6 +4,7 @@
 pub mod download;
 pub mod release;
 pub mod tree;
+pub mod build;
 mod version;
 
 use std::path::{Path, PathBuf};

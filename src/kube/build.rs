@@ -1,0 +1,194 @@
+//! Building Kubernetes from a source tree with upstream's own build (`make`), its output
+//! streamed to a log file, then collected as [`Artifacts`].
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::{Artifacts, KubeVersion, release};
+use crate::progress::Reporter;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuildMode {
+    /// Upstream's dockerized build (`make quick-release-images`), as kind does.
+    Docker,
+    /// The host's Go (`make all`), offline; nodeimg makes the control-plane images.
+    Host,
+}
+
+pub const HOST_WHAT: [&str; 7] = [
+    "cmd/kubeadm",
+    "cmd/kubelet",
+    "cmd/kubectl",
+    "cmd/kube-apiserver",
+    "cmd/kube-controller-manager",
+    "cmd/kube-scheduler",
+    "cmd/kube-proxy",
+];
+
+/// One command of a build: `make -C <root> <target> <vars…>`, or a script of the tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildCommand {
+    /// `None` for make, else a script relative to the tree (`build/run.sh`).
+    pub script: Option<&'static str>,
+    pub args: Vec<String>,
+}
+
+impl BuildCommand {
+    fn title(&self) -> String {
+        let target = self.args.iter().find(|a| !a.contains('=')).map(String::as_str).unwrap_or("");
+        match self.script {
+            Some(script) => format!("{script} {target}"),
+            None => format!("make {target}"),
+        }
+    }
+}
+
+/// The commands of a build. The user's `KUBE_*` and `GOFLAGS` settings reach make through
+/// the environment, which is passed on unchanged.
+pub fn make_commands(mode: BuildMode, version: &KubeVersion, arch: &str) -> Vec<BuildCommand> {
+    let platform = format!("KUBE_BUILD_PLATFORMS=linux/{arch}");
+    let make = |args: Vec<String>| BuildCommand { script: None, args };
+    match mode {
+        BuildMode::Host => vec![make(vec!["all".into(), format!("WHAT={}", HOST_WHAT.join(" ")), platform])],
+        BuildMode::Docker => {
+            let mut cmds = vec![make(vec![
+                "quick-release-images".into(),
+                "KUBE_EXTRA_WHAT=cmd/kubeadm cmd/kubectl cmd/kubelet".into(),
+                "KUBE_VERBOSE=0".into(),
+                "KUBE_BUILD_HYPERKUBE=n".into(),
+                "KUBE_BUILD_CONFORMANCE=n".into(),
+                platform.clone(),
+            ])];
+            // Before v1.21, quick-release-images did not build KUBE_EXTRA_WHAT.
+            if !version.at_least(1, 21) {
+                cmds.push(BuildCommand {
+                    script: Some("build/run.sh"),
+                    args: vec!["make".into(), "all".into(), "WHAT=cmd/kubeadm cmd/kubectl cmd/kubelet".into(), platform],
+                });
+            }
+            cmds
+        }
+    }
+}
+
+/// Runs the build, its output going to `log` (and, with `-v`, to the terminal); the
+/// spinner shows the current make target and the last line. A failure ends with the last
+/// 20 lines of the log and its path.
+pub async fn run(
+    root: &Path,
+    mode: BuildMode,
+    version: &KubeVersion,
+    arch: &str,
+    log: &Path,
+    reporter: &Reporter,
+) -> Result<()> {
+    let mut log_file = tokio::fs::File::create(log).await.with_context(|| format!("creating {}", log.display()))?;
+    for command in make_commands(mode, version, arch) {
+        let step = reporter.step(command.title());
+        let mut cmd = match command.script {
+            Some(script) => tokio::process::Command::new(root.join(script)),
+            None => {
+                let mut make = tokio::process::Command::new("make");
+                make.arg("-C").arg(root);
+                make
+            }
+        };
+        cmd.args(&command.args)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", command.title()))?;
+        let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let mut lines = futures_util::stream::select(
+            tokio_stream::wrappers::LinesStream::new(stdout),
+            tokio_stream::wrappers::LinesStream::new(stderr),
+        );
+        let mut tail = VecDeque::new();
+        let mut target = String::new();
+        while let Some(line) = futures_util::StreamExt::next(&mut lines).await {
+            let line = line?;
+            log_file.write_all(format!("{line}\n").as_bytes()).await?;
+            reporter.detail(&line);
+            // Upstream's build announces each stage as `+++ [date] Building go targets ...`.
+            if let Some((_, stage)) = line.strip_prefix("+++ [").and_then(|l| l.split_once("] ")) {
+                target = stage.to_owned();
+            }
+            step.set_message(if target.is_empty() { line.clone() } else { format!("{target} | {line}") });
+            if tail.len() == 20 {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        log_file.flush().await?;
+        let status = child.wait().await?;
+        if !status.success() {
+            let last: Vec<String> = tail.into_iter().collect();
+            bail!("{} failed ({status}); log: {}; last lines: {}", command.title(), log.display(), last.join(" | "));
+        }
+        step.finish("done");
+    }
+    Ok(())
+}
+
+/// Where the binaries and image tars of a finished build are.
+pub fn outputs(root: &Path, mode: BuildMode, arch: &str) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let bin_dir = match mode {
+        BuildMode::Docker => root.join(format!("_output/dockerized/bin/linux/{arch}")),
+        BuildMode::Host => root.join(format!("_output/local/bin/linux/{arch}")),
+    };
+    let binaries = release::BINARIES.iter().map(|b| bin_dir.join(b)).collect();
+    let images = match mode {
+        BuildMode::Docker => release::IMAGES
+            .iter()
+            .map(|i| root.join(format!("_output/release-images/{arch}/{i}.tar")))
+            .collect(),
+        BuildMode::Host => release::IMAGES.iter().map(|i| bin_dir.join(i)).collect(),
+    };
+    (binaries, images)
+}
+
+/// Artifacts of a docker-mode build (binaries and image tars from upstream's build).
+pub fn docker_artifacts(root: &Path, arch: &str, version: KubeVersion) -> Result<Artifacts> {
+    let (binaries, image_tars) = outputs(root, BuildMode::Docker, arch);
+    for path in binaries.iter().chain(&image_tars) {
+        if !path.is_file() {
+            bail!("the build did not produce {}", path.display());
+        }
+    }
+    Ok(Artifacts { binaries, image_tars, version })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_mode_adds_build_run_sh_before_1_21() {
+        let old = make_commands(BuildMode::Docker, &KubeVersion::parse("v1.20.2").unwrap(), "amd64");
+        assert_eq!(old.len(), 2);
+        assert_eq!(old[1].script, Some("build/run.sh"));
+        assert!(old[1].args.contains(&"WHAT=cmd/kubeadm cmd/kubectl cmd/kubelet".to_owned()));
+        let new = make_commands(BuildMode::Docker, &KubeVersion::parse("v1.30.0").unwrap(), "arm64");
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].args[0], "quick-release-images");
+        assert!(new[0].args.contains(&"KUBE_BUILD_PLATFORMS=linux/arm64".to_owned()));
+        assert_eq!(new[0].title(), "make quick-release-images");
+    }
+
+    #[test]
+    fn host_mode_builds_all_seven_commands() {
+        let cmds = make_commands(BuildMode::Host, &KubeVersion::parse("v1.30.0").unwrap(), "amd64");
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(cmds[0].args[1], format!("WHAT={}", HOST_WHAT.join(" ")));
+        let (bins, images) = outputs(Path::new("/k"), BuildMode::Host, "amd64");
+        assert_eq!(bins[0], Path::new("/k/_output/local/bin/linux/amd64/kubeadm"));
+        assert_eq!(images[3], Path::new("/k/_output/local/bin/linux/amd64/kube-proxy"));
+    }
+}
