@@ -5,6 +5,7 @@ pub mod download;
 pub mod release;
 pub mod tree;
 pub mod build;
+pub mod components;
 mod version;
 
 use std::path::{Path, PathBuf};
