@@ -121,9 +121,24 @@ pub struct SourceArgs {
     /// Read SOURCE as this type instead of detecting it.
     #[arg(long = "type", value_enum, value_name = "TYPE")]
     pub source_type: Option<crate::kube::SourceType>,
-    /// Kubernetes version to fetch as a release when no SOURCE is given.
+    /// Kubernetes version to check out (a tag) in the source tree; with `--type release`,
+    /// the release to fetch.
     #[arg(short, long, value_name = "VERSION")]
     pub kube_version: Option<String>,
+    /// The Kubernetes source tree [default: the current directory if it is one, else
+    /// $GOPATH/src/k8s.io/kubernetes, else $GOPATH/src/github.com/kubernetes/kubernetes].
+    #[arg(long, value_name = "DIR")]
+    pub kube_root: Option<std::path::PathBuf>,
+    /// Repository to clone into ~/.cache/nodeimg/kubernetes when no tree is found and -k is given.
+    #[arg(long, value_name = "URL", default_value = crate::kube::tree::DEFAULT_REPO)]
+    pub kube_repo: String,
+    /// How to build a source tree: upstream's dockerized build, or the host's Go.
+    #[arg(long, value_enum, default_value_t = crate::kube::build::BuildMode::Docker)]
+    pub build_mode: crate::kube::build::BuildMode,
+    /// Base of the control-plane images in host mode [default: the one upstream uses for
+    /// that version, from build/common.sh; kube-proxy needs iptables in it].
+    #[arg(long, value_name = "IMAGE")]
+    pub component_base_image: Option<String>,
     /// Base URL of Kubernetes releases (dl.k8s.io layout), e.g. an internal mirror.
     #[arg(long, env = "NODEIMG_RELEASE_URL", default_value = "https://dl.k8s.io", value_name = "URL")]
     pub release_url: String,
@@ -231,6 +246,22 @@ impl SourceArgs {
             .map_err(|_| ConfigError::ReleaseUrl(self.release_url.clone()))?;
         let source =
             crate::kube::detect(self.source.as_deref(), self.source_type, self.kube_version.as_deref())?;
+        if let Some(base) = &self.component_base_image {
+            validate_image(base)?;
+        }
+        let version = match (&source, &self.kube_version) {
+            (crate::kube::Source::Tree(_), Some(v)) => {
+                Some(crate::kube::KubeVersion::parse(v).map_err(crate::kube::SourceError::from)?)
+            }
+            _ => None,
+        };
+        let tree = crate::kube::TreeOptions {
+            kube_root: self.kube_root,
+            kube_repo: self.kube_repo,
+            version,
+            mode: self.build_mode,
+            component_base_image: self.component_base_image,
+        };
         Ok(crate::nodeimage::NodeImageConfig {
             source,
             image: String::new(),
@@ -240,6 +271,7 @@ impl SourceArgs {
             verify: !self.no_verify,
             build_dir: None,
             keep_container: false,
+            tree,
         })
     }
 }

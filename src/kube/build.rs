@@ -67,7 +67,12 @@ pub fn make_commands(mode: BuildMode, version: &KubeVersion, arch: &str) -> Vec<
             if !version.at_least(1, 21) {
                 cmds.push(BuildCommand {
                     script: Some("build/run.sh"),
-                    args: vec!["make".into(), "all".into(), "WHAT=cmd/kubeadm cmd/kubectl cmd/kubelet".into(), platform],
+                    args: vec![
+                        "make".into(),
+                        "all".into(),
+                        "WHAT=cmd/kubeadm cmd/kubectl cmd/kubelet".into(),
+                        platform,
+                    ],
                 });
             }
             cmds
@@ -86,7 +91,8 @@ pub async fn run(
     log: &Path,
     reporter: &Reporter,
 ) -> Result<()> {
-    let mut log_file = tokio::fs::File::create(log).await.with_context(|| format!("creating {}", log.display()))?;
+    let mut log_file =
+        tokio::fs::File::create(log).await.with_context(|| format!("creating {}", log.display()))?;
     for command in make_commands(mode, version, arch) {
         let step = reporter.step(command.title());
         let mut cmd = match command.script {
@@ -130,7 +136,12 @@ pub async fn run(
         let status = child.wait().await?;
         if !status.success() {
             let last: Vec<String> = tail.into_iter().collect();
-            bail!("{} failed ({status}); log: {}; last lines: {}", command.title(), log.display(), last.join(" | "));
+            bail!(
+                "{} failed ({status}); log: {}; last lines: {}",
+                command.title(),
+                log.display(),
+                last.join(" | ")
+            );
         }
         step.finish("done");
     }

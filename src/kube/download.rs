@@ -59,13 +59,17 @@ pub async fn published_checksum(client: &reqwest::Client, url: &str) -> Result<C
     bail!("no checksum published for {url} (tried .sha512 and .sha256; --no-verify skips the check)")
 }
 
-fn cache_dir() -> PathBuf {
+/// `~/.cache/nodeimg` (`NODEIMG_CACHE_DIR`, else `$XDG_CACHE_HOME/nodeimg`).
+pub fn cache_root() -> PathBuf {
     std::env::var_os("NODEIMG_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("nodeimg")))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/nodeimg")))
         .unwrap_or_else(|| PathBuf::from("/var/cache/nodeimg"))
-        .join("downloads")
+}
+
+fn cache_dir() -> PathBuf {
+    cache_root().join("downloads")
 }
 
 /// Where `url` is cached: named by a hash of the URL and, when known, of its checksum,

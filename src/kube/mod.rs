@@ -1,11 +1,11 @@
 //! Where Kubernetes comes from. Every source ends as one [`Artifacts`] value: the binaries
 //! for /usr/bin, the control-plane image tars, and the version.
 
+pub mod build;
+pub mod components;
 pub mod download;
 pub mod release;
 pub mod tree;
-pub mod build;
-pub mod components;
 mod version;
 
 use std::path::{Path, PathBuf};
@@ -72,10 +72,12 @@ pub fn detect(
     forced: Option<SourceType>,
     kube_version: Option<&str>,
 ) -> Result<Source, SourceError> {
-    let Some(input) = input.or(kube_version) else {
-        return match forced {
-            None | Some(SourceType::Source) => Ok(Source::Tree(None)),
-            Some(_) => Err(SourceError::Unknown(String::new())),
+    let Some(input) = input else {
+        // No SOURCE: a source tree (checked out at -k if given), or `--type release -k V`.
+        return match (forced, kube_version) {
+            (Some(SourceType::Release), Some(v)) => Ok(Source::Release(KubeVersion::parse(v)?)),
+            (None | Some(SourceType::Source), _) => Ok(Source::Tree(None)),
+            _ => Err(SourceError::Unknown(String::new())),
         };
     };
     let is_url = input.starts_with("http://") || input.starts_with("https://");
@@ -86,6 +88,8 @@ pub fn detect(
             SourceType::Ci
         } else if KubeVersion::parse(input).is_ok() && !Path::new(input).exists() {
             SourceType::Release
+        } else if tree::is_kubernetes(Path::new(input)) {
+            SourceType::Source
         } else if Path::new(input).exists() || input.ends_with(".tar.gz") || input.ends_with(".tgz") {
             SourceType::File
         } else {
@@ -100,9 +104,8 @@ pub fn detect(
         SourceType::Release => Ok(Source::Release(KubeVersion::parse(input)?)),
         SourceType::Ci if ci_marker(input).is_some() => Ok(Source::Ci(input.to_owned())),
         SourceType::Ci => Err(SourceError::NotCi(input.to_owned())),
-        SourceType::Source if forced.is_some() || Path::new(input).is_dir() => {
-            Ok(Source::Tree(Some(input.into())))
-        }
+        SourceType::Source if Path::new(input).is_dir() => Ok(Source::Tree(Some(input.into()))),
+        SourceType::Source if forced.is_some() => Err(SourceError::Missing(input.to_owned())),
         SourceType::Source => Err(SourceError::Unknown(input.to_owned())),
     }
 }
@@ -119,6 +122,19 @@ pub struct FetchOptions {
     /// Base URL of releases (dl.k8s.io layout).
     pub release_url: String,
     pub verify: bool,
+    pub tree: TreeOptions,
+}
+
+/// How to get and build a source tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeOptions {
+    pub kube_root: Option<PathBuf>,
+    /// Cloned into the cache when no tree is found and a version is asked for.
+    pub kube_repo: String,
+    /// `-k`: the tag to check out.
+    pub version: Option<KubeVersion>,
+    pub mode: build::BuildMode,
+    pub component_base_image: Option<String>,
 }
 
 pub fn server_tarball_url(base: &str, version: &KubeVersion, arch: &str, ci: bool) -> String {
@@ -132,6 +148,7 @@ pub async fn fetch(
     source: &Source,
     opts: &FetchOptions,
     scratch: &Path,
+    docker: &crate::docker::Docker,
     reporter: &Reporter,
 ) -> Result<Artifacts> {
     let tarball = match source {
@@ -150,9 +167,7 @@ pub async fn fetch(
             let url = server_tarball_url(&opts.release_url, &version, &opts.arch, true);
             download::fetch(&url, opts.verify, reporter).await?
         }
-        Source::Tree(_) => bail!(
-            "building from a Kubernetes source tree is not available yet: give a server tarball, a URL, a release version or ci/latest"
-        ),
+        Source::Tree(dir) => return from_tree(dir.as_deref(), opts, scratch, docker, reporter).await,
     };
     let step =
         reporter.step(format!("extracting {}", tarball.file_name().unwrap_or_default().to_string_lossy()));
@@ -160,6 +175,67 @@ pub async fn fetch(
     let artifacts = tokio::task::spawn_blocking(move || release::from_tarball(&tarball, &dest)).await??;
     step.finish(artifacts.version.to_string());
     Ok(artifacts)
+}
+
+/// Finds (or clones) the tree, checks out `-k`, builds it with upstream's build.
+async fn from_tree(
+    dir: Option<&Path>,
+    opts: &FetchOptions,
+    scratch: &Path,
+    docker: &crate::docker::Docker,
+    reporter: &Reporter,
+) -> Result<Artifacts> {
+    let t = &opts.tree;
+    let cwd = std::env::current_dir()?;
+    let root = match tree::find_root(dir.or(t.kube_root.as_deref()), &cwd, tree::default_gopath().as_deref())?
+    {
+        Some(root) => root,
+        None if t.version.is_some() => {
+            let cache = download::cache_root().join("kubernetes");
+            tokio::task::block_in_place(|| tree::ensure_clone(&t.kube_repo, &cache, reporter))?
+        }
+        None => bail!(
+            "no Kubernetes tree found (current directory, $GOPATH/src/k8s.io/kubernetes, $GOPATH/src/github.com/kubernetes/kubernetes): pass --kube-root DIR, -k VERSION to clone one, or a release SOURCE"
+        ),
+    };
+    if let Some(version) = &t.version {
+        tokio::task::block_in_place(|| tree::checkout_version(&root, version, reporter))?;
+    }
+    let status = tree::workspace_status(&root)?;
+    reporter.info(format!(
+        "building Kubernetes {} from {} ({:?} mode)",
+        status.version,
+        root.display(),
+        t.mode
+    ));
+    let log_dir = root.join("_output");
+    std::fs::create_dir_all(&log_dir)?;
+    let log = log_dir.join("nodeimg-build.log");
+    build::run(&root, t.mode, &status.version, &opts.arch, &log, reporter).await?;
+    match t.mode {
+        build::BuildMode::Docker => build::docker_artifacts(&root, &opts.arch, status.version),
+        build::BuildMode::Host => {
+            let (binaries, programs) = build::outputs(&root, build::BuildMode::Host, &opts.arch);
+            for path in binaries.iter().chain(&programs) {
+                if !path.is_file() {
+                    bail!("the build did not produce {}", path.display());
+                }
+            }
+            let bin_dir = binaries[0].parent().expect("binaries live in a directory").to_owned();
+            let image_tars = components::make_images(
+                docker,
+                &root,
+                &bin_dir,
+                t.component_base_image.as_deref(),
+                &status.registry,
+                &status.docker_tag,
+                scratch,
+                reporter,
+            )
+            .await?;
+            Ok(Artifacts { binaries, image_tars, version: status.version })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -174,7 +250,8 @@ mod tests {
         );
         assert_eq!(detect(Some("ci/latest-1.36"), None, None), Ok(Source::Ci("ci/latest-1.36".into())));
         assert!(matches!(detect(Some("v1.30.0"), None, None), Ok(Source::Release(_))));
-        assert!(matches!(detect(None, None, Some("v1.30.0")), Ok(Source::Release(_))));
+        assert_eq!(detect(None, None, Some("v1.30.0")), Ok(Source::Tree(None)), "-k alone checks out a tree");
+        assert!(matches!(detect(None, Some(SourceType::Release), Some("v1.30.0")), Ok(Source::Release(_))));
         assert_eq!(detect(None, None, None), Ok(Source::Tree(None)));
         let here = env!("CARGO_MANIFEST_DIR");
         assert_eq!(

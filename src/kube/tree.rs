@@ -140,9 +140,18 @@ fn fetch_options(step: &crate::progress::Step) -> FetchOptions<'_> {
     opts
 }
 
-/// The version upstream's build stamps: `gitVersion` from `hack/print-workspace-status.sh`
-/// (it ends in `-dirty` for a modified tree).
-pub fn workspace_version(root: &Path) -> Result<KubeVersion> {
+/// What upstream's build stamps, from `hack/print-workspace-status.sh`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspaceStatus {
+    /// `gitVersion` (ends in `-dirty` for a modified tree).
+    pub version: KubeVersion,
+    /// `STABLE_DOCKER_REGISTRY`, where the control-plane images are named.
+    pub registry: String,
+    /// `STABLE_DOCKER_TAG`, their tag.
+    pub docker_tag: String,
+}
+
+pub fn workspace_status(root: &Path) -> Result<WorkspaceStatus> {
     let script = root.join("hack/print-workspace-status.sh");
     let out = Command::new("bash")
         .arg(&script)
@@ -159,7 +168,14 @@ pub fn workspace_version(root: &Path) -> Result<KubeVersion> {
     let status = String::from_utf8_lossy(&out.stdout);
     let raw = workspace_value(&status, "gitVersion")
         .ok_or_else(|| anyhow!("{} printed no gitVersion", script.display()))?;
-    KubeVersion::parse(raw).with_context(|| format!("gitVersion from {}", script.display()))
+    let version = KubeVersion::parse(raw).with_context(|| format!("gitVersion from {}", script.display()))?;
+    Ok(WorkspaceStatus {
+        registry: workspace_value(&status, "STABLE_DOCKER_REGISTRY").unwrap_or("registry.k8s.io").to_owned(),
+        docker_tag: workspace_value(&status, "STABLE_DOCKER_TAG")
+            .map(str::to_owned)
+            .unwrap_or_else(|| version.tag()),
+        version,
+    })
 }
 
 /// A value from print-workspace-status output (`KEY value` lines; `STABLE_`/`gitVersion`).

@@ -30,6 +30,8 @@ pub struct NodeImageConfig {
     /// Keep the assembled artifacts here; otherwise a temp dir, always removed.
     pub build_dir: Option<PathBuf>,
     pub keep_container: bool,
+    /// For source-tree builds.
+    pub tree: kube::TreeOptions,
 }
 
 #[derive(Debug)]
@@ -89,9 +91,13 @@ async fn prepare(
     docker: &Docker,
     reporter: &Reporter,
 ) -> Result<(Artifacts, Vec<images::BuiltImage>, String)> {
-    let opts =
-        FetchOptions { arch: cfg.arch.clone(), release_url: cfg.release_url.clone(), verify: cfg.verify };
-    let artifacts = kube::fetch(&cfg.source, &opts, scratch, reporter)
+    let opts = FetchOptions {
+        arch: cfg.arch.clone(),
+        release_url: cfg.release_url.clone(),
+        verify: cfg.verify,
+        tree: cfg.tree.clone(),
+    };
+    let artifacts = kube::fetch(&cfg.source, &opts, scratch, docker, reporter)
         .await
         .context("getting the Kubernetes artifacts")?;
     let built =
@@ -312,6 +318,13 @@ mod tests {
             verify: true,
             build_dir: None,
             keep_container: false,
+            tree: kube::TreeOptions {
+                kube_root: None,
+                kube_repo: String::new(),
+                version: None,
+                mode: kube::build::BuildMode::Docker,
+                component_base_image: None,
+            },
         };
         let artifacts = Artifacts { binaries: vec![], image_tars: vec![], version: cfg_version() };
         let labels =
