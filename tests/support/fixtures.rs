@@ -48,7 +48,7 @@ pub struct Release {
     pub tarball: PathBuf,
 }
 
-fn busybox_root(dir: &Path) -> PathBuf {
+pub fn busybox_root(dir: &Path) -> PathBuf {
     let root = dir.join("busybox-root");
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
@@ -58,7 +58,7 @@ fn busybox_root(dir: &Path) -> PathBuf {
 }
 
 /// A docker-save tar of a busybox image tagged `tag`.
-fn write_image_tar(layer: &imagearchive::Layer, tag: &str, dest: &Path) {
+pub fn write_image_tar(layer: &imagearchive::Layer, tag: &str, dest: &Path) {
     let config =
         ImageConfig { architecture: "amd64".into(), cmd: vec!["/bin/sh".into()], ..Default::default() };
     let config_bytes = imagearchive::config_json(&config, &layer.diff_id, "2024-01-01T00:00:00Z");

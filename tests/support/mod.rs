@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod kubetree;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
