@@ -51,11 +51,11 @@ pub async fn make_images(
     root: &Path,
     bin_dir: &Path,
     base_override: Option<&str>,
-    registry: &str,
-    tag: &str,
+    status: &super::tree::WorkspaceStatus,
     dest: &Path,
     reporter: &Reporter,
 ) -> Result<Vec<PathBuf>> {
+    let (registry, tag) = (&status.registry, &status.docker_tag);
     let common = std::fs::read_to_string(root.join("build/common.sh")).unwrap_or_default();
     let mut tars = Vec::new();
     for component in IMAGES {

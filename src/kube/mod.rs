@@ -227,8 +227,7 @@ async fn from_tree(
                 &root,
                 &bin_dir,
                 t.component_base_image.as_deref(),
-                &status.registry,
-                &status.docker_tag,
+                &status,
                 scratch,
                 reporter,
             )
