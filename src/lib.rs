@@ -10,6 +10,7 @@ pub mod imagearchive;
 pub mod kube;
 pub mod node;
 pub mod nodeimage;
+pub mod process;
 pub mod progress;
 
 use anyhow::{Context, Result};

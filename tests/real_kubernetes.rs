@@ -17,7 +17,8 @@ const VERSION: &str = "v1.20.2";
 const COMPONENT_BASE: &str = "nodeimg-test/component-base:1";
 /// What the real kubeadm v1.20.2 lists besides the control plane; no registry serves them
 /// here, so the test provides them as local images.
-const KUBEADM_EXTRAS: [&str; 3] = ["k8s.gcr.io/pause:3.2", "k8s.gcr.io/etcd:3.4.13-0", "k8s.gcr.io/coredns:1.7.0"];
+const KUBEADM_EXTRAS: [&str; 3] =
+    ["k8s.gcr.io/pause:3.2", "k8s.gcr.io/etcd:3.4.13-0", "k8s.gcr.io/coredns:1.7.0"];
 
 #[test]
 #[ignore = "builds Kubernetes v1.20.2 from source (minutes); run with NODEIMG_REAL_KUBERNETES=1 and --ignored"]
@@ -27,8 +28,12 @@ fn node_image_from_real_kubernetes_v1_20_2() {
         Ok("1"),
         "set NODEIMG_REAL_KUBERNETES=1 to run this test"
     );
-    let dir = std::env::var("NODEIMG_REAL_KUBERNETES_DIR").unwrap_or_else(|_| "/var/tmp/nodeimg-kubernetes-v1.20.2".into());
-    let prepare = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/real-kubernetes/prepare.sh")).arg(&dir).output().unwrap();
+    let dir = std::env::var("NODEIMG_REAL_KUBERNETES_DIR")
+        .unwrap_or_else(|_| "/var/tmp/nodeimg-kubernetes-v1.20.2".into());
+    let prepare = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/real-kubernetes/prepare.sh"))
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert_success(&prepare, "tests/real-kubernetes/prepare.sh");
     let tree = String::from_utf8_lossy(&prepare.stdout).lines().last().unwrap().to_owned();
 

@@ -1,17 +1,16 @@
 //! The registry-free way to a base image: debootstrap a Debian root filesystem on the host,
 //! add `base-image/files`, run `base-image/setup.sh` in a chroot, load it as one layer.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::assets;
 use super::rootfs::Rootfs;
 use crate::docker::Docker;
 use crate::imagearchive::{self, ImageConfig};
+use crate::process::{self, Tail};
 use crate::progress::Reporter;
 
 pub const FALLBACK_MIRROR: &str = "http://deb.debian.org/debian";
@@ -104,18 +103,11 @@ async fn run_debootstrap(
         .stderr(Stdio::piped())
         .process_group(0);
     let tail = run_logged(scratch, cmd, &step, reporter).await.context("running debootstrap")?;
-    if let Err(status) = tail.status {
-        let reason = tail.lines.iter().rev().find(|l| l.starts_with("E:")).or(tail.lines.back());
-        bail!("debootstrap failed ({status}): {}", reason.map(String::as_str).unwrap_or("no output"));
+    if !tail.status.success() {
+        bail!("debootstrap failed ({}): {}", tail.status, tail.reason(|l| l.starts_with("E:")));
     }
     step.finish(format!("{} packages", assets::packages().len()));
     Ok(())
-}
-
-/// The last lines of a command's output, and how it ended.
-struct Tail {
-    lines: VecDeque<String>,
-    status: Result<(), std::process::ExitStatus>,
 }
 
 /// Runs a command, showing its output line by line (beside the spinner, or in full with
@@ -129,25 +121,14 @@ async fn run_logged(
 ) -> Result<Tail> {
     let mut child = cmd.spawn()?;
     let mut group = scratch.track(&child);
-    let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let mut merged = futures_util::stream::select(
-        tokio_stream::wrappers::LinesStream::new(stdout),
-        tokio_stream::wrappers::LinesStream::new(stderr),
-    );
-    let mut lines = VecDeque::new();
-    while let Some(line) = futures_util::StreamExt::next(&mut merged).await {
-        let line = line?;
-        reporter.detail(&line);
-        step.set_message(line.clone());
-        if lines.len() == 20 {
-            lines.pop_front();
-        }
-        lines.push_back(line);
-    }
-    let status = child.wait().await?;
+    let tail = process::follow(&mut child, |line| {
+        reporter.detail(line);
+        step.set_message(line.to_owned());
+        Ok(())
+    })
+    .await?;
     group.finished();
-    Ok(Tail { lines, status: if status.success() { Ok(()) } else { Err(status) } })
+    Ok(tail)
 }
 
 fn add_files(root: &Path) -> std::io::Result<()> {
@@ -181,11 +162,8 @@ async fn run_setup(scratch: &Rootfs, root: &Path, reporter: &Reporter) -> Result
         .process_group(0);
     let tail = run_logged(scratch, cmd, &step, reporter).await.context("running chroot")?;
     std::fs::remove_file(&script).ok();
-    if let Err(status) = tail.status {
-        bail!(
-            "base-image/setup.sh failed ({status}): {}",
-            tail.lines.back().map(String::as_str).unwrap_or("")
-        );
+    if !tail.status.success() {
+        bail!("base-image/setup.sh failed ({}): {}", tail.status, tail.reason(|_| false));
     }
     step.finish("done");
     Ok(())

@@ -1,14 +1,14 @@
 //! Building Kubernetes from a source tree with upstream's own build (`make`), its output
 //! streamed to a log file, then collected as [`Artifacts`].
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::io::Write;
 
 use super::{Artifacts, KubeVersion, release};
+use crate::process;
 use crate::progress::Reporter;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -91,8 +91,8 @@ pub async fn run(
     log: &Path,
     reporter: &Reporter,
 ) -> Result<()> {
-    let mut log_file =
-        tokio::fs::File::create(log).await.with_context(|| format!("creating {}", log.display()))?;
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut log_file = std::io::BufWriter::new(file);
     for command in make_commands(mode, version, arch) {
         let step = reporter.step(command.title());
         let mut cmd = match command.script {
@@ -110,37 +110,26 @@ pub async fn run(
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().with_context(|| format!("starting {}", command.title()))?;
-        let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
-        let mut lines = futures_util::stream::select(
-            tokio_stream::wrappers::LinesStream::new(stdout),
-            tokio_stream::wrappers::LinesStream::new(stderr),
-        );
-        let mut tail = VecDeque::new();
-        let mut target = String::new();
-        while let Some(line) = futures_util::StreamExt::next(&mut lines).await {
-            let line = line?;
-            log_file.write_all(format!("{line}\n").as_bytes()).await?;
-            reporter.detail(&line);
+        let mut stage = String::new();
+        let tail = process::follow(&mut child, |line| {
+            writeln!(log_file, "{line}")?;
+            reporter.detail(line);
             // Upstream's build announces each stage as `+++ [date] Building go targets ...`.
-            if let Some((_, stage)) = line.strip_prefix("+++ [").and_then(|l| l.split_once("] ")) {
-                target = stage.to_owned();
+            if let Some((_, s)) = line.strip_prefix("+++ [").and_then(|l| l.split_once("] ")) {
+                stage = s.to_owned();
             }
-            step.set_message(if target.is_empty() { line.clone() } else { format!("{target} | {line}") });
-            if tail.len() == 20 {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        }
-        log_file.flush().await?;
-        let status = child.wait().await?;
-        if !status.success() {
-            let last: Vec<String> = tail.into_iter().collect();
+            step.set_message(if stage.is_empty() { line.to_owned() } else { format!("{stage} | {line}") });
+            Ok(())
+        })
+        .await?;
+        log_file.flush()?;
+        if !tail.status.success() {
             bail!(
-                "{} failed ({status}); log: {}; last lines: {}",
+                "{} failed ({}); log: {}; last lines: {}",
                 command.title(),
+                tail.status,
                 log.display(),
-                last.join(" | ")
+                tail.joined()
             );
         }
         step.finish("done");
