@@ -137,18 +137,26 @@ pub async fn run(
     Ok(())
 }
 
+/// Upstream's output directory: `_output`, or `OUT_DIR` when set (its Makefile honours it).
+pub fn output_dir(root: &Path) -> PathBuf {
+    std::env::var_os("OUT_DIR")
+        .filter(|d| !d.is_empty())
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("_output"))
+}
+
 /// Where the binaries and image tars of a finished build are.
 pub fn outputs(root: &Path, mode: BuildMode, arch: &str) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let out = output_dir(root);
     let bin_dir = match mode {
-        BuildMode::Docker => root.join(format!("_output/dockerized/bin/linux/{arch}")),
-        BuildMode::Host => root.join(format!("_output/local/bin/linux/{arch}")),
+        BuildMode::Docker => out.join(format!("dockerized/bin/linux/{arch}")),
+        BuildMode::Host => out.join(format!("local/bin/linux/{arch}")),
     };
     let binaries = release::BINARIES.iter().map(|b| bin_dir.join(b)).collect();
     let images = match mode {
-        BuildMode::Docker => release::IMAGES
-            .iter()
-            .map(|i| root.join(format!("_output/release-images/{arch}/{i}.tar")))
-            .collect(),
+        BuildMode::Docker => {
+            release::IMAGES.iter().map(|i| out.join(format!("release-images/{arch}/{i}.tar"))).collect()
+        }
         BuildMode::Host => release::IMAGES.iter().map(|i| bin_dir.join(i)).collect(),
     };
     (binaries, images)

@@ -208,7 +208,7 @@ async fn from_tree(
         root.display(),
         t.mode
     ));
-    let log_dir = root.join("_output");
+    let log_dir = build::output_dir(&root);
     std::fs::create_dir_all(&log_dir)?;
     let log = log_dir.join("nodeimg-build.log");
     build::run(&root, t.mode, &status.version, &opts.arch, &log, reporter).await?;

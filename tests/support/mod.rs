@@ -15,7 +15,8 @@ use nodeimg::docker::{Docker, Labels};
 
 pub fn nodeimg() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeimg"));
-    cmd.env_remove("NODEIMG_RUN_ID");
+    // Cargo sets OUT_DIR for tests; Kubernetes' Makefile would take it as its output dir.
+    cmd.env_remove("NODEIMG_RUN_ID").env_remove("OUT_DIR");
     cmd
 }
 
