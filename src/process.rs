@@ -63,7 +63,7 @@ mod tests {
     #[tokio::test]
     async fn keeps_the_last_lines_of_both_streams() {
         let mut child = tokio::process::Command::new("sh")
-            .args(["-c", "for i in $(seq 1 30); do echo out$i; done; echo err >&2; exit 3"])
+            .args(["-c", "for i in $(seq 1 30); do echo out$i; done; sleep 0.3; echo err >&2; exit 3"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -77,7 +77,9 @@ mod tests {
         .unwrap();
         assert_eq!(seen, 31);
         assert_eq!(tail.lines.len(), TAIL_LINES);
-        assert!(tail.lines.contains(&"err".to_owned()) && tail.lines.contains(&"out30".to_owned()));
+        // stderr's line comes last in time (after the sleep), so it is in the tail.
+        assert_eq!(tail.lines.back().map(String::as_str), Some("err"));
+        assert!(tail.lines.contains(&"out30".to_owned()));
         assert_eq!(tail.status.code(), Some(3));
         assert_eq!(tail.reason(|l| l.starts_with("err")), "err");
     }

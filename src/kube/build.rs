@@ -139,15 +139,19 @@ pub async fn run(
 
 /// Upstream's output directory: `_output`, or `OUT_DIR` when set (its Makefile honours it).
 pub fn output_dir(root: &Path) -> PathBuf {
-    std::env::var_os("OUT_DIR")
-        .filter(|d| !d.is_empty())
-        .map(|d| root.join(d))
-        .unwrap_or_else(|| root.join("_output"))
+    output_dir_for(root, std::env::var_os("OUT_DIR"))
+}
+
+fn output_dir_for(root: &Path, out_dir: Option<std::ffi::OsString>) -> PathBuf {
+    out_dir.filter(|d| !d.is_empty()).map(|d| root.join(d)).unwrap_or_else(|| root.join("_output"))
 }
 
 /// Where the binaries and image tars of a finished build are.
 pub fn outputs(root: &Path, mode: BuildMode, arch: &str) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let out = output_dir(root);
+    outputs_in(&output_dir(root), mode, arch)
+}
+
+fn outputs_in(out: &Path, mode: BuildMode, arch: &str) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let bin_dir = match mode {
         BuildMode::Docker => out.join(format!("dockerized/bin/linux/{arch}")),
         BuildMode::Host => out.join(format!("local/bin/linux/{arch}")),
@@ -195,8 +199,10 @@ mod tests {
         let cmds = make_commands(BuildMode::Host, &KubeVersion::parse("v1.30.0").unwrap(), "amd64");
         assert_eq!(cmds.len(), 1);
         assert_eq!(cmds[0].args[1], format!("WHAT={}", HOST_WHAT.join(" ")));
-        let (bins, images) = outputs(Path::new("/k"), BuildMode::Host, "amd64");
+        let (bins, images) = outputs_in(&output_dir_for(Path::new("/k"), None), BuildMode::Host, "amd64");
         assert_eq!(bins[0], Path::new("/k/_output/local/bin/linux/amd64/kubeadm"));
         assert_eq!(images[3], Path::new("/k/_output/local/bin/linux/amd64/kube-proxy"));
+        assert_eq!(output_dir_for(Path::new("/k"), Some("out".into())), Path::new("/k/out"));
+        assert_eq!(output_dir_for(Path::new("/k"), Some("/abs".into())), Path::new("/abs"));
     }
 }
