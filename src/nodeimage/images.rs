@@ -114,13 +114,11 @@ pub fn required(
 /// Streams a built image tar from the host into the node's containerd, stores it under its
 /// name without the architecture suffix, and pins it.
 pub async fn import_built(docker: &Docker, id: &str, image: &BuiltImage) -> Result<()> {
-    let file = tokio::fs::File::open(&image.tar)
-        .await
-        .with_context(|| format!("opening {}", image.tar.display()))?;
-    let out = docker.exec_with_stdin(id, &[&IMPORT[..], &["-"]].concat(), file).await?;
-    if !out.success() {
-        bail!("ctr import of {} failed: {}", image.tar.display(), out.last_line());
-    }
+    let what = image.tar.display().to_string();
+    ctr_import(docker, id, &what, || async {
+        tokio::fs::File::open(&image.tar).await.with_context(|| format!("opening {}", image.tar.display()))
+    })
+    .await?;
     let (original, name) = (normalize(&image.original), normalize(&image.name));
     if original != name {
         ctr(docker, id, &["images", "tag", "--force", &original, &name]).await?;
@@ -163,11 +161,10 @@ pub async fn import_from_host(
             }
         }
     }
-    let saved = tokio_util::io::StreamReader::new(docker.save_image(reference));
-    let out = docker.exec_with_stdin(id, &[&IMPORT[..], &["-"]].concat(), saved).await?;
-    if !out.success() {
-        bail!("ctr import of {reference} failed: {}", out.last_line());
-    }
+    ctr_import(docker, id, reference, || async {
+        Ok(tokio_util::io::StreamReader::new(docker.save_image(reference)))
+    })
+    .await?;
     pin(docker, id, &normalize(reference)).await
 }
 
@@ -188,6 +185,29 @@ pub async fn import_all_from_host(
     .try_collect::<Vec<_>>()
     .await?;
     Ok(())
+}
+
+/// Streams what `open` gives into `ctr images import`. Imports run side by side, and two
+/// images with the same digest race for ctr's digest name (`import-<date>@sha256:…`): the
+/// loser fails with "already exists" and is fed again once the winner is done.
+async fn ctr_import<R, F, Fut>(docker: &Docker, id: &str, what: &str, open: F) -> Result<()>
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<R>>,
+{
+    let cmd = [&IMPORT[..], &["-"]].concat();
+    for attempt in 1..=4u32 {
+        let out = docker.exec_with_stdin(id, &cmd, open().await?).await?;
+        if out.success() {
+            return Ok(());
+        }
+        if attempt == 4 || !out.last_line().contains("already exists") {
+            bail!("ctr import of {what} failed: {}", out.last_line());
+        }
+        tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+    }
+    unreachable!("the last attempt returns")
 }
 
 /// Keeps the kubelet's image garbage collection away from an image.

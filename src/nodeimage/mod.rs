@@ -7,6 +7,7 @@ pub mod manifests;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::archive;
 use crate::docker::{ContainerSpec, Docker, quote};
@@ -54,14 +55,19 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
 
     let required =
         required_images(docker, &id, &artifacts, &built).await.context("listing the required images")?;
-    let step = reporter.step(format!("importing {} built images", built.len()));
-    for image in &built {
-        step.set_message(image.name.clone());
-        images::import_built(docker, &id, image).await?;
-    }
-    step.finish("pinned");
-    let step = reporter.step(format!("importing {} required images from the host's Docker", required.len()));
-    images::import_all_from_host(docker, &id, &required, &format!("linux/{}", cfg.arch), reporter).await?;
+    // Built and required images go in side by side: both are I/O into the same containerd.
+    let step = reporter.step(format!(
+        "importing {} built images and {} required images from the host's Docker",
+        built.len(),
+        required.len()
+    ));
+    let platform = format!("linux/{}", cfg.arch);
+    let import_built =
+        futures_util::stream::iter(built.iter().map(|image| images::import_built(docker, &id, image)))
+            .buffer_unordered(2)
+            .try_collect::<Vec<()>>();
+    let import_required = images::import_all_from_host(docker, &id, &required, &platform, reporter);
+    futures_util::try_join!(import_built, import_required)?;
     step.finish("pinned");
 
     patch_containerd_config(docker, &id, &artifacts).await.context("adjusting the containerd config")?;
