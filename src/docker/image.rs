@@ -1,7 +1,8 @@
 use std::collections::HashMap;
 
 use bollard::query_parameters::{
-    BuildImageOptions, CreateImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
+    BuildImageOptions, CreateImageOptions, ListImagesOptions, PushImageOptions, RemoveImageOptions,
+    TagImageOptions,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -202,6 +203,23 @@ impl Docker {
             let info = info.map_err(api(format!("pulling {reference}")))?;
             if let Some(status) = info.status {
                 on_status(&status);
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes `reference` to its registry, reading the progress stream to its end; an error
+    /// reported inside the stream fails the push.
+    pub async fn push(&self, reference: &str) -> Result<()> {
+        let (repo, tag) = split_reference(reference);
+        let options = PushImageOptions { tag: Some(tag.to_owned()), ..Default::default() };
+        // The engine wants an X-Registry-Auth header even for a registry without auth.
+        let credentials = Some(bollard::auth::DockerCredentials::default());
+        let mut stream = self.client.push_image(repo, Some(options), credentials);
+        while let Some(info) = stream.next().await {
+            let info = info.map_err(api(format!("pushing {reference}")))?;
+            if let Some(error) = info.error_detail.and_then(|e| e.message) {
+                return Err(Error::Api { action: format!("pushing {reference}"), message: error });
             }
         }
         Ok(())

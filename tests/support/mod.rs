@@ -4,6 +4,7 @@
 
 pub mod fixtures;
 pub mod kubetree;
+pub mod registry;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
