@@ -38,13 +38,14 @@ impl Registry {
             .stdin(Stdio::null())
             .spawn()
             .expect("docker-registry is installed (scripts/setup.sh)");
-        let host = format!("127.0.0.1:{port}");
+        let registry = Self { child: Some(child), dir, host: format!("127.0.0.1:{port}") };
         for _ in 0..200 {
-            if TcpStream::connect(&host).is_ok() {
-                return Self { child: Some(child), dir, host };
+            if TcpStream::connect(&registry.host).is_ok() {
+                return registry;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let (host, dir) = (&registry.host, &registry.dir);
         panic!(
             "docker-registry did not listen on {host}:\n{}",
             std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
