@@ -59,7 +59,7 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     let started = std::time::Instant::now();
     let out = support::nodeimg()
         .args(["build", "node-image", "--kube-root", &tree, "--build-mode", "host"])
-        .args(["--component-base-image", COMPONENT_BASE, "-b", &base, "-i", &target])
+        .args(["--component-base-image", &base, "-b", &base, "-i", &target])
         .env("NODEIMG_RUN_ID", &run_id)
         .output()
         .unwrap();

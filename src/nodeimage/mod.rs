@@ -1,6 +1,6 @@
 //! `nodeimg build node-image`: Kubernetes artifacts + base image → node image.
 
-mod containerd;
+pub mod containerd;
 pub mod images;
 pub mod manifests;
 
@@ -33,6 +33,8 @@ pub struct NodeImageConfig {
     pub keep_container: bool,
     /// For source-tree builds.
     pub tree: kube::TreeOptions,
+    /// `--verify`: check the image before it gets the target tag.
+    pub check: Option<crate::verify::VerifyConfig>,
 }
 
 #[derive(Debug)]
@@ -74,8 +76,18 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
     containerd::stop(docker, &id).await?;
     let step = reporter.step("committing the node image");
     let image_id = docker.commit(&id, &commit_changes(cfg, &artifacts, docker.labels())).await?;
-    docker.tag_image(&image_id, &cfg.image).await?;
     step.finish(crate::docker::short_id(&image_id));
+    if let Some(check) = &cfg.check {
+        if !cfg.keep_container {
+            // Its job is done; the check's node needs the memory more.
+            docker.remove_container(&id).await.context("removing the build container")?;
+        }
+        if let Err(err) = verify_before_tagging(check, &image_id, docker, reporter).await {
+            docker.remove_unused_image(&image_id).await.ok();
+            return Err(err);
+        }
+    }
+    docker.tag_image(&image_id, &cfg.image).await?;
 
     let size = docker.inspect_image(&image_id).await?.map(|i| i.size).unwrap_or_default();
     let mut all: Vec<String> = built.iter().map(|b| images::normalize(&b.name)).collect();
@@ -87,6 +99,26 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
         version: artifacts.version.text,
         images: all,
     })
+}
+
+/// `--verify`: the committed image is checked under a temporary tag (kind and the
+/// kubelet want names, not IDs); only a passing image goes on to get the target tag.
+async fn verify_before_tagging(
+    check: &crate::verify::VerifyConfig,
+    image_id: &str,
+    docker: &Docker,
+    reporter: &Reporter,
+) -> Result<()> {
+    let temp = format!("nodeimg-verify/{}:{}", docker.labels().run_id, crate::docker::short_id(image_id));
+    docker.tag_image(image_id, &temp).await?;
+    let check = crate::verify::VerifyConfig { image: temp.clone(), ..check.clone() };
+    let (mut report, result) = crate::verify::verify(&check, docker, reporter).await;
+    docker.remove_image(&temp).await?;
+    report.finish(result.as_ref().err().map(crate::one_line));
+    for line in report.to_text().lines() {
+        reporter.info(line);
+    }
+    result.context("verifying the node image")
 }
 
 /// The first steps, shared with `images list`: artifacts, their built images, and a
@@ -324,6 +356,7 @@ mod tests {
             verify: true,
             build_dir: None,
             keep_container: false,
+            check: None,
             tree: kube::TreeOptions {
                 kube_root: None,
                 kube_repo: String::new(),
