@@ -327,7 +327,7 @@ async fn diagnose(docker: &Docker, id: &str, reporter: &Reporter) {
         }
     }
     let pods = kubectl(docker, id, &["get", "pods", "-A", "-o", "wide", "--request-timeout=5s"]).await;
-    if let Ok(out) = pods.as_ref().filter(|o| o.success()) {
+    if let Some(out) = pods.ok().filter(|o| o.success()) {
         reporter.warn("pods:");
         for line in out.stdout.lines() {
             reporter.warn(format!("  {line}"));
