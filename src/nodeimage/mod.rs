@@ -109,7 +109,7 @@ async fn verify_before_tagging(
     docker: &Docker,
     reporter: &Reporter,
 ) -> Result<()> {
-    let temp = format!("nodeimg-verify/{}:{}", docker.labels().run_id, crate::docker::short_id(image_id));
+    let temp = format!("nodeimg-verify:{}-{}", crate::docker::short_id(image_id), std::process::id());
     docker.tag_image(image_id, &temp).await?;
     let check = crate::verify::VerifyConfig { image: temp.clone(), ..check.clone() };
     let (mut report, result) = crate::verify::verify(&check, docker, reporter).await;
