@@ -97,7 +97,7 @@ fn node_image_from_real_kubernetes_v1_20_2() {
         let docker = support::docker(&run_id).await;
         let id = docker.create_container(&ContainerSpec::idle(&target)).await.unwrap();
         docker.start_container(&id).await.unwrap();
-        let stand_in = "printf '#!/bin/sh\\necho stand-in kubelet: failing on purpose >&2\\nexit 1\\n' > /usr/bin/kubelet";
+        let stand_in = "printf '#!/bin/sh\\necho F0101 00:00:00.000000 1 stand-in.go:1] stand-in kubelet: failing on purpose >&2\\nexit 1\\n' > /usr/bin/kubelet";
         assert!(docker.exec(&id, &["sh", "-c", stand_in]).await.unwrap().success());
         let image = docker.commit(&id, &[]).await.unwrap();
         docker.remove_container(&id).await.unwrap();

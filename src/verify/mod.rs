@@ -41,7 +41,7 @@ pub async fn verify(cfg: &VerifyConfig, docker: &Docker, reporter: &Reporter) ->
     let node = match node::start(docker, &cfg.image, Some(&node_name()), reporter).await {
         Ok(node) => node,
         Err(err) => {
-            step.finish("failed");
+            step.fail("failed");
             report.failed("boot", started.elapsed());
             return (report, Err(err.context("boot")));
         }
@@ -89,7 +89,7 @@ async fn stages(
             state
         }
         Err(err) => {
-            step.finish("failed");
+            step.fail("failed");
             return Err(err);
         }
     };
@@ -107,7 +107,7 @@ async fn stages(
     let init =
         stage(report, "kubeadm init", Instant::now(), kubeadm_init(docker, id, &facts, timeout, reporter))
             .await;
-    step.finish(if init.is_ok() { "done" } else { "failed" });
+    close(step, &init, "done");
     init?;
 
     let step = reporter.step("waiting for the API server (/readyz)");
@@ -119,7 +119,7 @@ async fn stages(
         .await
     })
     .await;
-    step.finish(if ready.is_ok() { "ok" } else { "failed" });
+    close(step, &ready, "ok");
     ready?;
 
     let step = reporter.step("installing a CNI and waiting for the node to be Ready");
@@ -133,13 +133,20 @@ async fn stages(
         .await
     })
     .await;
-    step.finish(if ready.is_ok() { "Ready" } else { "failed" });
+    close(step, &ready, "Ready");
     report.cni = Some(ready?);
 
     let step = reporter.step("running a test pod");
     let pod = stage(report, "pod Running", Instant::now(), run_test_pod(docker, id, timeout)).await;
-    step.finish(if pod.is_ok() { "Running" } else { "failed" });
+    close(step, &pod, "Running");
     pod
+}
+
+fn close<T>(step: crate::progress::Step, result: &Result<T>, outcome: &str) {
+    match result {
+        Ok(_) => step.finish(outcome),
+        Err(_) => step.fail("failed"),
+    }
 }
 
 const READY_JSONPATH: &str = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
@@ -260,9 +267,20 @@ async fn kubeadm_init(
         reporter.detail(format!("kubeadm: {line}"));
     }
     if !out.success() {
-        bail!("kubeadm init failed (exit {}): {}", out.code, out.last_line());
+        bail!("kubeadm init failed (exit {}): {}", out.code, kubeadm_error(&out));
     }
     Ok(())
+}
+
+/// The line of kubeadm's output that says what went wrong (it ends with advice on how to
+/// see a stack trace, which is not it).
+fn kubeadm_error(out: &ExecOutput) -> &str {
+    [&out.stderr, &out.stdout]
+        .into_iter()
+        .flat_map(|s| s.lines().rev())
+        .map(str::trim)
+        .find(|l| l.starts_with("error") || l.contains("couldn't") || l.contains("failed"))
+        .unwrap_or_else(|| out.last_line())
 }
 
 async fn install_cni(docker: &Docker, id: &str, choice: Cni, reporter: &Reporter) -> Result<Cni> {
@@ -319,9 +337,12 @@ async fn run_test_pod(docker: &Docker, id: &str, timeout: Duration) -> Result<()
 
 /// After a failure: what the kubelet said last and the pods' state, to stderr.
 async fn diagnose(docker: &Docker, id: &str, reporter: &Reporter) {
-    let journal = "journalctl -u kubelet -n 25 --no-pager -o cat 2>/dev/null";
+    // Errors and fatal lines first: a crashing kubelet's last lines are a goroutine dump.
+    let journal = "journalctl -u kubelet -n 400 --no-pager -o cat 2>/dev/null | \
+                   grep -E '^[EF][0-9]{4} |Main process exited|error' | tail -n 12 | grep . || \
+                   journalctl -u kubelet -n 12 --no-pager -o cat";
     if let Ok(out) = docker.exec(id, &["sh", "-c", journal]).await {
-        reporter.warn("last kubelet journal lines:");
+        reporter.warn("last kubelet journal lines (errors first):");
         for line in out.stdout.lines() {
             reporter.warn(format!("  kubelet: {line}"));
         }
