@@ -82,12 +82,13 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
             // Its job is done; the check's node needs the memory more.
             docker.remove_container(&id).await.context("removing the build container")?;
         }
-        if let Err(err) = verify_before_tagging(check, &image_id, docker, reporter).await {
+        if let Err(err) = verify_then_tag(check, &image_id, &cfg.image, docker, reporter).await {
             docker.remove_unused_image(&image_id).await.ok();
             return Err(err);
         }
+    } else {
+        docker.tag_image(&image_id, &cfg.image).await?;
     }
-    docker.tag_image(&image_id, &cfg.image).await?;
 
     let size = docker.inspect_image(&image_id).await?.map(|i| i.size).unwrap_or_default();
     let mut all: Vec<String> = built.iter().map(|b| images::normalize(&b.name)).collect();
@@ -102,10 +103,11 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
 }
 
 /// `--verify`: the committed image is checked under a temporary tag (kind and the
-/// kubelet want names, not IDs); only a passing image goes on to get the target tag.
-async fn verify_before_tagging(
+/// kubelet want names, not IDs); only a passing image gets the target tag.
+async fn verify_then_tag(
     check: &crate::verify::VerifyConfig,
     image_id: &str,
+    target: &str,
     docker: &Docker,
     reporter: &Reporter,
 ) -> Result<()> {
@@ -113,11 +115,15 @@ async fn verify_before_tagging(
     docker.tag_image(image_id, &temp).await?;
     let check = crate::verify::VerifyConfig { image: temp.clone(), ..check.clone() };
     let (mut report, result) = crate::verify::verify(&check, docker, reporter).await;
-    docker.remove_image(&temp).await?;
     report.finish(result.as_ref().err().map(crate::one_line));
     for line in report.to_text().lines() {
         reporter.info(line);
     }
+    if result.is_ok() {
+        docker.tag_image(image_id, target).await?;
+    }
+    // With the target tag in place this only untags; otherwise it removes the image.
+    docker.remove_image(&temp).await?;
     result.context("verifying the node image")
 }
 
