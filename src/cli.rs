@@ -18,7 +18,11 @@ Examples:
   nodeimg build base-image --from dockerfile
 
   # Remove containers left behind by a killed nodeimg run
-  nodeimg clean";
+  nodeimg clean
+
+  # Carry an image to a machine without a registry
+  nodeimg save kindest/node:v1.30.0 -o node.tar.zst   # then, there:
+  nodeimg load -i node.tar.zst";
 
 /// Builds node images for kind (Kubernetes IN Docker): faster, offline-capable, safer.
 #[derive(Debug, Parser)]
@@ -53,6 +57,40 @@ Examples:
     /// Inspect the images a node image will hold.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Write an image to a tarball (docker-save format; plain, gzip or zstd by the name) with
+    /// a sha256sum file beside it, to carry it to a machine without a registry.
+    #[command(after_help = SAVE_EXAMPLES)]
+    Save(SaveArgs),
+    /// Load a tarball from `save` (or `docker save`, compressed or not) into Docker, after
+    /// checking it against FILE.sha256.
+    #[command(after_help = SAVE_EXAMPLES)]
+    Load(LoadArgs),
+}
+
+const SAVE_EXAMPLES: &str = "\
+Examples:
+  nodeimg save kindest/node:v1.30.0 -o node.tar.zst   # writes node.tar.zst and node.tar.zst.sha256
+  nodeimg load -i node.tar.zst                        # checks node.tar.zst.sha256, then loads
+  nodeimg build node-image v1.30.0 -i kindest/node:v1.30.0 --save node.tar.gz";
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The image to save (name[:tag], so the archive carries the tag).
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// The tarball to write: FILE.tar, FILE.tar.gz or FILE.tar.zst.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The tarball to load; its compression is read from its first bytes.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: std::path::PathBuf,
+    /// Do not check FILE against FILE.sha256.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +126,10 @@ Examples:
   NODEIMG_RELEASE_URL=http://files.internal/k8s nodeimg build node-image v1.30.0 -i node:v1.30.0
 
   # Keep the extracted artifacts and the build container for debugging
-  nodeimg build node-image v1.30.0 -d ./build --keep-container";
+  nodeimg build node-image v1.30.0 -d ./build --keep-container
+
+  # Also write it to a tarball for machines without a registry (`nodeimg load -i` there)
+  nodeimg build node-image v1.30.0 -i kindest/node:v1.30.0 --save node.tar.zst";
 
 #[derive(Debug, Args)]
 pub struct NodeImageArgs {
@@ -103,6 +144,9 @@ pub struct NodeImageArgs {
     /// Leave the build container in place for debugging (`nodeimg clean` removes it).
     #[arg(long)]
     pub keep_container: bool,
+    /// Also save the image to FILE (.tar, .tar.gz or .tar.zst), as `nodeimg save` does.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<std::path::PathBuf>,
 }
 
 /// Where Kubernetes and the base image come from: shared by `build node-image` and
@@ -215,6 +259,8 @@ pub enum ConfigError {
     ReleaseUrl(String),
     #[error("unsupported --arch {0:?}: expected amd64, arm64, ppc64le or s390x")]
     Arch(String),
+    #[error("cannot save to {0:?}: the name must end in .tar, .tar.gz or .tar.zst")]
+    ArchiveName(String),
 }
 
 impl NodeImageArgs {
@@ -225,6 +271,19 @@ impl NodeImageArgs {
         cfg.build_dir = self.build_dir;
         cfg.keep_container = self.keep_container;
         Ok(cfg)
+    }
+}
+
+impl NodeImageArgs {
+    /// Where `--save` writes, checked with the other flags.
+    pub fn save_target(&self) -> Result<Option<crate::transfer::SaveTarget>, ConfigError> {
+        self.save.as_deref().map(crate::transfer::SaveTarget::parse).transpose()
+    }
+}
+
+impl SaveArgs {
+    pub fn target(&self) -> Result<crate::transfer::SaveTarget, ConfigError> {
+        crate::transfer::SaveTarget::parse(&self.output)
     }
 }
 
