@@ -216,6 +216,38 @@ mod tests {
         assert!(!looks_corrupt("no space left on device"));
     }
 
+    fn stream(path: &Path) -> (Vec<std::io::Result<Bytes>>, Option<String>) {
+        let Archive { file, compression, .. } = Archive::open(path).unwrap();
+        let failure = Arc::new(Mutex::new(None));
+        let items = tokio::runtime::Runtime::new().unwrap().block_on(async {
+            use futures_util::StreamExt;
+            decompressed(file, compression, ByteCounter::default(), failure.clone()).collect().await
+        });
+        let failure = failure.lock().unwrap().clone();
+        (items, failure)
+    }
+
+    /// A bad gzip trailer shows only after all the data; the end of the data must not have
+    /// been passed on by then, even when it fills whole chunks.
+    #[test]
+    fn a_bad_trailer_withholds_the_end_of_the_data() {
+        use std::io::Write;
+        let data = vec![7u8; 2 * CHUNK];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let mut gz = gz.finish().unwrap();
+        let crc = gz.len() - 8;
+        gz[crc] ^= 0xff;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.tar.gz");
+        std::fs::write(&path, &gz).unwrap();
+        let (items, failure) = stream(&path);
+        let passed: usize = items.iter().filter_map(|i| i.as_ref().ok()).map(|b| b.len()).sum();
+        assert!(passed < data.len(), "all {passed} bytes were passed on before the error");
+        assert!(items.last().unwrap().is_err());
+        assert!(failure.unwrap().starts_with("gzip data: "));
+    }
+
     /// A cut-off compressed file fails in the decompressor, which is what `load` reports.
     #[test]
     fn truncated_archives_fail_to_decompress() {
@@ -229,16 +261,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("cut.tar");
             std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-            let Archive { file, compression: detected, .. } = Archive::open(&path).unwrap();
-            assert_eq!(detected, compression);
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            let failure = Arc::new(Mutex::new(None));
-            let items: Vec<_> = runtime.block_on(async {
-                use futures_util::StreamExt;
-                decompressed(file, detected, ByteCounter::default(), failure.clone()).collect().await
-            });
+            let (items, failure) = stream(&path);
             assert!(items.last().unwrap().is_err(), "{compression:?}: the stream ends in an error");
-            let reason = failure.lock().unwrap().clone().unwrap();
+            let reason = failure.unwrap();
             assert!(reason.starts_with(compression.name()), "{reason}");
         }
     }

@@ -23,6 +23,9 @@ impl Compression {
     /// By the file name: `.tar`, `.tar.gz` or `.tar.zst`. Anything else is refused, so a
     /// typo never silently writes an uncompressed (or mislabelled) archive.
     pub fn from_name(path: &Path) -> Option<Self> {
+        if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+            return None; // a directory
+        }
         let name = path.file_name()?.to_str()?;
         [(".tar.gz", Compression::Gzip), (".tar.zst", Compression::Zstd), (".tar", Compression::None)]
             .into_iter()
