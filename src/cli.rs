@@ -482,6 +482,17 @@ mod tests {
     }
 
     #[test]
+    fn save_targets_are_checked_with_the_flags() {
+        let cli = Cli::try_parse_from(["nodeimg", "save", "node:v1", "-o", "out/node.tar.zst"]).unwrap();
+        let Command::Save(args) = cli.command else { unreachable!() };
+        assert_eq!(args.target().unwrap().compression, crate::transfer::Compression::Zstd);
+        let cli = Cli::try_parse_from(["nodeimg", "build", "node-image", "--save", "node.zip"]).unwrap();
+        let Command::Build(BuildCommand::NodeImage(args)) = cli.command else { unreachable!() };
+        assert_eq!(args.save_target(), Err(ConfigError::ArchiveName("node.zip".into())));
+        assert!(Cli::try_parse_from(["nodeimg", "load"]).is_err(), "-i is required");
+    }
+
+    #[test]
     fn help_has_examples() {
         use clap::CommandFactory;
         let mut cmd = Cli::command();
