@@ -123,7 +123,10 @@ fn round_trips_keep_the_image_id_for_every_compression() {
             let out = case.load(&path, &[]);
             assert_success(&out, &format!("nodeimg load -i {name}"));
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), case.image);
-            assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "the checksum was found");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("warning"), "the checksum was found:\n{stderr}");
+            let shown = format!("{} ({})", case.image, nodeimg::docker::short_id(&id));
+            assert!(stderr.contains(&shown), "the ID is shown:\n{stderr}");
             assert_eq!(case.image_id().await.as_deref(), Some(id.as_str()), "{name} keeps the image ID");
         }
         assert_eq!(

@@ -110,7 +110,12 @@ pub async fn load(docker: &Docker, archive: Archive, reporter: &Reporter) -> Res
     if loaded.is_empty() {
         bail!("Docker loaded nothing from it (is it a docker-save archive?)");
     }
-    step.finish(loaded.join(", "));
+    let mut shown = Vec::new();
+    for name in &loaded {
+        let id = docker.inspect_image(name).await?.map(|i| i.id).unwrap_or_default();
+        shown.push(format!("{name} ({})", crate::docker::short_id(&id)));
+    }
+    step.finish(shown.join(", "));
     Ok(loaded)
 }
 
