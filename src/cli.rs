@@ -18,7 +18,11 @@ Examples:
   nodeimg build base-image --from dockerfile
 
   # Remove containers left behind by a killed nodeimg run
-  nodeimg clean";
+  nodeimg clean
+
+  # Carry an image to a machine without a registry
+  nodeimg save kindest/node:v1.30.0 -o node.tar.zst   # then, there:
+  nodeimg load -i node.tar.zst";
 
 /// Builds node images for kind (Kubernetes IN Docker): faster, offline-capable, safer.
 #[derive(Debug, Parser)]
@@ -65,6 +69,14 @@ Examples:
   nodeimg verify kindest/node:v1.30.0
   nodeimg verify kindest/node:v1.30.0 --cni bridge --timeout 10m --output json")]
     Verify(VerifyArgs),
+    /// Write an image to a tarball (docker-save format; plain, gzip or zstd by the name) with
+    /// a sha256sum file beside it, to carry it to a machine without a registry.
+    #[command(after_help = SAVE_EXAMPLES)]
+    Save(SaveArgs),
+    /// Load a tarball from `save` (or `docker save`, compressed or not) into Docker, after
+    /// checking it against FILE.sha256.
+    #[command(after_help = SAVE_EXAMPLES)]
+    Load(LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +147,32 @@ fn validate_image_or_id(image: &str) -> Result<(), ConfigError> {
     validate_image(image)
 }
 
+const SAVE_EXAMPLES: &str = "\
+Examples:
+  nodeimg save kindest/node:v1.30.0 -o node.tar.zst   # writes node.tar.zst and node.tar.zst.sha256
+  nodeimg load -i node.tar.zst                        # checks node.tar.zst.sha256, then loads
+  nodeimg build node-image v1.30.0 -i kindest/node:v1.30.0 --save node.tar.gz";
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The image to save (name[:tag], so the archive carries the tag).
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// The tarball to write: FILE.tar, FILE.tar.gz or FILE.tar.zst.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The tarball to load; its compression is read from its first bytes.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: std::path::PathBuf,
+    /// Do not check FILE against FILE.sha256.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
     /// Print every image the node image will contain and where each will come from, one
@@ -168,7 +206,10 @@ Examples:
   NODEIMG_RELEASE_URL=http://files.internal/k8s nodeimg build node-image v1.30.0 -i node:v1.30.0
 
   # Keep the extracted artifacts and the build container for debugging
-  nodeimg build node-image v1.30.0 -d ./build --keep-container";
+  nodeimg build node-image v1.30.0 -d ./build --keep-container
+
+  # Also write it to a tarball for machines without a registry (`nodeimg load -i` there)
+  nodeimg build node-image v1.30.0 -i kindest/node:v1.30.0 --save node.tar.zst";
 
 #[derive(Debug, Args)]
 pub struct NodeImageArgs {
@@ -189,6 +230,9 @@ pub struct NodeImageArgs {
     pub verify: bool,
     #[command(flatten)]
     pub verify_options: VerifyOptions,
+    /// Also save the image to FILE (.tar, .tar.gz or .tar.zst), as `nodeimg save` does.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<std::path::PathBuf>,
 }
 
 /// Where Kubernetes and the base image come from: shared by `build node-image` and
@@ -301,6 +345,8 @@ pub enum ConfigError {
     ReleaseUrl(String),
     #[error("unsupported --arch {0:?}: expected amd64, arm64, ppc64le or s390x")]
     Arch(String),
+    #[error("cannot save to {0:?}: the name must end in .tar, .tar.gz or .tar.zst")]
+    ArchiveName(String),
 }
 
 impl NodeImageArgs {
@@ -312,6 +358,19 @@ impl NodeImageArgs {
         cfg.keep_container = self.keep_container;
         cfg.check = self.verify.then(|| self.verify_options.into_config(String::new()));
         Ok(cfg)
+    }
+}
+
+impl NodeImageArgs {
+    /// Where `--save` writes, checked with the other flags.
+    pub fn save_target(&self) -> Result<Option<crate::transfer::SaveTarget>, ConfigError> {
+        self.save.as_deref().map(crate::transfer::SaveTarget::parse).transpose()
+    }
+}
+
+impl SaveArgs {
+    pub fn target(&self) -> Result<crate::transfer::SaveTarget, ConfigError> {
+        crate::transfer::SaveTarget::parse(&self.output)
     }
 }
 
@@ -508,6 +567,17 @@ mod tests {
         assert!(Cli::try_parse_from(["nodeimg", "-q", "-v", "clean"]).is_err());
         let cli = Cli::try_parse_from(["nodeimg", "-v", "clean"]).unwrap();
         assert_eq!(cli.verbosity(), Verbosity::Verbose);
+    }
+
+    #[test]
+    fn save_targets_are_checked_with_the_flags() {
+        let cli = Cli::try_parse_from(["nodeimg", "save", "node:v1", "-o", "out/node.tar.zst"]).unwrap();
+        let Command::Save(args) = cli.command else { unreachable!() };
+        assert_eq!(args.target().unwrap().compression, crate::transfer::Compression::Zstd);
+        let cli = Cli::try_parse_from(["nodeimg", "build", "node-image", "--save", "node.zip"]).unwrap();
+        let Command::Build(BuildCommand::NodeImage(args)) = cli.command else { unreachable!() };
+        assert_eq!(args.save_target(), Err(ConfigError::ArchiveName("node.zip".into())));
+        assert!(Cli::try_parse_from(["nodeimg", "load"]).is_err(), "-i is required");
     }
 
     #[test]

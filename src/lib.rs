@@ -12,6 +12,7 @@ pub mod node;
 pub mod nodeimage;
 pub mod process;
 pub mod progress;
+pub mod transfer;
 pub mod verify;
 
 use anyhow::{Context, Result};
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", built.reference);
         }
         Command::Build(BuildCommand::NodeImage(args)) => {
+            let save = args.save_target()?;
             let cfg = args.into_config()?;
             if !cfg.verify {
                 reporter.warn("--no-verify: downloads are NOT checked against published checksums");
@@ -51,7 +53,33 @@ pub async fn run(cli: Cli) -> Result<()> {
             for image in &built.images {
                 reporter.detail(format!("  {image}"));
             }
+            if let Some(target) = save {
+                save_image(&docker, &reporter, &built.reference, &target).await?;
+            }
             println!("{}", built.reference);
+        }
+        Command::Save(args) => {
+            let target = args.target()?;
+            let docker = connect().await?;
+            save_image(&docker, &reporter, &args.image, &target).await?;
+            println!("{}", target.path.display());
+        }
+        Command::Load(args) => {
+            let path = &args.input;
+            let what = || format!("loading {}", path.display());
+            let archive = transfer::Archive::open(path).with_context(what)?;
+            if args.no_verify {
+                reporter.warn(format!("--no-verify: {} is NOT checked against its checksum", path.display()));
+            } else {
+                transfer::verify(path, &reporter).await.with_context(what)?;
+            }
+            let docker = connect().await?;
+            let loaded = guard::guarded(&docker, &reporter, transfer::load(&docker, archive, &reporter))
+                .await
+                .with_context(what)?;
+            for image in loaded {
+                println!("{image}");
+            }
         }
         Command::Images(ImagesCommand::List(args)) => {
             let cfg = args.into_config()?;
@@ -88,6 +116,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn save_image(
+    docker: &Docker,
+    reporter: &Reporter,
+    image: &str,
+    target: &transfer::SaveTarget,
+) -> Result<()> {
+    guard::guarded(docker, reporter, transfer::save(docker, image, target, reporter))
+        .await
+        .with_context(|| format!("saving {image} to {}", target.path.display()))?;
     Ok(())
 }
 

@@ -137,6 +137,11 @@ impl Step {
         }
     }
 
+    /// A handle that advances this byte step from another thread or a `'static` stream.
+    pub fn counter(&self) -> ByteCounter {
+        ByteCounter(self.bar.clone())
+    }
+
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()
     }
@@ -165,6 +170,18 @@ impl Step {
                 }
             }
             None => self.reporter.line(level, line),
+        }
+    }
+}
+
+/// Advances a byte step; cheap to clone, usable where the step itself cannot go.
+#[derive(Clone, Default)]
+pub struct ByteCounter(Option<ProgressBar>);
+
+impl ByteCounter {
+    pub fn inc(&self, n: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(n);
         }
     }
 }

@@ -99,7 +99,10 @@ fn node_image_from_real_kubernetes_v1_20_2() {
         docker.start_container(&id).await.unwrap();
         let stand_in = "printf '#!/bin/sh\\necho F0101 00:00:00.000000 1 stand-in.go:1] stand-in kubelet: failing on purpose >&2\\nexit 1\\n' > /usr/bin/kubelet";
         assert!(docker.exec(&id, &["sh", "-c", stand_in]).await.unwrap().success());
-        let image = docker.commit(&id, &[]).await.unwrap();
+        // The container idles with `sleep`; the copy must boot like the original.
+        let entrypoint = docker.inspect_image(&target).await.unwrap().unwrap().entrypoint;
+        let changes = [format!("ENTRYPOINT {}", serde_json::to_string(&entrypoint).unwrap())];
+        let image = docker.commit(&id, &changes).await.unwrap();
         docker.remove_container(&id).await.unwrap();
         docker.tag_image(&image, &broken).await.unwrap();
     });

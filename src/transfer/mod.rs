@@ -1,0 +1,213 @@
+//! `nodeimg save` / `nodeimg load`: images carried between machines without a registry, as
+//! docker-save tarballs (plain, gzip or zstd) with a `sha256sum` file beside them.
+
+mod load;
+mod save;
+
+pub use load::{Archive, load, verify};
+pub use save::save;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::cli::ConfigError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// By the file name: `.tar`, `.tar.gz` or `.tar.zst`. Anything else is refused, so a
+    /// typo never silently writes an uncompressed (or mislabelled) archive.
+    pub fn from_name(path: &Path) -> Option<Self> {
+        if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+            return None; // a directory
+        }
+        let name = path.file_name()?.to_str()?;
+        [(".tar.gz", Compression::Gzip), (".tar.zst", Compression::Zstd), (".tar", Compression::None)]
+            .into_iter()
+            .find(|(ext, _)| name.len() > ext.len() && name.ends_with(ext))
+            .map(|(_, c)| c)
+    }
+
+    /// By the first bytes: an archive that travelled may have been renamed on the way.
+    pub fn from_magic(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "tar",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Where `save` writes, validated before Docker is touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaveTarget {
+    pub path: PathBuf,
+    pub compression: Compression,
+}
+
+impl SaveTarget {
+    pub fn parse(path: &Path) -> Result<Self, ConfigError> {
+        let compression = Compression::from_name(path)
+            .ok_or_else(|| ConfigError::ArchiveName(path.display().to_string()))?;
+        Ok(SaveTarget { path: path.to_owned(), compression })
+    }
+}
+
+/// `FILE.sha256`.
+pub fn checksum_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".sha256")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// One line of `sha256sum` output for `path`, which `sha256sum -c` run beside it accepts.
+/// Like sha256sum, a name with a backslash or newline is escaped and the line marked `\`.
+pub fn checksum_line(hex: &str, path: &Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    if name.contains(['\\', '\n']) {
+        format!("\\{hex}  {}\n", name.replace('\\', "\\\\").replace('\n', "\\n"))
+    } else {
+        format!("{hex}  {name}\n")
+    }
+}
+
+/// The sha256 a checksum file gives for `name`: the line naming it, else the only line
+/// (the archive may have been renamed together with its checksum file).
+pub fn expected_checksum(text: &str, name: &str) -> Option<String> {
+    let entries: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let escaped = line.starts_with('\\');
+            let (hex, file) = line.trim_start_matches('\\').split_once(' ')?;
+            let file = file.strip_prefix([' ', '*'])?;
+            let file =
+                if escaped { file.replace("\\n", "\n").replace("\\\\", "\\") } else { file.to_owned() };
+            let ok = hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit());
+            ok.then(|| (hex.to_ascii_lowercase(), file))
+        })
+        .collect();
+    match entries.iter().find(|(_, file)| file == name) {
+        Some((hex, _)) => Some(hex.clone()),
+        None if entries.len() == 1 => Some(entries[0].0.clone()),
+        None => None,
+    }
+}
+
+/// A file written under `DEST.part-<pid>` and renamed to DEST when complete; removed when
+/// dropped before that (an error, or Ctrl-C dropping the future that owns it).
+pub struct PartFile {
+    part: PathBuf,
+    dest: PathBuf,
+    done: bool,
+}
+
+impl PartFile {
+    pub fn new(dest: &Path) -> Self {
+        let part = with_suffix(dest, &format!(".part-{}", std::process::id()));
+        PartFile { part, dest: dest.to_owned(), done: false }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.part
+    }
+
+    pub fn commit(mut self) -> std::io::Result<()> {
+        std::fs::rename(&self.part, &self.dest)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.done {
+            std::fs::remove_file(&self.part).ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_follows_the_extension() {
+        let c = |name: &str| Compression::from_name(Path::new(name));
+        assert_eq!(c("out/node.tar"), Some(Compression::None));
+        assert_eq!(c("node.tar.gz"), Some(Compression::Gzip));
+        assert_eq!(c("/tmp/node-v1.30.tar.zst"), Some(Compression::Zstd));
+        for bad in ["node.tgz", "node.tar.xz", "node.gz", "node", ".tar", ".tar.gz", "node.tar/", "node.TAR"]
+        {
+            assert_eq!(c(bad), None, "{bad}");
+        }
+        let err = SaveTarget::parse(Path::new("node.tar.bz2")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"cannot save to "node.tar.bz2": the name must end in .tar, .tar.gz or .tar.zst"#
+        );
+    }
+
+    #[test]
+    fn compression_is_read_from_magic_bytes() {
+        assert_eq!(Compression::from_magic(&[0x1f, 0x8b, 0x08, 0]), Compression::Gzip);
+        assert_eq!(Compression::from_magic(&[0x28, 0xb5, 0x2f, 0xfd, 0x04]), Compression::Zstd);
+        assert_eq!(Compression::from_magic(b"manifest.json\0\0"), Compression::None);
+        assert_eq!(Compression::from_magic(&[0x1f]), Compression::None);
+        assert_eq!(Compression::from_magic(&[]), Compression::None);
+    }
+
+    #[test]
+    fn checksum_files_are_in_sha256sum_format() {
+        let hex = "0a".repeat(32);
+        assert_eq!(checksum_line(&hex, Path::new("/out/node.tar.gz")), format!("{hex}  node.tar.gz\n"));
+        assert_eq!(checksum_line(&hex, Path::new("a\\b")), format!("\\{hex}  a\\\\b\n"));
+        assert_eq!(checksum_path(Path::new("/out/node.tar.gz")), Path::new("/out/node.tar.gz.sha256"));
+    }
+
+    #[test]
+    fn checksums_are_found_by_name_or_as_the_only_line() {
+        let (a, b) = ("aa".repeat(32), "BB".repeat(32));
+        let two = format!("{a}  node.tar\n{b} *other.tar\n");
+        assert_eq!(expected_checksum(&two, "other.tar"), Some("bb".repeat(32)));
+        assert_eq!(expected_checksum(&two, "missing.tar"), None);
+        assert_eq!(expected_checksum(&format!("{a}  renamed.tar\n"), "node.tar"), Some(a.clone()));
+        assert_eq!(expected_checksum(&checksum_line(&a, Path::new("a\\b")), "a\\b"), Some(a));
+        assert_eq!(expected_checksum("not a checksum\n", "node.tar"), None);
+        assert_eq!(expected_checksum("", "node.tar"), None);
+    }
+
+    #[test]
+    fn part_files_vanish_unless_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("node.tar");
+        let part = PartFile::new(&dest);
+        assert_eq!(part.path(), dir.path().join(format!("node.tar.part-{}", std::process::id())));
+        std::fs::write(part.path(), "x").unwrap();
+        drop(part);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let part = PartFile::new(&dest);
+        std::fs::write(part.path(), "y").unwrap();
+        part.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "y");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
