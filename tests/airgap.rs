@@ -350,7 +350,8 @@ fn bad_mirror_flags_and_missing_images_fail_cleanly() {
             .await;
 
         let out = run.build(&[tarball, "--image-archive", tarball]);
-        run.assert_failed(&docker, &out, &["reading image archive", tarball], &before).await;
+        run.assert_failed(&docker, &out, &["reading image archive", tarball, "gzip-compressed"], &before)
+            .await;
         docker.remove_image(&run.target).await.unwrap();
     });
 }

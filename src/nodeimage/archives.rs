@@ -49,11 +49,16 @@ pub fn index_all(paths: &[PathBuf]) -> Result<Vec<Archive>> {
 /// Streams through the tar once; stops at the first `manifest.json` naming images, else uses
 /// `index.json`.
 pub fn index(path: &Path) -> Result<Archive> {
+    let mut file = std::fs::File::open(path)?;
+    let mut magic = [0u8; 2];
+    if file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b] {
+        bail!("gzip-compressed; give the uncompressed tar (`gunzip` it)");
+    }
     let file = std::fs::File::open(path)?;
     let mut tar = tar::Archive::new(std::io::BufReader::new(file));
     let mut oci_index = None;
     for entry in tar.entries()? {
-        let mut entry = entry?;
+        let mut entry = entry.context("not a readable tar archive")?;
         let name = entry.path()?.into_owned();
         let name = name.strip_prefix("./").unwrap_or(&name).to_owned();
         if name != Path::new("manifest.json") && name != Path::new("index.json") {
@@ -149,6 +154,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tar = tar_with(dir.path(), &[("hello.txt", "hi")]);
         assert!(index(&tar).unwrap_err().to_string().contains("neither a docker-save"));
+        let gz = dir.path().join("x.tar.gz");
+        std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
+        assert!(index(&gz).unwrap_err().to_string().contains("gzip-compressed"));
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
         assert_eq!(collect(&[], &[dir.path().to_owned()]).unwrap(), vec![tar]);
         let err = collect(&[dir.path().join("nosuch.tar")], &[]).unwrap_err().to_string();

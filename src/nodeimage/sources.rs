@@ -204,9 +204,8 @@ async fn from_mirror(
 ) -> Result<()> {
     let had = docker.image_exists(reference).await?;
     if !had {
-        images::pull_with_retry(docker, reference, platform, reporter)
-            .await
-            .map_err(|e| anyhow!("cannot pull {reference}: {e}"))?;
+        // The error already names the mirror's reference ("pulling <ref>: ...").
+        images::pull_with_retry(docker, reference, platform, reporter).await?;
     }
     let imported = images::save_into_node(docker, id, reference).await;
     if !had {
