@@ -263,6 +263,26 @@ fn mirrors_then_a_saved_bundle_build_offline() {
             assert_pinned(&images, &name);
         }
         assert!(!images.contains(&run.extra_image()), "an unneeded archive image is removed:\n{images}");
+
+        // The same bundle as a plain OCI layout whose names are only full
+        // `org.opencontainers.image.ref.name`s: ctr imports those unnamed, nodeimg names them.
+        let oci = run.tmp.path().join("oci.tar");
+        oci_only(Path::new(bundle), &oci);
+        let archive = nodeimg::nodeimage::archives::index(&oci).unwrap();
+        assert!(archive.oci && archive.images.contains_key(&run.k8s_image()), "{archive:?}");
+        let out =
+            run.build(&[&offline[..], &["--offline", "--image-archive", oci.to_str().unwrap()]].concat());
+        assert_success(&out, "offline build from an OCI layout");
+        let (images, _, _) = node_images(&docker, &run.target).await;
+        docker.remove_image(&run.target).await.unwrap();
+        for name in needed(&run, false) {
+            assert_pinned(&images, &name);
+        }
+        assert!(!images.contains(&run.extra_image()), "{images}");
+        for digest in archive.images.values().flatten() {
+            let digest_name = |l: &&str| l.starts_with("import-") && l.contains(&format!("@{digest} "));
+            assert!(!images.lines().any(|l| digest_name(&l)), "no digest name for {digest}:\n{images}");
+        }
         let left = docker.list_containers(Some(&run.run_id)).await.unwrap();
         assert!(left.is_empty(), "containers left: {left:?}");
     });
@@ -311,6 +331,33 @@ fn assert_pulled(registry: &Registry, path: &str) {
             && [' ', '?'].iter().any(|end| l.contains(&format!(" /v2/{repo}/manifests/{tag}{end}")))
     });
     assert!(pulled, "the registry served {path}:\n{}", manifests.join("\n"));
+}
+
+/// Copies an archive entry by entry, streaming, without manifest.json and with index.json's
+/// names moved to `org.opencontainers.image.ref.name`.
+fn oci_only(from: &Path, to: &Path) {
+    let mut input = tar::Archive::new(std::fs::File::open(from).unwrap());
+    let mut output = tar::Builder::new(std::fs::File::create(to).unwrap());
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        if path == Path::new("manifest.json") {
+            continue;
+        }
+        if path == Path::new("index.json") {
+            let mut index: serde_json::Value = serde_json::from_reader(&mut entry).unwrap();
+            for m in index["manifests"].as_array_mut().unwrap() {
+                let name = m["annotations"]["io.containerd.image.name"].as_str().unwrap().to_owned();
+                m["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": name });
+            }
+            let bytes = serde_json::to_vec(&index).unwrap();
+            nodeimg::archive::append_bytes(&mut output, "index.json", 0o644, &bytes).unwrap();
+        } else {
+            let header = entry.header().clone();
+            output.append(&header, &mut entry).unwrap();
+        }
+    }
+    output.finish().unwrap();
 }
 
 fn tag_target(docker: &Docker, run: &Run) -> impl std::future::Future<Output = String> {

@@ -261,6 +261,8 @@ async fn import_archive(
             unneeded.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
+    drop.sort();
+    drop.dedup();
     if !drop.is_empty() {
         let args: Vec<&str> =
             ["images", "rm", "--sync"].into_iter().chain(drop.iter().map(String::as_str)).collect();
