@@ -63,7 +63,7 @@ pub enum ImagesCommand {
 Examples:
   nodeimg images list v1.30.0
   nodeimg images list ./kubernetes-server-linux-amd64.tar.gz -b nodeimg/base:abc | cut -f1")]
-    List(SourceArgs),
+    List(Box<SourceArgs>),
     /// Write every image a node image needs (except those built from the Kubernetes
     /// artifacts) to one archive, for `--image-archive` on the air-gapped side. Images are
     /// obtained like a build does (archives, host cache, mirrors, pulls).
@@ -74,7 +74,7 @@ Examples:
 
   # On the air-gapped machine
   nodeimg build node-image v1.30.0 --offline --image-archive bundle.tar -i kindest/node:v1.30.0")]
-    Save(SaveArgs),
+    Save(Box<SaveArgs>),
 }
 
 #[derive(Debug, Args)]

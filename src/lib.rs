@@ -55,7 +55,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", built.reference);
         }
         Command::Images(ImagesCommand::List(args)) => {
-            let cfg = args.into_config()?;
+            let cfg = (*args).into_config()?;
             let docker = connect().await?;
             let plan = guard::guarded(&docker, &reporter, nodeimage::plan(&cfg, &docker, &reporter)).await?;
             for p in plan {
@@ -63,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Images(ImagesCommand::Save(args)) => {
+            let args = *args;
             let cfg = args.source.into_config()?;
             let docker = connect().await?;
             let save = nodeimage::bundle::save(&cfg, &args.output, &docker, &reporter);

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use nodeimg::docker::{ContainerSpec, Docker};
+use nodeimg::docker::Docker;
 use nodeimg::nodeimage::images::normalize;
 use support::fixtures::{self, Options, VERSION};
 use support::registry::Registry;
@@ -109,13 +109,7 @@ async fn seed(docker: &Docker, registry: &Registry, local: &str, paths: &[String
 
 /// `ctr images ls` of the node image, read with containerd started in a throwaway container.
 async fn node_images(docker: &Docker, image: &str) -> (String, String, String) {
-    let id = docker.create_container(&ContainerSpec::idle(image)).await.unwrap();
-    docker.start_container(&id).await.unwrap();
-    docker.exec(&id, &["sh", "-c", "containerd >/dev/null 2>&1 &"]).await.unwrap();
-    wait_for("containerd in the node", Duration::from_secs(30), || async {
-        docker.exec(&id, &["ctr", "version"]).await.ok().filter(|o| o.success())
-    })
-    .await;
+    let id = support::with_containerd(docker, image).await;
     let images = docker.exec(&id, &["ctr", "-n", "k8s.io", "images", "ls"]).await.unwrap().stdout;
     let hosts = docker
         .exec(&id, &["sh", "-c", "cat /etc/containerd/certs.d/registry.k8s.io/hosts.toml"])

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use tokio::io::AsyncWriteExt;
 
-use super::{Scratch, containerd, index_archives, prepare, required_images, sources};
+use super::{Scratch, index_archives, prepare, sources, start_containerd_and_list};
 use crate::docker::Docker;
 use crate::progress::Reporter;
 
@@ -27,12 +27,7 @@ pub async fn save(
     let scratch = Scratch::new(None)?;
     let archives = index_archives(&cfg.images)?;
     let (artifacts, built, id) = prepare(cfg, scratch.path(), docker, reporter).await?;
-    let step = reporter.step("starting containerd in the build container");
-    containerd::start(docker, &id).await?;
-    step.finish("ready");
-    let required = required_images(docker, &id, &artifacts, &built, &cfg.images.extra)
-        .await
-        .context("listing the required images")?;
+    let required = start_containerd_and_list(cfg, docker, &id, &artifacts, &built, reporter).await?;
     let platform = format!("linux/{}", cfg.arch);
     // Built images are made from the artifacts on the other side too: leave them out.
     let plan = sources::plan(docker, &[], &required, &archives, &cfg.images, &platform).await?;

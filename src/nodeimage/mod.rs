@@ -61,13 +61,7 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
     let archives = index_archives(&cfg.images)?;
     let (artifacts, built, id) = prepare(cfg, scratch.path(), docker, reporter).await?;
     add_kind_files(docker, &id, &artifacts).await.context("writing /kind/version and /kind/manifests")?;
-    let step = reporter.step("starting containerd in the build container");
-    containerd::start(docker, &id).await?;
-    step.finish("ready");
-
-    let required = required_images(docker, &id, &artifacts, &built, &cfg.images.extra)
-        .await
-        .context("listing the required images")?;
+    let required = start_containerd_and_list(cfg, docker, &id, &artifacts, &built, reporter).await?;
     let platform = format!("linux/{}", cfg.arch);
     let plan = sources::plan(docker, &built, &required, &archives, &cfg.images, &platform).await?;
     sources::check_offline(&plan)?;
@@ -137,6 +131,24 @@ pub async fn plan(
         .context("listing the required images")?;
     let platform = format!("linux/{}", cfg.arch);
     sources::plan(docker, &built, &required, &archives, &cfg.images, &platform).await
+}
+
+/// Starts containerd in the build container (for the imports) and lists every image the
+/// node needs besides the built ones.
+async fn start_containerd_and_list(
+    cfg: &NodeImageConfig,
+    docker: &Docker,
+    id: &str,
+    artifacts: &Artifacts,
+    built: &[images::BuiltImage],
+    reporter: &Reporter,
+) -> Result<Vec<String>> {
+    let step = reporter.step("starting containerd in the build container");
+    containerd::start(docker, id).await?;
+    step.finish("ready");
+    required_images(docker, id, artifacts, built, &cfg.images.extra)
+        .await
+        .context("listing the required images")
 }
 
 /// Reads the archives' indexes before any container exists: a bad archive fails first.
