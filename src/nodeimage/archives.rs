@@ -24,6 +24,9 @@ pub struct Archive {
 pub fn collect(files: &[PathBuf], dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut all = Vec::new();
     for file in files {
+        if file.is_dir() {
+            bail!("--image-archive {} is a directory (--images-dir reads its *.tar files)", file.display());
+        }
         if !file.is_file() {
             bail!("--image-archive {}: no such file", file.display());
         }
@@ -161,5 +164,7 @@ mod tests {
         assert_eq!(collect(&[], &[dir.path().to_owned()]).unwrap(), vec![tar]);
         let err = collect(&[dir.path().join("nosuch.tar")], &[]).unwrap_err().to_string();
         assert!(err.contains("nosuch.tar"), "{err}");
+        let err = collect(&[dir.path().to_owned()], &[]).unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 //! container's containerd exactly as a build does, then `ctr export` streams them (an OCI
 //! layout with a Docker manifest.json, canonical names) to the file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use tokio::io::AsyncWriteExt;
@@ -45,32 +45,26 @@ pub async fn save(
     Ok(Saved { images: required, size, summary })
 }
 
-/// Streams `ctr export` into `<output>.part`, renamed into place only when complete.
+/// Streams `ctr export` into a temp file beside `output`, renamed into place only when
+/// complete; the temp file goes away on error and on Ctrl-C (the future is dropped).
 async fn export(docker: &Docker, id: &str, images: &[String], platform: &str, output: &Path) -> Result<u64> {
-    let part = PathBuf::from(format!("{}.part", output.display()));
-    let result = async {
-        let mut file = tokio::fs::File::create(&part).await?;
-        let cmd: Vec<&str> = ["ctr", "-n", "k8s.io", "images", "export", "--platform", platform, "-"]
-            .into_iter()
-            .chain(images.iter().map(String::as_str))
-            .collect();
-        let out = docker.exec_stdout_to(id, &cmd, &mut file).await?;
-        if !out.success() {
-            bail!("`ctr images export` failed: {}", out.last_line());
-        }
-        file.flush().await?;
-        file.sync_all().await?;
-        Ok(file.metadata().await?.len())
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let part = tempfile::Builder::new().prefix(".nodeimg-save-").suffix(".part").tempfile_in(dir)?;
+    let mut file = tokio::fs::File::from_std(part.reopen()?);
+    let cmd: Vec<&str> = ["ctr", "-n", "k8s.io", "images", "export", "--platform", platform, "-"]
+        .into_iter()
+        .chain(images.iter().map(String::as_str))
+        .collect();
+    let out = docker.exec_stdout_to(id, &cmd, &mut file).await?;
+    if !out.success() {
+        bail!("`ctr images export` failed: {}", out.last_line());
     }
-    .await;
-    match result {
-        Ok(size) => {
-            std::fs::rename(&part, output)?;
-            Ok(size)
-        }
-        Err(e) => {
-            std::fs::remove_file(&part).ok();
-            Err(e)
-        }
-    }
+    file.flush().await?;
+    file.sync_all().await?;
+    let size = file.metadata().await?.len();
+    part.persist(output)?;
+    Ok(size)
 }

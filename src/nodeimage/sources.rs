@@ -230,8 +230,8 @@ async fn import_archive(
 ) -> Result<()> {
     let path = archive.path.clone();
     // Docker-save archives name their images; digest names only help OCI layouts.
-    let cmd: &[&str] = if archive.oci { &images::IMPORT } else { &images::IMPORT[..7] };
-    images::ctr_import(docker, id, cmd, &path.display().to_string(), || {
+    let cmd: Vec<&str> = images::IMPORT.into_iter().filter(|a| archive.oci || *a != "--digests").collect();
+    images::ctr_import(docker, id, &cmd, &path.display().to_string(), || {
         let path = path.clone();
         async move { tokio::fs::File::open(&path).await.with_context(|| format!("opening {}", path.display())) }
     })
