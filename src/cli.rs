@@ -79,11 +79,11 @@ Examples:
 
 #[derive(Debug, Args)]
 pub struct SaveArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
     /// The archive to write (docker-save and OCI layout at once).
     #[arg(short, long, value_name = "FILE")]
     pub output: std::path::PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,8 +120,6 @@ Examples:
 
 #[derive(Debug, Args)]
 pub struct NodeImageArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
     /// Name of the node image.
     #[arg(short, long, default_value = "kindest/node:latest", value_name = "NAME[:TAG]")]
     pub image: String,
@@ -135,6 +133,9 @@ pub struct NodeImageArgs {
     /// /etc/containerd/certs.d/SRC/hosts.toml and containerd's config_path (repeatable).
     #[arg(long = "node-registry-mirror", value_name = "SRC=URL", help_heading = "Image sources")]
     pub node_registry_mirrors: Vec<String>,
+    // Last: its image-source flags open a help section of their own.
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 /// Where the images a node image holds come from. Order for every image: built tars →

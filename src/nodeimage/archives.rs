@@ -1,6 +1,6 @@
 //! Image archives given with `--image-archive` / `--images-dir`: docker-save tars and OCI
-//! layouts. Indexed by streaming through each tar once and reading only its `manifest.json`
-//! or `index.json`; image data is never held in memory.
+//! layouts. Indexed by walking each tar's headers once (seeking over the blobs) and reading
+//! only its `manifest.json` or `index.json`; image data is never read or held in memory.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -60,7 +60,8 @@ pub fn index(path: &Path) -> Result<Archive> {
     let file = std::fs::File::open(path)?;
     let mut tar = tar::Archive::new(std::io::BufReader::new(file));
     let mut oci_index = None;
-    for entry in tar.entries()? {
+    // Seeking past the layer blobs: indexing a multi-GB archive reads only its headers.
+    for entry in tar.entries_with_seek()? {
         let mut entry = entry.context("not a readable tar archive")?;
         let name = entry.path()?.into_owned();
         let name = name.strip_prefix("./").unwrap_or(&name).to_owned();

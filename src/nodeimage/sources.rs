@@ -254,7 +254,7 @@ async fn import_archive(
     }
     let unneeded: Vec<&String> = drop.iter().filter(|n| !n.starts_with("import-")).collect();
     if !unneeded.is_empty() {
-        reporter.detail(format!(
+        reporter.info(format!(
             "removed {} unneeded image(s) of {} from the node: {}",
             unneeded.len(),
             archive.path.display(),
