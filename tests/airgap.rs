@@ -226,10 +226,17 @@ fn mirrors_then_a_saved_bundle_build_offline() {
         docker.remove_image(&run.target).await.unwrap();
 
         // images save: the bundle for the other side.
-        let bundle = run.tmp.path().join("bundle.tar");
+        let out_dir = run.tmp.path().join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let bundle = out_dir.join("bundle.tar");
         let out = run
             .nodeimg(&[&["images", "save", VERSION, "-o", bundle.to_str().unwrap()][..], &common].concat());
         assert_success(&out, "images save");
+        let written: Vec<_> = std::fs::read_dir(&out_dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(written, vec!["bundle.tar"], "no temp file left beside the bundle");
+        for mirror_ref in [format!("{reg}/{k8s_path}"), format!("{reg}/{hub_path}")] {
+            assert!(!docker.image_exists(&mirror_ref).await.unwrap(), "{mirror_ref} left by images save");
+        }
         let archive = nodeimg::nodeimage::archives::index(&bundle).unwrap();
         let mut names: Vec<String> = archive.images.keys().cloned().collect();
         let mut expected = needed(&run, true);
@@ -389,6 +396,10 @@ fn bad_mirror_flags_and_missing_images_fail_cleanly() {
         let out = run.build(&[tarball, "--offline", "--extra-image", &extra]);
         run.assert_failed(&docker, &out, &["--offline", "2 image(s)", &run.k8s_image(), &extra], &before)
             .await;
+        let out = run.nodeimg(&["images", "list", tarball, "--offline", "--extra-image", &extra]);
+        assert_success(&out, "images list --offline");
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(listed.contains(&format!("{extra}\tmissing (--offline)\n")), "{listed}");
 
         let out = run.build(&[tarball, "--image-archive", tarball]);
         run.assert_failed(&docker, &out, &["reading image archive", tarball, "gzip-compressed"], &before)
