@@ -177,7 +177,12 @@ async fn obtain(
     reporter: &Reporter,
 ) -> Result<()> {
     match &planned.origin {
-        Origin::Host | Origin::Upstream { .. } => {
+        // Never a pull: the plan saw the image in the host's Docker (and --offline trusts it).
+        Origin::Host => {
+            images::save_into_node(docker, id, &planned.image).await?;
+            pin(docker, id, &planned.image).await
+        }
+        Origin::Upstream { .. } => {
             images::import_from_host(docker, id, &planned.image, platform, reporter).await
         }
         Origin::Mirror { reference, dest } => {
