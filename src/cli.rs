@@ -53,6 +53,86 @@ Examples:
     /// Inspect the images a node image will hold.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Boot a node image like kind does, bring up a one-node control plane with kubeadm, run
+    /// a pod, and remove everything again. Exit code 0 only if every stage passed.
+    #[command(after_help = "\
+Stages, each timed: boot (systemd and containerd up), kubeadm init, API ready (/readyz),
+node Ready (after installing a CNI), pod Running (a pod of the node's pause image).
+When the daemon refuses --privileged (\"unable to apply caps\"), the node runs with every
+capability but CAP_SYS_RESOURCE and the host's cgroup namespace, and says so.
+
+Examples:
+  nodeimg verify kindest/node:v1.30.0
+  nodeimg verify kindest/node:v1.30.0 --cni bridge --timeout 10m --output json")]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The node image to check.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    #[command(flatten)]
+    pub options: VerifyOptions,
+    /// Print the result as text or as JSON (stages, timings, verdict) on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// How a node image is checked; shared by `verify` and `build node-image --verify`.
+#[derive(Debug, Args)]
+pub struct VerifyOptions {
+    /// Limit of every wait: boot, control plane, API, node Ready, pod (e.g. 90s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Pod network: the image's default CNI when all its images are in the node (auto),
+    /// that one (default), or a bridge conflist written for the check (bridge).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub cni: crate::verify::Cni,
+}
+
+impl VerifyOptions {
+    pub fn into_config(self, image: String) -> crate::verify::VerifyConfig {
+        crate::verify::VerifyConfig { image, timeout: self.timeout, cni: self.cni }
+    }
+}
+
+impl VerifyArgs {
+    pub fn into_config(self) -> Result<crate::verify::VerifyConfig, ConfigError> {
+        validate_image_or_id(&self.image)?;
+        Ok(self.options.into_config(self.image))
+    }
+}
+
+/// `90`, `90s`, `5m`, `1h`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 5m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?} is not a duration (e.g. 90s, 5m)")),
+    };
+    if secs == 0 {
+        return Err("the timeout must be more than 0".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// An image reference, or an image ID (`sha256:...` or its hex).
+fn validate_image_or_id(image: &str) -> Result<(), ConfigError> {
+    let hex = image.strip_prefix("sha256:").unwrap_or(image);
+    if hex.len() >= 12 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    validate_image(image)
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +213,12 @@ pub struct NodeImageArgs {
     /// /etc/containerd/certs.d/SRC/hosts.toml and containerd's config_path (repeatable).
     #[arg(long = "node-registry-mirror", value_name = "SRC=URL", help_heading = "Image sources")]
     pub node_registry_mirrors: Vec<String>,
+    /// Verify the image (see `nodeimg verify`) before tagging it; a failed check leaves the
+    /// tag where it was.
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub verify_options: VerifyOptions,
     // Last: its image-source flags open a help section of their own.
     #[command(flatten)]
     pub source: SourceArgs,
@@ -303,6 +389,7 @@ impl NodeImageArgs {
         for given in &self.node_registry_mirrors {
             cfg.node_mirrors.push(crate::nodeimage::mirror::NodeMirror::parse(given)?);
         }
+        cfg.check = self.verify.then(|| self.verify_options.into_config(String::new()));
         Ok(cfg)
     }
 }
@@ -351,6 +438,7 @@ impl SourceArgs {
             verify: !self.no_verify,
             build_dir: None,
             keep_container: false,
+            check: None,
             tree,
             images,
             node_mirrors,

@@ -13,6 +13,7 @@ pub mod node;
 pub mod nodeimage;
 pub mod process;
 pub mod progress;
+pub mod verify;
 
 use anyhow::{Context, Result};
 
@@ -75,6 +76,25 @@ pub async fn run(cli: Cli) -> Result<()> {
                 saved.size as f64 / 1e6
             ));
             println!("{}", args.output.display());
+        }
+        Command::Verify(args) => {
+            let output = args.output;
+            let cfg = args.into_config()?;
+            let docker = connect().await?;
+            let (mut report, result) = match guard::guarded(&docker, &reporter, async {
+                Ok(verify::verify(&cfg, &docker, &reporter).await)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(interrupted) => return Err(interrupted),
+            };
+            report.finish(result.as_ref().err().map(one_line));
+            match output {
+                cli::Output::Json => println!("{}", report.to_json()),
+                cli::Output::Text => print!("{}", report.to_text()),
+            }
+            result.with_context(|| format!("verifying {}", cfg.image))?;
         }
         Command::Clean(args) => {
             let cfg = clean::CleanConfig { all: args.all, dry_run: args.dry_run };

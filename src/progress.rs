@@ -148,6 +148,14 @@ impl Step {
         self.close(&line, Verbosity::Normal);
     }
 
+    /// Marks the step failed with a short outcome (the error itself is reported once, at
+    /// the end).
+    pub fn fail(mut self, outcome: impl Display) {
+        self.done = true;
+        let line = format!("✗ {}: {outcome} ({})", self.title, format_duration(self.elapsed()));
+        self.close(&line, Verbosity::Normal);
+    }
+
     fn close(&mut self, line: &str, level: Verbosity) {
         match self.bar.take() {
             Some(bar) => {

@@ -439,3 +439,42 @@ fn kubernetes_before_1_24_gets_cgroupfs_in_containerd() {
         assert!(!config.contains("SystemdCgroup = true"), "{config}");
     });
 }
+
+#[test]
+fn build_with_a_failing_verify_keeps_the_previous_tag() {
+    let run = Run::new("verifyfail");
+    let _cleanup = Cleanup(run.run_id.clone());
+    let release = fixtures::server_tarball(&Options::default());
+    support::runtime().block_on(async {
+        let docker = host_ready(&run.run_id).await;
+        let base = support::base_image();
+        let before = docker.inspect_image(&base).await.unwrap().unwrap().id;
+        docker.tag_image(&before, &run.target).await.unwrap();
+        // The release's kubeadm is a stand-in that cannot `init`: the node boots, then the
+        // check fails at its second stage.
+        let out = run.build(&[release.tarball.to_str().unwrap(), "--verify", "--timeout", "60s"], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let last = stderr.lines().last().unwrap();
+        assert!(last.starts_with("error: ") && last.contains("verifying the node image"), "{stderr}");
+        assert!(last.contains("kubeadm init") && last.contains("unsupported: init"), "{last}");
+        assert!(stderr.lines().any(|l| l.contains("boot") && l.ends_with("ok")), "boot passed:\n{stderr}");
+        assert!(stderr.lines().any(|l| l.contains("kubeadm init") && l.ends_with("FAILED")), "{stderr}");
+
+        let after = docker.inspect_image(&run.target).await.unwrap().map(|i| i.id);
+        docker.remove_image(&run.target).await.unwrap();
+        assert_eq!(after, Some(before), "the previous image keeps the tag");
+        // Neither the rejected image nor its temporary tag is left: no image of this run.
+        let images = std::process::Command::new("docker")
+            .args([
+                "images",
+                "-q",
+                "--filter",
+                &format!("label={}={}", nodeimg::docker::LABEL_BUILD, run.run_id),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&images.stdout).trim(), "", "images of the run left behind");
+        run.assert_clean(&docker).await;
+    });
+}

@@ -13,7 +13,7 @@ for cmd in bash systemctl containerd ctr runc iptables ip6tables ip conntrack so
            mount nsenter ps update-alternatives; do
   command -v "$cmd" >/dev/null 2>&1 || missing="$missing $cmd"
 done
-for file in /sbin/init /usr/local/bin/entrypoint /opt/cni/bin/bridge /opt/cni/bin/host-local \
+for file in /sbin/init /usr/local/bin/entrypoint /usr/local/bin/kubelet-cgroup-root /opt/cni/bin/bridge /opt/cni/bin/host-local \
             /opt/cni/bin/loopback /opt/cni/bin/portmap /etc/containerd/config.toml \
             /etc/systemd/system/kubelet.service /etc/systemd/system/kubelet.service.d/10-kubeadm.conf; do
   [ -e "$file" ] || missing="$missing $file"

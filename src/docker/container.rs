@@ -105,6 +105,14 @@ pub struct ContainerSummary {
     pub keep: bool,
 }
 
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerNetwork {
+    /// The container's IPv4 address on its (first) network; none with host networking.
+    pub ip: Option<String>,
+    /// Whether it shares the host's cgroup namespace (then its cgroups are the host's).
+    pub host_cgroupns: bool,
+}
+
 impl Docker {
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
         let options = CreateContainerOptions { name: spec.name.clone(), ..Default::default() };
@@ -145,6 +153,27 @@ impl Docker {
             .await
             .map_err(api(format!("inspecting container {}", short(id))))?;
         Ok(info.state.and_then(|s| s.running).unwrap_or(false))
+    }
+
+    /// Where a running container is reachable and which cgroup namespace it got.
+    pub async fn container_network(&self, id: &str) -> Result<ContainerNetwork> {
+        let info = self
+            .client
+            .inspect_container(id, None)
+            .await
+            .map_err(api(format!("inspecting container {}", short(id))))?;
+        let settings = info.network_settings.unwrap_or_default();
+        let ip = settings
+            .networks
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|n| n.ip_address)
+            .find(|ip| !ip.is_empty());
+        let host_cgroupns = info
+            .host_config
+            .and_then(|h| h.cgroupns_mode)
+            .is_some_and(|m| m == HostConfigCgroupnsModeEnum::HOST);
+        Ok(ContainerNetwork { ip, host_cgroupns })
     }
 
     /// Containers created by nodeimg (any run, or the given one), running or not.

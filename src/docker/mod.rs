@@ -6,7 +6,7 @@ mod exec;
 mod image;
 mod labels;
 
-pub use container::{CgroupNs, ContainerSpec, ContainerSummary, short as short_id};
+pub use container::{CgroupNs, ContainerNetwork, ContainerSpec, ContainerSummary, short as short_id};
 pub use exec::ExecOutput;
 pub use image::{ImageInfo, quote, split_reference, split_reference_opt};
 pub use labels::{

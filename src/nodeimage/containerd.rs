@@ -56,6 +56,22 @@ pub fn sandbox_image(config: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("the containerd config sets no plugins.\"{CRI}\".sandbox_image"))
 }
 
+/// Whether runc runs with the systemd cgroup driver (`SystemdCgroup`, default false); the
+/// kubelet must use the same driver.
+pub fn systemd_cgroup(config: &str) -> Result<bool> {
+    let doc: DocumentMut = config.parse().context("parsing the containerd config")?;
+    Ok(doc
+        .get("plugins")
+        .and_then(|p| p.get(CRI))
+        .and_then(|c| c.get("containerd"))
+        .and_then(|c| c.get("runtimes"))
+        .and_then(|r| r.get("runc"))
+        .and_then(|r| r.get("options"))
+        .and_then(|o| o.get("SystemdCgroup"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false))
+}
+
 /// Sets `SystemdCgroup` of the runc runtime, creating the tables if needed.
 pub fn set_systemd_cgroup(config: &str, value: bool) -> Result<String> {
     let mut doc: DocumentMut = config.parse().context("parsing the containerd config")?;
@@ -129,6 +145,8 @@ mod tests {
     #[test]
     fn sets_systemd_cgroup_structurally_keeping_the_rest() {
         let on = set_systemd_cgroup(BASE, true).unwrap();
+        assert!(!systemd_cgroup(BASE).unwrap());
+        assert!(systemd_cgroup(&on).unwrap());
         let doc: DocumentMut = on.parse().unwrap();
         let runc = &doc["plugins"][CRI]["containerd"]["runtimes"]["runc"];
         assert_eq!(runc["options"]["SystemdCgroup"].as_bool(), Some(true));

@@ -2,7 +2,7 @@
 
 pub mod archives;
 pub mod bundle;
-mod containerd;
+pub mod containerd;
 pub mod images;
 pub mod manifests;
 pub mod mirror;
@@ -42,6 +42,8 @@ pub struct NodeImageConfig {
     pub images: ImageSources,
     /// Registry mirrors written into the node for its runtime pulls.
     pub node_mirrors: Vec<mirror::NodeMirror>,
+    /// `--verify`: check the image before it gets the target tag.
+    pub check: Option<crate::verify::VerifyConfig>,
 }
 
 #[derive(Debug)]
@@ -78,8 +80,19 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
     containerd::stop(docker, &id).await?;
     let step = reporter.step("committing the node image");
     let image_id = docker.commit(&id, &commit_changes(cfg, &artifacts, docker.labels())).await?;
-    docker.tag_image(&image_id, &cfg.image).await?;
     step.finish(crate::docker::short_id(&image_id));
+    if let Some(check) = &cfg.check {
+        if !cfg.keep_container {
+            // Its job is done; the check's node needs the memory more.
+            docker.remove_container(&id).await.context("removing the build container")?;
+        }
+        if let Err(err) = verify_then_tag(check, &image_id, &cfg.image, docker, reporter).await {
+            docker.remove_unused_image(&image_id).await.ok();
+            return Err(err);
+        }
+    } else {
+        docker.tag_image(&image_id, &cfg.image).await?;
+    }
 
     let size = docker.inspect_image(&image_id).await?.map(|i| i.size).unwrap_or_default();
     Ok(NodeImage {
@@ -90,6 +103,31 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
         images: plan.iter().map(|p| p.image.clone()).collect(),
         plan,
     })
+}
+
+/// `--verify`: the committed image is checked under a temporary tag (kind and the
+/// kubelet want names, not IDs); only a passing image gets the target tag.
+async fn verify_then_tag(
+    check: &crate::verify::VerifyConfig,
+    image_id: &str,
+    target: &str,
+    docker: &Docker,
+    reporter: &Reporter,
+) -> Result<()> {
+    let temp = format!("nodeimg-verify:{}-{}", crate::docker::short_id(image_id), std::process::id());
+    docker.tag_image(image_id, &temp).await?;
+    let check = crate::verify::VerifyConfig { image: temp.clone(), ..check.clone() };
+    let (mut report, result) = crate::verify::verify(&check, docker, reporter).await;
+    report.finish(result.as_ref().err().map(crate::one_line));
+    for line in report.to_text().lines() {
+        reporter.info(line);
+    }
+    if result.is_ok() {
+        docker.tag_image(image_id, target).await?;
+    }
+    // With the target tag in place this only untags; otherwise it removes the image.
+    docker.remove_image(&temp).await?;
+    result.context("verifying the node image")
 }
 
 /// The first steps, shared with `images list`: artifacts, their built images, and a
@@ -348,6 +386,7 @@ mod tests {
             verify: true,
             build_dir: None,
             keep_container: false,
+            check: None,
             tree: kube::TreeOptions {
                 kube_root: None,
                 kube_repo: String::new(),

@@ -7,8 +7,17 @@
 set -euo pipefail
 dir=${1:?usage: prepare.sh DIR}
 tree=$dir/tree
-if [[ -f $dir/.prepared ]]; then echo "$tree"; exit 0; fi
 export DEBIAN_FRONTEND=noninteractive
+mkdir -p "$dir"
+# etcd for the control plane: Debian's etcd-server (3.4.23; kubeadm 1.20 asks for 3.4.13).
+if [[ ! -x $dir/etcd/usr/bin/etcd ]]; then
+  (cd "$dir" && rm -f etcd-server_*.deb && apt-get download -qq etcd-server 2>/dev/null && dpkg -x etcd-server_*.deb etcd)
+fi
+if [[ -f $dir/.prepared ]]; then
+  # pause from the tree itself, as upstream builds it (static, no libc needed).
+  [[ -x $dir/pause/pause ]] || { mkdir -p "$dir/pause" && gcc -static -O2 -o "$dir/pause/pause" "$tree/build/pause/linux/pause.c"; }
+  echo "$tree"; exit 0
+fi
 if ! ls /etc/apt/sources.list.d/*.sources 2>/dev/null | xargs grep -qs '^Types: deb-src'; then
   sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > /etc/apt/sources.list.d/nodeimg-deb-src.sources
 fi
@@ -29,6 +38,7 @@ git init -q
 git -c user.name=nodeimg -c user.email=nodeimg@localhost add -A
 git -c user.name=nodeimg -c user.email=nodeimg@localhost commit -qm "Kubernetes v1.20.2 (Debian orig tarball, reflect2 1.0.2)"
 git tag v1.20.2
+mkdir -p "$dir/pause" && gcc -static -O2 -o "$dir/pause/pause" "$tree/build/pause/linux/pause.c"
 # The marker lives outside the tree: an untracked file would make the version "-dirty".
 touch "$dir/.prepared"
 echo "$tree"
