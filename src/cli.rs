@@ -181,7 +181,27 @@ pub enum ImagesCommand {
 Examples:
   nodeimg images list v1.30.0
   nodeimg images list ./kubernetes-server-linux-amd64.tar.gz -b nodeimg/base:abc | cut -f1")]
-    List(SourceArgs),
+    List(Box<SourceArgs>),
+    /// Write every image a node image needs (except those built from the Kubernetes
+    /// artifacts) to one archive, for `--image-archive` on the air-gapped side. Images are
+    /// obtained like a build does (archives, host cache, mirrors, pulls).
+    #[command(after_help = "\
+Examples:
+  # On a connected machine: everything v1.30.0 needs, plus an extra image
+  nodeimg images save v1.30.0 --extra-image docker.io/library/busybox:1.36 -o bundle.tar
+
+  # On the air-gapped machine
+  nodeimg build node-image v1.30.0 --offline --image-archive bundle.tar -i kindest/node:v1.30.0")]
+    Save(Box<BundleArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// The archive to write (docker-save and OCI layout at once).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,7 +211,7 @@ pub enum BuildCommand {
     BaseImage(BaseImageArgs),
     /// Build a kind node image from Kubernetes release artifacts.
     #[command(after_help = NODE_EXAMPLES)]
-    NodeImage(NodeImageArgs),
+    NodeImage(Box<NodeImageArgs>),
 }
 
 const NODE_EXAMPLES: &str = "\
@@ -209,12 +229,18 @@ Examples:
   nodeimg build node-image v1.30.0 -d ./build --keep-container
 
   # Also write it to a tarball for machines without a registry (`nodeimg load -i` there)
-  nodeimg build node-image v1.30.0 -i kindest/node:v1.30.0 --save node.tar.zst";
+  nodeimg build node-image v1.30.0 -i kindest/node:v1.30.0 --save node.tar.zst
+
+  # Air-gapped: Kubernetes from an internal file server, images from an internal registry,
+  # and clusters made from the image pull through that registry too
+  nodeimg build node-image v1.30.0 --release-url http://files.internal/k8s \\
+    --registry-mirror registry.k8s.io=registry.internal:5000/k8s \\
+    --registry-mirror docker.io=registry.internal:5000/hub \\
+    --node-registry-mirror registry.k8s.io=https://registry.internal:5000/k8s \\
+    --extra-image docker.io/library/busybox:1.36 --offline -i kindest/node:v1.30.0";
 
 #[derive(Debug, Args)]
 pub struct NodeImageArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
     /// Name of the node image.
     #[arg(short, long, default_value = "kindest/node:latest", value_name = "NAME[:TAG]")]
     pub image: String,
@@ -224,6 +250,10 @@ pub struct NodeImageArgs {
     /// Leave the build container in place for debugging (`nodeimg clean` removes it).
     #[arg(long)]
     pub keep_container: bool,
+    /// Make clusters from this image pull images of registry SRC through URL: writes
+    /// /etc/containerd/certs.d/SRC/hosts.toml and containerd's config_path (repeatable).
+    #[arg(long = "node-registry-mirror", value_name = "SRC=URL", help_heading = "Image sources")]
+    pub node_registry_mirrors: Vec<String>,
     /// Verify the image (see `nodeimg verify`) before tagging it; a failed check leaves the
     /// tag where it was.
     #[arg(long)]
@@ -233,6 +263,44 @@ pub struct NodeImageArgs {
     /// Also save the image to FILE (.tar, .tar.gz or .tar.zst), as `nodeimg save` does.
     #[arg(long, value_name = "FILE")]
     pub save: Option<std::path::PathBuf>,
+    // Last: its image-source flags open a help section of their own.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// Where the images a node image holds come from. Order for every image: built tars →
+/// archives → the host's Docker cache → mirror → upstream.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Image sources")]
+pub struct ImageSourceArgs {
+    /// Fetch images of SRC (`registry.k8s.io`, `docker.io`, a host[/path]) from DEST
+    /// (host[:port][/prefix], optionally http:// or https://); the node keeps the SRC names.
+    /// The longest matching SRC wins (repeatable). An http:// DEST other than loopback must
+    /// be in the Docker daemon's `insecure-registries`.
+    #[arg(long = "registry-mirror", value_name = "SRC=DEST")]
+    pub registry_mirrors: Vec<String>,
+    /// A docker-save or OCI-layout tar supplying images; an image found there is never pulled
+    /// (repeatable).
+    #[arg(long = "image-archive", value_name = "FILE")]
+    pub image_archives: Vec<std::path::PathBuf>,
+    /// A directory whose *.tar files are image archives (repeatable).
+    #[arg(long = "images-dir", value_name = "DIR")]
+    pub images_dirs: Vec<std::path::PathBuf>,
+    /// Preload another image into the node, pinned (repeatable).
+    #[arg(long = "extra-image", value_name = "REF")]
+    pub extra_images: Vec<String>,
+    /// A file listing extra images, one per line (`#` comments).
+    #[arg(long = "extra-images-file", value_name = "FILE")]
+    pub extra_images_files: Vec<std::path::PathBuf>,
+    /// Never pull from upstream registries (configured mirrors are still used); fail naming
+    /// every image that is not in an archive, the host's Docker or a mirror.
+    #[arg(long)]
+    pub offline: bool,
+    /// A TOML file with any of: registry_mirrors, node_registry_mirrors, image_archives,
+    /// images_dirs, extra_images, extra_images_files (arrays of strings), offline (bool).
+    /// Flags add to it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Where Kubernetes and the base image come from: shared by `build node-image` and
@@ -275,6 +343,8 @@ pub struct SourceArgs {
     /// Do not check downloads against their published checksums.
     #[arg(long)]
     pub no_verify: bool,
+    #[command(flatten)]
+    pub images: ImageSourceArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -347,6 +417,12 @@ pub enum ConfigError {
     Arch(String),
     #[error("cannot save to {0:?}: the name must end in .tar, .tar.gz or .tar.zst")]
     ArchiveName(String),
+    #[error(transparent)]
+    RegistryMirror(#[from] crate::nodeimage::mirror::MirrorError),
+    #[error("{0}")]
+    File(String),
+    #[error("invalid {flag} {given:?}: expected [registry/]name[:tag] in lowercase")]
+    ExtraImage { flag: String, given: String },
 }
 
 impl NodeImageArgs {
@@ -356,6 +432,9 @@ impl NodeImageArgs {
         cfg.image = self.image;
         cfg.build_dir = self.build_dir;
         cfg.keep_container = self.keep_container;
+        for given in &self.node_registry_mirrors {
+            cfg.node_mirrors.push(crate::nodeimage::mirror::NodeMirror::parse(given)?);
+        }
         cfg.check = self.verify.then(|| self.verify_options.into_config(String::new()));
         Ok(cfg)
     }
@@ -401,6 +480,7 @@ impl SourceArgs {
             }
             _ => None,
         };
+        let (images, node_mirrors) = self.images.into_sources()?;
         let tree = crate::kube::TreeOptions {
             kube_root: self.kube_root,
             kube_repo: self.kube_repo,
@@ -419,7 +499,51 @@ impl SourceArgs {
             keep_container: false,
             check: None,
             tree,
+            images,
+            node_mirrors,
         })
+    }
+}
+
+impl ImageSourceArgs {
+    /// The config file first, then the flags on top; every entry validated.
+    fn into_sources(
+        self,
+    ) -> Result<(crate::nodeimage::ImageSources, Vec<crate::nodeimage::mirror::NodeMirror>), ConfigError>
+    {
+        use crate::nodeimage::mirror::{Mirror, NodeMirror};
+        let file = match &self.config {
+            Some(path) => crate::configfile::read(path).map_err(ConfigError::File)?,
+            None => crate::configfile::FileConfig::default(),
+        };
+        let mirrors = file.registry_mirrors.iter().chain(&self.registry_mirrors);
+        let mirrors = mirrors.map(|m| Mirror::parse(m)).collect::<Result<Vec<_>, _>>()?;
+        let node_mirrors =
+            file.node_registry_mirrors.iter().map(|m| NodeMirror::parse(m)).collect::<Result<Vec<_>, _>>()?;
+        let mut extra: Vec<(String, String)> = Vec::new();
+        for file in file.extra_images_files.iter().chain(&self.extra_images_files) {
+            let flag = format!("--extra-images-file {}", file.display());
+            let listed = crate::configfile::read_images_file(file).map_err(ConfigError::File)?;
+            extra.extend(listed.into_iter().map(|i| (flag.clone(), i)));
+        }
+        let flags = file.extra_images.into_iter().chain(self.extra_images);
+        extra.extend(flags.map(|i| ("--extra-image".to_owned(), i)));
+        let mut canonical = Vec::new();
+        for (flag, given) in extra {
+            validate_image(&given).map_err(|_| ConfigError::ExtraImage { flag, given: given.clone() })?;
+            let name = crate::nodeimage::images::normalize(&given);
+            if !canonical.contains(&name) {
+                canonical.push(name);
+            }
+        }
+        let sources = crate::nodeimage::ImageSources {
+            mirrors,
+            archive_files: file.image_archives.into_iter().chain(self.image_archives).collect(),
+            archive_dirs: file.images_dirs.into_iter().chain(self.images_dirs).collect(),
+            extra: canonical,
+            offline: file.offline || self.offline,
+        };
+        Ok((sources, node_mirrors))
     }
 }
 
@@ -560,6 +684,57 @@ mod tests {
         for bad in ["", "Base", "base:", "/base", "base/", "base:-x", "a//b"] {
             assert!(validate_image(bad).is_err(), "{bad}");
         }
+    }
+
+    fn node(args: &[&str]) -> Result<crate::nodeimage::NodeImageConfig, ConfigError> {
+        let cli =
+            Cli::try_parse_from([&["nodeimg", "build", "node-image", "v1.30.0"], args].concat()).unwrap();
+        let Command::Build(BuildCommand::NodeImage(args)) = cli.command else { unreachable!() };
+        (*args).into_config()
+    }
+
+    #[test]
+    fn image_source_flags_add_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("nodeimg.toml");
+        std::fs::write(
+            &config,
+            "registry_mirrors = [\"docker.io=m:5000/hub\"]\nextra_images = [\"busybox:1\"]\n",
+        )
+        .unwrap();
+        let list = dir.path().join("extra.txt");
+        std::fs::write(&list, "quay.io/x/y:2\n").unwrap();
+        let cfg = node(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--registry-mirror",
+            "registry.k8s.io=http://127.0.0.1:5000",
+            "--extra-image",
+            "docker.io/library/busybox:1",
+            "--extra-images-file",
+            list.to_str().unwrap(),
+            "--node-registry-mirror",
+            "docker.io=http://127.0.0.1:5000",
+            "--offline",
+        ])
+        .unwrap();
+        let srcs: Vec<_> = cfg.images.mirrors.iter().map(|m| m.src.as_str()).collect();
+        assert_eq!(srcs, ["docker.io", "registry.k8s.io"]);
+        assert_eq!(cfg.images.extra, ["quay.io/x/y:2", "docker.io/library/busybox:1"], "deduplicated");
+        assert!(cfg.images.offline);
+        assert_eq!(cfg.node_mirrors.len(), 1);
+    }
+
+    #[test]
+    fn bad_image_source_flags_fail_naming_the_input() {
+        let err = node(&["--registry-mirror", "registry.k8s.io"]).unwrap_err().to_string();
+        assert!(err.contains("--registry-mirror \"registry.k8s.io\"") && err.contains("SRC=DEST"), "{err}");
+        let err = node(&["--extra-image", "Bad:tag"]).unwrap_err().to_string();
+        assert!(err.contains("--extra-image \"Bad:tag\""), "{err}");
+        let err = node(&["--config", "/nonexistent/nodeimg.toml"]).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/nodeimg.toml"), "{err}");
+        let err = node(&["--node-registry-mirror", "docker.io=mirror:5000"]).unwrap_err().to_string();
+        assert!(err.contains("--node-registry-mirror") && err.contains("http://"), "{err}");
     }
 
     #[test]

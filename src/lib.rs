@@ -4,6 +4,7 @@ pub mod archive;
 pub mod baseimage;
 pub mod clean;
 pub mod cli;
+pub mod configfile;
 pub mod docker;
 pub mod guard;
 pub mod imagearchive;
@@ -35,7 +36,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Build(BuildCommand::NodeImage(args)) => {
             let save = args.save_target()?;
-            let cfg = args.into_config()?;
+            let cfg = (*args).into_config()?;
             if !cfg.verify {
                 reporter.warn("--no-verify: downloads are NOT checked against published checksums");
             }
@@ -50,8 +51,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 built.version,
                 built.images.len()
             ));
-            for image in &built.images {
-                reporter.detail(format!("  {image}"));
+            reporter.info(format!("images: {}", nodeimage::sources::summary(&built.plan)));
+            for p in &built.plan {
+                reporter.detail(format!("  {}  <- {}", p.image, p.origin));
             }
             if let Some(target) = save {
                 save_image(&docker, &reporter, &built.reference, &target).await?;
@@ -82,12 +84,26 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Images(ImagesCommand::List(args)) => {
-            let cfg = args.into_config()?;
+            let cfg = (*args).into_config()?;
             let docker = connect().await?;
             let plan = guard::guarded(&docker, &reporter, nodeimage::plan(&cfg, &docker, &reporter)).await?;
-            for (image, from) in plan {
-                println!("{image}\t{from}");
+            for p in plan {
+                println!("{}\t{}", p.image, p.origin);
             }
+        }
+        Command::Images(ImagesCommand::Save(args)) => {
+            let args = *args;
+            let cfg = args.source.into_config()?;
+            let docker = connect().await?;
+            let save = nodeimage::bundle::save(&cfg, &args.output, &docker, &reporter);
+            let saved = guard::guarded(&docker, &reporter, save).await?;
+            reporter.info(format!(
+                "{} images ({}), {:.0} MB",
+                saved.images.len(),
+                saved.summary,
+                saved.size as f64 / 1e6
+            ));
+            println!("{}", args.output.display());
         }
         Command::Verify(args) => {
             let output = args.output;

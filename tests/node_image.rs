@@ -69,13 +69,7 @@ async fn host_ready(run_id: &str) -> Docker {
 /// Starts containerd in a throwaway container of the node image and returns what a user
 /// would check: `ctr images ls` output and the files kind reads.
 async fn inspect_node(docker: &Docker, image: &str) -> (String, String) {
-    let id = docker.create_container(&ContainerSpec::idle(image)).await.unwrap();
-    docker.start_container(&id).await.unwrap();
-    docker.exec(&id, &["sh", "-c", "containerd >/dev/null 2>&1 &"]).await.unwrap();
-    wait_for("containerd in the node", Duration::from_secs(30), || async {
-        docker.exec(&id, &["ctr", "version"]).await.ok().filter(|o| o.success())
-    })
-    .await;
+    let id = support::with_containerd(docker, image).await;
     let images = docker.exec(&id, &["ctr", "-n", "k8s.io", "images", "ls"]).await.unwrap().stdout;
     let script = "/usr/bin/kubeadm version; /usr/bin/kubelet --version; /usr/bin/kubectl --version; \
                   echo VERSION=$(cat /kind/version); ls /kind/manifests; grep -h 'image:' /kind/manifests/*.yaml";

@@ -33,7 +33,18 @@ impl ExecOutput {
 impl Docker {
     /// Runs `cmd` in the container and captures its output and exit code.
     pub async fn exec(&self, id: &str, cmd: &[&str]) -> Result<ExecOutput> {
-        self.exec_inner(id, cmd, None::<tokio::io::Empty>).await
+        self.exec_inner(id, cmd, None::<tokio::io::Empty>, None).await
+    }
+
+    /// Runs `cmd` with its stdout written to `sink` as it comes (an archive `ctr export`
+    /// writes), not captured; stderr is captured.
+    pub async fn exec_stdout_to(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        sink: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+    ) -> Result<ExecOutput> {
+        self.exec_inner(id, cmd, None::<tokio::io::Empty>, Some(sink)).await
     }
 
     /// Runs `cmd` with `input` streamed to its stdin, then closed; for piping an image tar
@@ -42,10 +53,16 @@ impl Docker {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
-        self.exec_inner(id, cmd, Some(input)).await
+        self.exec_inner(id, cmd, Some(input), None).await
     }
 
-    async fn exec_inner<R>(&self, id: &str, cmd: &[&str], input: Option<R>) -> Result<ExecOutput>
+    async fn exec_inner<R>(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        input: Option<R>,
+        mut sink: Option<&mut (dyn tokio::io::AsyncWrite + Send + Unpin)>,
+    ) -> Result<ExecOutput>
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
@@ -79,9 +96,13 @@ impl Docker {
         while let Some(chunk) = output.next().await {
             match chunk.map_err(api(&action))? {
                 LogOutput::StdErr { message } => result.stderr.push_str(&String::from_utf8_lossy(&message)),
-                LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    result.stdout.push_str(&String::from_utf8_lossy(&message))
-                }
+                LogOutput::StdOut { message } | LogOutput::Console { message } => match sink.as_mut() {
+                    Some(sink) => sink
+                        .write_all(&message)
+                        .await
+                        .map_err(|e| Error::Io { action: action.clone(), message: e.to_string() })?,
+                    None => result.stdout.push_str(&String::from_utf8_lossy(&message)),
+                },
                 LogOutput::StdIn { .. } => {}
             }
         }

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use toml_edit::DocumentMut;
 
+use super::mirror::NodeMirror;
 use crate::docker::Docker;
 
 pub const CONFIG: &str = "/etc/containerd/config.toml";
+pub const CERTS_D: &str = "/etc/containerd/certs.d";
 const CRI: &str = "io.containerd.grpc.v1.cri";
 
 pub async fn start(docker: &Docker, id: &str) -> Result<()> {
@@ -81,6 +83,43 @@ pub fn set_systemd_cgroup(config: &str, value: bool) -> Result<String> {
     Ok(doc.to_string())
 }
 
+/// Points the CRI plugin at `certs.d` (`registry.config_path`). containerd refuses the
+/// older `registry.mirrors` table next to it, so a config that has one is refused here.
+pub fn set_config_path(config: &str) -> Result<String> {
+    let mut doc: DocumentMut = config.parse().context("parsing the containerd config")?;
+    let registry = doc["plugins"][CRI]["registry"]
+        .or_insert(toml_edit::table())
+        .as_table_like_mut()
+        .ok_or_else(|| anyhow!("plugins.\"{CRI}\".registry in the containerd config is not a table"))?;
+    if registry.contains_key("mirrors") {
+        bail!(
+            "the base image's containerd config sets registry.mirrors, which containerd refuses next to config_path"
+        );
+    }
+    registry.insert("config_path", toml_edit::value(CERTS_D));
+    Ok(doc.to_string())
+}
+
+/// Writes `certs.d/<SRC>/hosts.toml` for every mirror and sets `config_path`.
+pub async fn add_node_mirrors(docker: &Docker, id: &str, mirrors: &[NodeMirror]) -> Result<()> {
+    let out = docker.exec(id, &["cat", CONFIG]).await?;
+    if !out.success() {
+        bail!("reading {CONFIG}: {}", out.last_line());
+    }
+    let mut files = vec![(CONFIG.trim_start_matches('/').to_owned(), set_config_path(&out.stdout)?)];
+    for mirror in mirrors {
+        files.push(super::mirror::hosts_toml(mirror)?);
+    }
+    let tar = crate::archive::tar_stream(move |tar| {
+        for (path, content) in &files {
+            crate::archive::append_bytes(tar, path, 0o644, content.as_bytes())?;
+        }
+        Ok(())
+    });
+    docker.upload(id, "/", tar).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +130,16 @@ mod tests {
     fn reads_the_sandbox_image_of_the_base_config() {
         assert_eq!(sandbox_image(BASE).unwrap(), "registry.k8s.io/pause:3.9");
         assert!(sandbox_image("version = 2\n").is_err());
+    }
+
+    #[test]
+    fn config_path_goes_under_the_cri_registry_table() {
+        let patched = set_config_path(BASE).unwrap();
+        let doc: DocumentMut = patched.parse().unwrap();
+        assert_eq!(doc["plugins"][CRI]["registry"]["config_path"].as_str(), Some(CERTS_D));
+        assert_eq!(doc["plugins"][CRI]["sandbox_image"].as_str(), Some("registry.k8s.io/pause:3.9"));
+        let old = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"docker.io\"]\nendpoint = [\"x\"]\n";
+        assert!(set_config_path(old).unwrap_err().to_string().contains("registry.mirrors"));
     }
 
     #[test]

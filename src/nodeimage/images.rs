@@ -6,12 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::{StreamExt, TryStreamExt};
 
 use crate::docker::Docker;
 use crate::progress::Reporter;
 
-const IMPORT: [&str; 8] =
+pub const IMPORT: [&str; 8] =
     ["ctr", "-n", "k8s.io", "images", "import", "--all-platforms", "--no-unpack", "--digests"];
 
 /// A docker-save tar built with Kubernetes, and the names it is stored under in the node.
@@ -115,7 +114,7 @@ pub fn required(
 /// name without the architecture suffix, and pins it.
 pub async fn import_built(docker: &Docker, id: &str, image: &BuiltImage) -> Result<()> {
     let what = image.tar.display().to_string();
-    ctr_import(docker, id, &what, || async {
+    ctr_import(docker, id, &IMPORT, &what, || async {
         tokio::fs::File::open(&image.tar).await.with_context(|| format!("opening {}", image.tar.display()))
     })
     .await?;
@@ -146,57 +145,60 @@ pub async fn import_from_host(
     reporter: &Reporter,
 ) -> Result<()> {
     if !docker.image_exists(reference).await? {
-        let mut delay = Duration::from_secs(1);
-        for attempt in 1..=3 {
-            match docker.pull(reference, platform, &mut |_| {}).await {
-                Ok(()) => break,
-                Err(e) if attempt == 3 => {
-                    return Err(anyhow!("cannot obtain image {reference}: {e}"));
-                }
-                Err(e) => {
-                    reporter.detail(format!("pulling {reference} failed ({e}); retrying in {delay:?}"));
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            }
-        }
+        pull_with_retry(docker, reference, platform, reporter)
+            .await
+            .map_err(|e| anyhow!("cannot obtain image {reference}: {e}"))?;
     }
-    ctr_import(docker, id, reference, || async {
-        Ok(tokio_util::io::StreamReader::new(docker.save_image(reference)))
-    })
-    .await?;
+    save_into_node(docker, id, reference).await?;
     pin(docker, id, &normalize(reference)).await
 }
 
-/// Imports every required image, a few at a time.
-pub async fn import_all_from_host(
+/// Streams `docker save <reference>` into the node's containerd.
+pub async fn save_into_node(docker: &Docker, id: &str, reference: &str) -> Result<()> {
+    ctr_import(docker, id, &IMPORT, reference, || async {
+        Ok(tokio_util::io::StreamReader::new(docker.save_image(reference)))
+    })
+    .await
+}
+
+/// Pulls through the host's Docker daemon, three attempts with backoff.
+pub async fn pull_with_retry(
     docker: &Docker,
-    id: &str,
-    images: &[String],
+    reference: &str,
     platform: &str,
     reporter: &Reporter,
-) -> Result<()> {
-    futures_util::stream::iter(images.iter().map(|image| async move {
-        import_from_host(docker, id, image, platform, reporter).await?;
-        reporter.detail(format!("imported {image} from the host's Docker"));
-        Ok::<_, anyhow::Error>(())
-    }))
-    .buffer_unordered(3)
-    .try_collect::<Vec<_>>()
-    .await?;
-    Ok(())
+) -> Result<(), crate::docker::Error> {
+    let mut delay = Duration::from_secs(1);
+    let mut attempt = 1;
+    loop {
+        match docker.pull(reference, platform, &mut |_| {}).await {
+            Err(e) if attempt < 3 => {
+                reporter.detail(format!("pulling {reference} failed ({e}); retrying in {delay:?}"));
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Streams what `open` gives into `ctr images import`. Imports run side by side, and two
 /// images with the same digest race for ctr's digest name (`import-<date>@sha256:…`): the
 /// loser fails with "already exists" and is fed again once the winner is done.
-async fn ctr_import<R, F, Fut>(docker: &Docker, id: &str, what: &str, open: F) -> Result<()>
+pub async fn ctr_import<R, F, Fut>(
+    docker: &Docker,
+    id: &str,
+    import: &[&str],
+    what: &str,
+    open: F,
+) -> Result<()>
 where
     R: tokio::io::AsyncRead + Send + Unpin + 'static,
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<R>>,
 {
-    let cmd = [&IMPORT[..], &["-"]].concat();
+    let cmd = [import, &["-"]].concat();
     for attempt in 1..=4u32 {
         let out = docker.exec_with_stdin(id, &cmd, open().await?).await?;
         if out.success() {
@@ -211,7 +213,7 @@ where
 }
 
 /// Keeps the kubelet's image garbage collection away from an image.
-async fn pin(docker: &Docker, id: &str, name: &str) -> Result<()> {
+pub async fn pin(docker: &Docker, id: &str, name: &str) -> Result<()> {
     ctr(docker, id, &["images", "label", name, "io.cri-containerd.pinned=pinned"]).await.map(|_| ())
 }
 

@@ -1,13 +1,18 @@
 //! `nodeimg build node-image`: Kubernetes artifacts + base image → node image.
 
+pub mod archives;
+pub mod bundle;
 pub mod containerd;
 pub mod images;
 pub mod manifests;
+pub mod mirror;
+pub mod sources;
+
+pub use sources::ImageSources;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use futures_util::{StreamExt, TryStreamExt};
 
 use crate::archive;
 use crate::docker::{ContainerSpec, Docker, quote};
@@ -33,6 +38,10 @@ pub struct NodeImageConfig {
     pub keep_container: bool,
     /// For source-tree builds.
     pub tree: kube::TreeOptions,
+    /// Archives, mirrors, extra images, --offline.
+    pub images: ImageSources,
+    /// Registry mirrors written into the node for its runtime pulls.
+    pub node_mirrors: Vec<mirror::NodeMirror>,
     /// `--verify`: check the image before it gets the target tag.
     pub check: Option<crate::verify::VerifyConfig>,
 }
@@ -44,35 +53,30 @@ pub struct NodeImage {
     pub size: u64,
     pub version: String,
     pub images: Vec<String>,
+    /// Where each image came from.
+    pub plan: Vec<sources::Planned>,
 }
 
 /// The pipeline. Only a fully successful run creates or moves the target tag.
 pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) -> Result<NodeImage> {
     let scratch = Scratch::new(cfg.build_dir.as_deref())?;
+    let archives = index_archives(&cfg.images)?;
     let (artifacts, built, id) = prepare(cfg, scratch.path(), docker, reporter).await?;
     add_kind_files(docker, &id, &artifacts).await.context("writing /kind/version and /kind/manifests")?;
-    let step = reporter.step("starting containerd in the build container");
-    containerd::start(docker, &id).await?;
-    step.finish("ready");
-
-    let required =
-        required_images(docker, &id, &artifacts, &built).await.context("listing the required images")?;
-    // Built and required images go in side by side: both are I/O into the same containerd.
-    let step = reporter.step(format!(
-        "importing {} built images and {} required images from the host's Docker",
-        built.len(),
-        required.len()
-    ));
+    let required = start_containerd_and_list(cfg, docker, &id, &artifacts, &built, reporter).await?;
     let platform = format!("linux/{}", cfg.arch);
-    let import_built =
-        futures_util::stream::iter(built.iter().map(|image| images::import_built(docker, &id, image)))
-            .buffer_unordered(2)
-            .try_collect::<Vec<()>>();
-    let import_required = images::import_all_from_host(docker, &id, &required, &platform, reporter);
-    futures_util::try_join!(import_built, import_required)?;
+    let plan = sources::plan(docker, &built, &required, &archives, &cfg.images, &platform).await?;
+    sources::check_offline(&plan)?;
+    let step = reporter.step(format!("importing {} images ({})", plan.len(), sources::summary(&plan)));
+    sources::import(docker, &id, &plan, &built, &archives, &platform, reporter).await?;
     step.finish("pinned");
 
     patch_containerd_config(docker, &id, &artifacts).await.context("adjusting the containerd config")?;
+    if !cfg.node_mirrors.is_empty() {
+        containerd::add_node_mirrors(docker, &id, &cfg.node_mirrors)
+            .await
+            .context("writing the node's registry mirrors")?;
+    }
     containerd::stop(docker, &id).await?;
     let step = reporter.step("committing the node image");
     let image_id = docker.commit(&id, &commit_changes(cfg, &artifacts, docker.labels())).await?;
@@ -91,14 +95,13 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
     }
 
     let size = docker.inspect_image(&image_id).await?.map(|i| i.size).unwrap_or_default();
-    let mut all: Vec<String> = built.iter().map(|b| images::normalize(&b.name)).collect();
-    all.extend(required);
     Ok(NodeImage {
         reference: cfg.image.clone(),
         id: image_id,
         size,
         version: artifacts.version.text,
-        images: all,
+        images: plan.iter().map(|p| p.image.clone()).collect(),
+        plan,
     })
 }
 
@@ -146,7 +149,7 @@ async fn prepare(
         .context("getting the Kubernetes artifacts")?;
     let built =
         images::built_images(&artifacts.image_tars, &cfg.arch).context("reading the built image tars")?;
-    ensure_base_image(docker, &cfg.base_image, &cfg.arch, reporter).await?;
+    ensure_base_image(docker, &cfg.base_image, &cfg.arch, cfg.images.offline, reporter).await?;
     let id = create_build_container(docker, cfg).await.context("creating the build container")?;
     add_binaries(docker, &id, &artifacts, reporter).await.context("copying the Kubernetes binaries")?;
     Ok((artifacts, built, id))
@@ -157,32 +160,52 @@ pub async fn plan(
     cfg: &NodeImageConfig,
     docker: &Docker,
     reporter: &Reporter,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<sources::Planned>> {
     let scratch = Scratch::new(None)?;
+    let archives = index_archives(&cfg.images)?;
     let (artifacts, built, id) = prepare(cfg, scratch.path(), docker, reporter).await?;
-    let required =
-        required_images(docker, &id, &artifacts, &built).await.context("listing the required images")?;
-    let mut plan: Vec<(String, String)> = built
-        .iter()
-        .map(|b| {
-            let tar = b.tar.file_name().unwrap_or_default().to_string_lossy();
-            (images::normalize(&b.name), format!("built ({tar})"))
-        })
-        .collect();
-    for image in required {
-        let from = if docker.image_exists(&image).await? {
-            "host docker".to_owned()
-        } else {
-            format!("pull (linux/{})", cfg.arch)
-        };
-        plan.push((image, from));
-    }
-    Ok(plan)
+    let required = required_images(docker, &id, &artifacts, &built, &cfg.images.extra)
+        .await
+        .context("listing the required images")?;
+    let platform = format!("linux/{}", cfg.arch);
+    sources::plan(docker, &built, &required, &archives, &cfg.images, &platform).await
 }
 
-async fn ensure_base_image(docker: &Docker, base: &str, arch: &str, reporter: &Reporter) -> Result<()> {
+/// Starts containerd in the build container (for the imports) and lists every image the
+/// node needs besides the built ones.
+async fn start_containerd_and_list(
+    cfg: &NodeImageConfig,
+    docker: &Docker,
+    id: &str,
+    artifacts: &Artifacts,
+    built: &[images::BuiltImage],
+    reporter: &Reporter,
+) -> Result<Vec<String>> {
+    let step = reporter.step("starting containerd in the build container");
+    containerd::start(docker, id).await?;
+    step.finish("ready");
+    required_images(docker, id, artifacts, built, &cfg.images.extra)
+        .await
+        .context("listing the required images")
+}
+
+/// Reads the archives' indexes before any container exists: a bad archive fails first.
+fn index_archives(sources: &ImageSources) -> Result<Vec<archives::Archive>> {
+    archives::index_all(&archives::collect(&sources.archive_files, &sources.archive_dirs)?)
+}
+
+async fn ensure_base_image(
+    docker: &Docker,
+    base: &str,
+    arch: &str,
+    offline: bool,
+    reporter: &Reporter,
+) -> Result<()> {
     if docker.image_exists(base).await? {
         return Ok(());
+    }
+    if offline {
+        bail!("base image {base} is not here and --offline forbids pulling it");
     }
     let step = reporter.step(format!("pulling base image {base}"));
     docker.pull(base, &format!("linux/{arch}"), &mut |s| step.set_message(s.to_owned())).await.with_context(
@@ -257,6 +280,7 @@ async fn required_images(
     id: &str,
     artifacts: &Artifacts,
     built: &[images::BuiltImage],
+    extra_images: &[String],
 ) -> Result<Vec<String>> {
     let version = artifacts.version.to_string();
     let list =
@@ -266,7 +290,7 @@ async fn required_images(
     }
     let config = read_file(docker, id, containerd::CONFIG).await?;
     let sandbox = containerd::sandbox_image(&config)?;
-    let extra = manifests::default_images().map(str::to_owned);
+    let extra = manifests::default_images().map(str::to_owned).chain(extra_images.iter().cloned());
     Ok(images::required(&list.stdout, &sandbox, built, extra))
 }
 
@@ -370,6 +394,8 @@ mod tests {
                 mode: kube::build::BuildMode::Docker,
                 component_base_image: None,
             },
+            images: ImageSources::default(),
+            node_mirrors: vec![],
         };
         let artifacts = Artifacts { binaries: vec![], image_tars: vec![], version: cfg_version() };
         let labels =

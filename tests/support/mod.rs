@@ -97,3 +97,16 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A throwaway container of `image` (a node image) with containerd started in it, for
+/// reading what the node's containerd holds; the caller removes it.
+pub async fn with_containerd(docker: &Docker, image: &str) -> String {
+    let id = docker.create_container(&nodeimg::docker::ContainerSpec::idle(image)).await.unwrap();
+    docker.start_container(&id).await.unwrap();
+    docker.exec(&id, &["sh", "-c", "containerd >/dev/null 2>&1 &"]).await.unwrap();
+    wait_for("containerd in the node", Duration::from_secs(30), || async {
+        docker.exec(&id, &["ctr", "version"]).await.ok().filter(|o| o.success())
+    })
+    .await;
+    id
+}

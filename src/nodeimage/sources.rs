@@ -1,0 +1,321 @@
+//! Where each image of a node image comes from, in a fixed order: built tars → image
+//! archives → the host's Docker cache → a registry mirror → upstream. The plan is made
+//! before anything is imported, so `--offline` fails early, naming every missing image.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::archives::Archive;
+use super::images::{self, BuiltImage, ctr, normalize, pin};
+use super::mirror::{self, Mirror};
+use crate::docker::Docker;
+use crate::progress::Reporter;
+
+/// The image-source settings of a build (flags and `--config`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageSources {
+    pub mirrors: Vec<Mirror>,
+    pub archive_files: Vec<PathBuf>,
+    pub archive_dirs: Vec<PathBuf>,
+    /// Extra images to preload, canonical names.
+    pub extra: Vec<String>,
+    pub offline: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Built(PathBuf),
+    Archive(PathBuf),
+    Host,
+    Mirror {
+        reference: String,
+        dest: String,
+    },
+    Upstream {
+        platform: String,
+    },
+    /// `--offline` and nowhere to be found.
+    Missing,
+}
+
+impl Origin {
+    /// The word the build summary counts by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Origin::Built(_) => "built",
+            Origin::Archive(_) => "archive",
+            Origin::Host => "host docker",
+            Origin::Mirror { .. } => "mirror",
+            Origin::Upstream { .. } => "upstream",
+            Origin::Missing => "missing",
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = |p: &PathBuf| p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        match self {
+            Origin::Built(tar) => write!(f, "built ({})", file(tar)),
+            Origin::Archive(path) => write!(f, "archive ({})", path.display()),
+            Origin::Host => write!(f, "host docker"),
+            Origin::Mirror { reference, dest } => write!(f, "mirror {dest} ({reference})"),
+            Origin::Upstream { platform } => write!(f, "pull ({platform})"),
+            Origin::Missing => write!(f, "missing (--offline)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub image: String,
+    pub origin: Origin,
+}
+
+/// Decides every image's origin; checks the host's Docker but fetches nothing.
+pub async fn plan(
+    docker: &Docker,
+    built: &[BuiltImage],
+    required: &[String],
+    archives: &[Archive],
+    sources: &ImageSources,
+    platform: &str,
+) -> Result<Vec<Planned>> {
+    let mut plan: Vec<Planned> = built
+        .iter()
+        .map(|b| Planned { image: normalize(&b.name), origin: Origin::Built(b.tar.clone()) })
+        .collect();
+    for image in required {
+        let origin = if let Some(a) = archives.iter().find(|a| a.images.contains_key(image)) {
+            Origin::Archive(a.path.clone())
+        } else if docker.image_exists(image).await? {
+            Origin::Host
+        } else if let Some((reference, m)) = mirror::resolve(&sources.mirrors, image) {
+            Origin::Mirror { reference, dest: m.dest.clone() }
+        } else if sources.offline {
+            Origin::Missing
+        } else {
+            Origin::Upstream { platform: platform.to_owned() }
+        };
+        plan.push(Planned { image: image.clone(), origin });
+    }
+    Ok(plan)
+}
+
+/// One line naming every image `--offline` cannot find.
+pub fn check_offline(plan: &[Planned]) -> Result<()> {
+    let missing: Vec<&str> =
+        plan.iter().filter(|p| p.origin == Origin::Missing).map(|p| p.image.as_str()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "--offline: {} image(s) in no --image-archive/--images-dir, not in the host's Docker and under no \
+         --registry-mirror: {}",
+        missing.len(),
+        missing.join(", ")
+    )
+}
+
+/// `3 built, 2 archive, 1 host docker`: the counts per origin, in the fixed order.
+pub fn summary(plan: &[Planned]) -> String {
+    let mut counts: BTreeMap<usize, (&str, usize)> = BTreeMap::new();
+    for p in plan {
+        let rank = ["built", "archive", "host docker", "mirror", "upstream", "missing"]
+            .iter()
+            .position(|k| *k == p.origin.kind())
+            .unwrap_or(usize::MAX);
+        counts.entry(rank).or_insert((p.origin.kind(), 0)).1 += 1;
+    }
+    counts.values().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Imports every planned image into the build container's containerd and pins it. Archives
+/// go first, one at a time, so that a built image of the same name, imported after, wins.
+pub async fn import(
+    docker: &Docker,
+    id: &str,
+    plan: &[Planned],
+    built: &[BuiltImage],
+    archives: &[Archive],
+    platform: &str,
+    reporter: &Reporter,
+) -> Result<()> {
+    let wanted: HashSet<&str> = plan.iter().map(|p| p.image.as_str()).collect();
+    for archive in archives {
+        let needed: Vec<&str> = plan
+            .iter()
+            .filter(|p| p.origin == Origin::Archive(archive.path.clone()))
+            .map(|p| p.image.as_str())
+            .collect();
+        if !needed.is_empty() {
+            import_archive(docker, id, archive, &needed, &wanted, reporter)
+                .await
+                .with_context(|| format!("importing images from {}", archive.path.display()))?;
+        }
+    }
+    let import_built =
+        futures_util::stream::iter(built.iter().map(|image| images::import_built(docker, id, image)))
+            .buffer_unordered(2)
+            .try_collect::<Vec<()>>();
+    let others = plan.iter().filter(|p| !matches!(p.origin, Origin::Built(_) | Origin::Archive(_)));
+    let import_others = futures_util::stream::iter(others.map(|p| obtain(docker, id, p, platform, reporter)))
+        .buffer_unordered(3)
+        .try_collect::<Vec<()>>();
+    futures_util::try_join!(import_built, import_others)?;
+    Ok(())
+}
+
+async fn obtain(
+    docker: &Docker,
+    id: &str,
+    planned: &Planned,
+    platform: &str,
+    reporter: &Reporter,
+) -> Result<()> {
+    match &planned.origin {
+        // Never a pull: the plan saw the image in the host's Docker (and --offline trusts it).
+        Origin::Host => {
+            images::save_into_node(docker, id, &planned.image).await?;
+            pin(docker, id, &planned.image).await
+        }
+        Origin::Upstream { .. } => {
+            images::import_from_host(docker, id, &planned.image, platform, reporter).await
+        }
+        Origin::Mirror { reference, dest } => {
+            from_mirror(docker, id, &planned.image, reference, platform, reporter)
+                .await
+                .with_context(|| format!("getting {} from mirror {dest}", planned.image))
+        }
+        Origin::Built(_) | Origin::Archive(_) | Origin::Missing => {
+            unreachable!("imported elsewhere or refused by check_offline")
+        }
+    }
+}
+
+/// Pulls the mirror's copy through the host's Docker, imports it, and renames it to the
+/// canonical name: neither containerd nor the host's Docker keeps the mirror's name (unless
+/// the host had it before).
+async fn from_mirror(
+    docker: &Docker,
+    id: &str,
+    image: &str,
+    reference: &str,
+    platform: &str,
+    reporter: &Reporter,
+) -> Result<()> {
+    let had = docker.image_exists(reference).await?;
+    if !had {
+        // The error already names the mirror's reference ("pulling <ref>: ...").
+        images::pull_with_retry(docker, reference, platform, reporter).await?;
+    }
+    let imported = images::save_into_node(docker, id, reference).await;
+    if !had {
+        docker.remove_image(reference).await?;
+    }
+    imported?;
+    let mirror_name = normalize(reference);
+    ctr(docker, id, &["images", "tag", "--force", &mirror_name, image]).await?;
+    ctr(docker, id, &["images", "rm", &mirror_name]).await?;
+    pin(docker, id, image).await
+}
+
+/// `ctr import` of a whole archive; afterwards only the wanted images keep a name (the rest
+/// is garbage-collected at once with `--sync`), OCI images are named from their digests.
+async fn import_archive(
+    docker: &Docker,
+    id: &str,
+    archive: &Archive,
+    needed: &[&str],
+    wanted: &HashSet<&str>,
+    reporter: &Reporter,
+) -> Result<()> {
+    let path = archive.path.clone();
+    // Docker-save archives name their images; digest names only help OCI layouts.
+    let cmd: Vec<&str> = images::IMPORT.into_iter().filter(|a| archive.oci || *a != "--digests").collect();
+    images::ctr_import(docker, id, &cmd, &path.display().to_string(), || {
+        let path = path.clone();
+        async move { tokio::fs::File::open(&path).await.with_context(|| format!("opening {}", path.display())) }
+    })
+    .await?;
+    let listed = ctr(docker, id, &["images", "ls", "-q"]).await?;
+    let names: HashSet<&str> = listed.lines().map(str::trim).collect();
+    let mut drop: Vec<String> = Vec::new();
+    for (name, digest) in &archive.images {
+        let by_digest = digest.as_ref().and_then(|d| {
+            names.iter().find(|n| n.starts_with("import-") && n.ends_with(&format!("@{d}"))).copied()
+        });
+        if needed.contains(&name.as_str()) && !names.contains(name.as_str()) {
+            let from = by_digest.ok_or_else(|| anyhow!("{name} was not imported"))?;
+            ctr(docker, id, &["images", "tag", "--force", from, name]).await?;
+        }
+        drop.extend(by_digest.map(str::to_owned));
+        if !wanted.contains(name.as_str()) && names.contains(name.as_str()) {
+            drop.push(name.clone());
+        }
+    }
+    let unneeded: Vec<&String> = drop.iter().filter(|n| !n.starts_with("import-")).collect();
+    if !unneeded.is_empty() {
+        reporter.info(format!(
+            "removed {} unneeded image(s) of {} from the node: {}",
+            unneeded.len(),
+            archive.path.display(),
+            unneeded.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    drop.sort();
+    drop.dedup();
+    if !drop.is_empty() {
+        let args: Vec<&str> =
+            ["images", "rm", "--sync"].into_iter().chain(drop.iter().map(String::as_str)).collect();
+        ctr(docker, id, &args).await?;
+    }
+    for name in needed {
+        pin(docker, id, name).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(image: &str, origin: Origin) -> Planned {
+        Planned { image: image.into(), origin }
+    }
+
+    #[test]
+    fn offline_names_every_missing_image_on_one_line() {
+        let plan = [
+            planned("registry.k8s.io/etcd:3", Origin::Missing),
+            planned("registry.k8s.io/pause:3", Origin::Host),
+            planned("docker.io/kindest/kindnetd:v1", Origin::Missing),
+        ];
+        let err = check_offline(&plan).unwrap_err().to_string();
+        assert!(!err.contains('\n'));
+        assert!(
+            err.contains("2 image(s)")
+                && err.ends_with("registry.k8s.io/etcd:3, docker.io/kindest/kindnetd:v1"),
+            "{err}"
+        );
+        assert!(check_offline(&plan[1..2]).is_ok());
+    }
+
+    #[test]
+    fn summary_counts_in_source_order() {
+        let plan = [
+            planned("a", Origin::Upstream { platform: "linux/amd64".into() }),
+            planned("b", Origin::Host),
+            planned("c", Origin::Built("x/kube-proxy.tar".into())),
+            planned("d", Origin::Host),
+            planned("e", Origin::Mirror { reference: "m/e".into(), dest: "m".into() }),
+        ];
+        assert_eq!(summary(&plan), "1 built, 2 host docker, 1 mirror, 1 upstream");
+        assert_eq!(plan[0].origin.to_string(), "pull (linux/amd64)");
+        assert_eq!(plan[2].origin.to_string(), "built (kube-proxy.tar)");
+        assert_eq!(plan[4].origin.to_string(), "mirror m (m/e)");
+    }
+}
