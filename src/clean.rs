@@ -69,6 +69,21 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
         }
         removed.push(id);
     }
+    // Temporary tags of `build --verify` runs killed while checking their image.
+    for (tag, labels) in docker.list_tags_of(crate::nodeimage::VERIFY_REPO).await? {
+        let pid = labels.get(LABEL_PID).and_then(|p| p.parse().ok());
+        let host = labels.get(LABEL_HOST).map(String::as_str);
+        if let Verdict::Keep(why) = verdict(host, pid, &this_host, process_alive)
+            && !cfg.all
+        {
+            reporter.detail(format!("kept image {tag}: {why}"));
+            continue;
+        }
+        if !cfg.dry_run {
+            docker.remove_image(&tag).await?;
+        }
+        removed.push(tag);
+    }
     let verb = if cfg.dry_run { "would remove" } else { "removed" };
     reporter.info(format!("{verb} {} leftover(s)", removed.len()));
     Ok(removed)

@@ -160,3 +160,31 @@ fn ctrl_c_during_debootstrap_leaves_no_scratch_or_mounts() {
         );
     });
 }
+
+#[test]
+fn clean_removes_the_temporary_tag_of_a_killed_verify() {
+    let _serial = serial();
+    let run_id = support::run_id("verifytag");
+    let _cleanup = support::Cleanup(run_id.clone());
+    support::runtime().block_on(async {
+        // An image as `build --verify` leaves it when killed mid-check: labelled by a run
+        // whose process is gone, tagged only nodeimg-verify:<id>-<pid>.
+        let dead = nodeimg::docker::Labels { pid: i32::MAX as u32 - 1, ..support::labels(&run_id) };
+        let docker = Docker::connect(dead).await.unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let root = support::fixtures::busybox_root(scratch.path());
+        let stream = nodeimg::archive::tar_stream(move |t| nodeimg::archive::append_rootfs(t, &root));
+        let id = docker.import_rootfs(stream, Vec::new()).await.unwrap();
+        let tag = format!("nodeimg-verify:{}-{}", nodeimg::docker::short_id(&id), i32::MAX - 1);
+        docker.tag_image(&id, &tag).await.unwrap();
+
+        let out = support::nodeimg().args(["clean", "--dry-run"]).output().unwrap();
+        support::assert_success(&out, "nodeimg clean --dry-run");
+        assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l == tag), "listed");
+        assert!(docker.inspect_image(&tag).await.unwrap().is_some(), "--dry-run keeps it");
+        let out = support::nodeimg().arg("clean").output().unwrap();
+        support::assert_success(&out, "nodeimg clean");
+        assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l == tag), "reported");
+        assert!(docker.inspect_image(&id).await.unwrap().is_none(), "the image went with its only tag");
+    });
+}

@@ -166,6 +166,28 @@ impl Docker {
         Ok(images.into_iter().map(|i| (i.id, i.labels)).collect())
     }
 
+    /// Tags of repository `repo` (e.g. `nodeimg-verify`) on images nodeimg created, with
+    /// the images' labels.
+    pub async fn list_tags_of(&self, repo: &str) -> Result<Vec<(String, HashMap<String, String>)>> {
+        let options = ListImagesOptions {
+            filters: Some(HashMap::from([
+                ("reference".to_owned(), vec![repo.to_owned()]),
+                ("label".to_owned(), vec![LABEL_BUILD.to_owned()]),
+            ])),
+            ..Default::default()
+        };
+        let images =
+            self.client.list_images(Some(options)).await.map_err(api(format!("listing {repo} images")))?;
+        let prefix = format!("{repo}:");
+        Ok(images
+            .into_iter()
+            .flat_map(|i| {
+                let labels = i.labels;
+                i.repo_tags.into_iter().filter(|t| t.starts_with(&prefix)).map(move |t| (t, labels.clone()))
+            })
+            .collect())
+    }
+
     /// Removes an image unless a container uses it; `Ok(false)` when it is in use.
     pub async fn remove_unused_image(&self, id: &str) -> Result<bool> {
         let options = RemoveImageOptions { force: false, ..Default::default() };

@@ -105,6 +105,10 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
     })
 }
 
+/// Where `build --verify` keeps an image while checking it; `nodeimg clean` removes the
+/// tags of runs that died.
+pub const VERIFY_REPO: &str = "nodeimg-verify";
+
 /// `--verify`: the committed image is checked under a temporary tag (kind and the
 /// kubelet want names, not IDs); only a passing image gets the target tag.
 async fn verify_then_tag(
@@ -114,7 +118,7 @@ async fn verify_then_tag(
     docker: &Docker,
     reporter: &Reporter,
 ) -> Result<()> {
-    let temp = format!("nodeimg-verify:{}-{}", crate::docker::short_id(image_id), std::process::id());
+    let temp = format!("{VERIFY_REPO}:{}-{}", crate::docker::short_id(image_id), std::process::id());
     docker.tag_image(image_id, &temp).await?;
     let check = crate::verify::VerifyConfig { image: temp.clone(), ..check.clone() };
     let (mut report, result) = crate::verify::verify(&check, docker, reporter).await;
