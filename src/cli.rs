@@ -43,11 +43,13 @@ pub enum Command {
     /// Build images: the base image (and, later, node images).
     #[command(subcommand)]
     Build(BuildCommand),
-    /// Remove containers and untagged images left behind by killed nodeimg runs.
+    /// Remove containers, untagged images and temporary `nodeimg-verify:*` tags left
+    /// behind by killed nodeimg runs.
     #[command(after_help = "\
 Everything nodeimg creates carries the label io.nodeimg.build=<run id>. `clean` removes such
-containers unless the nodeimg process that made them is still running on this host, and
-untagged images with that label.
+containers unless the nodeimg process that made them is still running on this host,
+untagged images with that label, and the `nodeimg-verify:*` tags `build --verify` uses
+while it checks an image.
 
 Examples:
   nodeimg clean              # leftovers of dead runs
@@ -100,18 +102,33 @@ pub enum Output {
 /// How a node image is checked; shared by `verify` and `build node-image --verify`.
 #[derive(Debug, Args)]
 pub struct VerifyOptions {
-    /// Limit of every wait: boot, control plane, API, node Ready, pod (e.g. 90s, 5m).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
-    pub timeout: std::time::Duration,
+    /// Limit of every wait: boot, control plane, API, node Ready, pod (e.g. 90s, 5m)
+    /// [default: 5m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
     /// Pod network: the image's default CNI when all its images are in the node (auto),
-    /// that one (default), or a bridge conflist written for the check (bridge).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub cni: crate::verify::Cni,
+    /// that one (default), or a bridge conflist written for the check (bridge) [default: auto].
+    #[arg(long, value_enum)]
+    pub cni: Option<crate::verify::Cni>,
 }
 
 impl VerifyOptions {
     pub fn into_config(self, image: String) -> crate::verify::VerifyConfig {
-        crate::verify::VerifyConfig { image, timeout: self.timeout, cni: self.cni }
+        crate::verify::VerifyConfig {
+            image,
+            timeout: self.timeout.unwrap_or(std::time::Duration::from_secs(300)),
+            cni: self.cni.unwrap_or(crate::verify::Cni::Auto),
+        }
+    }
+
+    fn given(&self) -> Option<&'static str> {
+        if self.timeout.is_some() {
+            Some("--timeout")
+        } else if self.cni.is_some() {
+            Some("--cni")
+        } else {
+            None
+        }
     }
 }
 
@@ -254,8 +271,9 @@ pub struct NodeImageArgs {
     /// /etc/containerd/certs.d/SRC/hosts.toml and containerd's config_path (repeatable).
     #[arg(long = "node-registry-mirror", value_name = "SRC=URL", help_heading = "Image sources")]
     pub node_registry_mirrors: Vec<String>,
-    /// Verify the image (see `nodeimg verify`) before tagging it; a failed check leaves the
-    /// tag where it was.
+    /// Boot the image and bring up a control plane (see `nodeimg verify`) before tagging
+    /// it; a failed check leaves the tag where it was. (`--no-verify` is unrelated: it skips
+    /// download checksums.)
     #[arg(long)]
     pub verify: bool,
     #[command(flatten)]
@@ -409,6 +427,8 @@ pub enum ConfigError {
     Image(String),
     #[error("{0} applies only to --from {1}")]
     NotFor(&'static str, &'static str),
+    #[error("{0} applies only with {1}")]
+    OnlyWith(&'static str, &'static str),
     #[error("invalid SOURCE")]
     Source(#[from] crate::kube::SourceError),
     #[error("invalid --release-url {0:?}: expected an http:// or https:// URL")]
@@ -434,6 +454,9 @@ impl NodeImageArgs {
         cfg.keep_container = self.keep_container;
         for given in &self.node_registry_mirrors {
             cfg.node_mirrors.push(crate::nodeimage::mirror::NodeMirror::parse(given)?);
+        }
+        if let (false, Some(flag)) = (self.verify, self.verify_options.given()) {
+            return Err(ConfigError::OnlyWith(flag, "--verify"));
         }
         cfg.check = self.verify.then(|| self.verify_options.into_config(String::new()));
         Ok(cfg)
@@ -753,6 +776,40 @@ mod tests {
         let Command::Build(BuildCommand::NodeImage(args)) = cli.command else { unreachable!() };
         assert_eq!(args.save_target(), Err(ConfigError::ArchiveName("node.zip".into())));
         assert!(Cli::try_parse_from(["nodeimg", "load"]).is_err(), "-i is required");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn verify_flags_need_verify_on_build() {
+        let parse = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from([&["nodeimg", "build", "node-image", "v1.30.0"], args].concat()).unwrap();
+            let Command::Build(BuildCommand::NodeImage(args)) = cli.command else { unreachable!() };
+            args.into_config()
+        };
+        assert_eq!(parse(&["--timeout", "90s"]).unwrap_err(), ConfigError::OnlyWith("--timeout", "--verify"));
+        assert_eq!(parse(&["--cni", "bridge"]).unwrap_err(), ConfigError::OnlyWith("--cni", "--verify"));
+        assert!(parse(&[]).unwrap().check.is_none());
+        let check = parse(&["--verify", "--timeout", "90s", "--cni", "bridge"]).unwrap().check.unwrap();
+        assert_eq!(check.timeout, std::time::Duration::from_secs(90));
+        assert_eq!(check.cni, crate::verify::Cni::Bridge);
+        let check = parse(&["--verify"]).unwrap().check.unwrap();
+        assert_eq!((check.timeout.as_secs(), check.cni), (300, crate::verify::Cni::Auto));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(std::time::Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(std::time::Duration::from_secs(3600)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod node;
 pub mod nodeimage;
 pub mod process;
 pub mod progress;
+pub mod templates;
 pub mod transfer;
 pub mod verify;
 

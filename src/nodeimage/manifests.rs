@@ -2,7 +2,6 @@
 //! image variables come from one table, [`DEFAULT_IMAGES`].
 
 use anyhow::Result;
-use handlebars::Handlebars;
 
 /// The images the manifests use, by template variable. The single place they are named.
 pub const DEFAULT_IMAGES: [(&str, &str); 3] = [
@@ -22,11 +21,8 @@ pub fn default_images() -> impl Iterator<Item = &'static str> {
 
 /// Every manifest, as (path in the node, content).
 pub fn render() -> Result<Vec<(&'static str, String)>> {
-    let mut hb = Handlebars::new();
-    hb.set_strict_mode(true);
-    hb.register_escape_fn(handlebars::no_escape);
     let vars: std::collections::BTreeMap<_, _> = DEFAULT_IMAGES.into_iter().collect();
-    TEMPLATES.iter().map(|(path, template)| Ok((*path, hb.render_template(template, &vars)?))).collect()
+    TEMPLATES.iter().map(|(path, template)| Ok((*path, crate::templates::render(template, &vars)?))).collect()
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! containerd's `certs.d/<SRC>/hosts.toml`).
 
 use anyhow::Result;
-use handlebars::Handlebars;
 
 /// `SRC=DEST`: an image `SRC/path:tag` is fetched as `DEST/path:tag`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,16 +127,13 @@ impl NodeMirror {
 
 /// `/etc/containerd/certs.d/<SRC>/hosts.toml`, rendered from templates/hosts.toml.hbs.
 pub fn hosts_toml(mirror: &NodeMirror) -> Result<(String, String)> {
-    let mut hb = Handlebars::new();
-    hb.set_strict_mode(true);
-    hb.register_escape_fn(handlebars::no_escape);
     let (host, override_path) = mirror.host();
     let vars = serde_json::json!({
         "server": mirror.server(),
         "host": host,
         "override_path": override_path,
     });
-    let text = hb.render_template(include_str!("../../templates/hosts.toml.hbs"), &vars)?;
+    let text = crate::templates::render(include_str!("../../templates/hosts.toml.hbs"), &vars)?;
     Ok((format!("etc/containerd/certs.d/{}/hosts.toml", mirror.src), text))
 }
 

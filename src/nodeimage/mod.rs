@@ -81,17 +81,9 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
     let step = reporter.step("committing the node image");
     let image_id = docker.commit(&id, &commit_changes(cfg, &artifacts, docker.labels())).await?;
     step.finish(crate::docker::short_id(&image_id));
-    if let Some(check) = &cfg.check {
-        if !cfg.keep_container {
-            // Its job is done; the check's node needs the memory more.
-            docker.remove_container(&id).await.context("removing the build container")?;
-        }
-        if let Err(err) = verify_then_tag(check, &image_id, &cfg.image, docker, reporter).await {
-            docker.remove_unused_image(&image_id).await.ok();
-            return Err(err);
-        }
-    } else {
-        docker.tag_image(&image_id, &cfg.image).await?;
+    match &cfg.check {
+        Some(check) => verify_then_tag(check, &image_id, &id, cfg, docker, reporter).await?,
+        None => docker.tag_image(&image_id, &cfg.image).await?,
     }
 
     let size = docker.inspect_image(&image_id).await?.map(|i| i.size).unwrap_or_default();
@@ -110,28 +102,48 @@ pub async fn build(cfg: &NodeImageConfig, docker: &Docker, reporter: &Reporter) 
 pub const VERIFY_REPO: &str = "nodeimg-verify";
 
 /// `--verify`: the committed image is checked under a temporary tag (kind and the
-/// kubelet want names, not IDs); only a passing image gets the target tag.
+/// kubelet want names, not IDs); only a passing image gets the target tag. An image that
+/// does not pass is removed, and the target tag stays where it was.
 async fn verify_then_tag(
     check: &crate::verify::VerifyConfig,
     image_id: &str,
-    target: &str,
+    build_container: &str,
+    cfg: &NodeImageConfig,
     docker: &Docker,
     reporter: &Reporter,
 ) -> Result<()> {
     let temp = format!("{VERIFY_REPO}:{}-{}", crate::docker::short_id(image_id), std::process::id());
-    docker.tag_image(image_id, &temp).await?;
-    let check = crate::verify::VerifyConfig { image: temp.clone(), ..check.clone() };
-    let (mut report, result) = crate::verify::verify(&check, docker, reporter).await;
-    report.finish(result.as_ref().err().map(crate::one_line));
-    for line in report.to_text().lines() {
-        reporter.info(line);
+    let checked = async {
+        if !cfg.keep_container {
+            // Its job is done; the check's node needs the memory more.
+            docker.remove_container(build_container).await.context("removing the build container")?;
+        }
+        docker.tag_image(image_id, &temp).await?;
+        let check = crate::verify::VerifyConfig { image: temp.clone(), ..check.clone() };
+        let (mut report, result) = crate::verify::verify(&check, docker, reporter).await;
+        report.finish(result.as_ref().err().map(crate::one_line));
+        for line in report.to_text().lines() {
+            reporter.info(line);
+        }
+        result.context("verifying the node image")?;
+        docker.tag_image(image_id, &cfg.image).await?;
+        anyhow::Ok(())
     }
-    if result.is_ok() {
-        docker.tag_image(image_id, target).await?;
+    .await;
+    // With the target tag in place this only untags.
+    let untagged = docker.remove_image(&temp).await;
+    match checked {
+        Ok(()) => {
+            if let Err(err) = untagged {
+                reporter.warn(format!("could not remove the temporary tag {temp}: {err}"));
+            }
+            Ok(())
+        }
+        Err(err) => {
+            docker.remove_unused_image(image_id).await.ok();
+            Err(err)
+        }
     }
-    // With the target tag in place this only untags; otherwise it removes the image.
-    docker.remove_image(&temp).await?;
-    result.context("verifying the node image")
 }
 
 /// The first steps, shared with `images list`: artifacts, their built images, and a

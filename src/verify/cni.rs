@@ -3,7 +3,6 @@
 //! conflist written for the check.
 
 use anyhow::Result;
-use handlebars::Handlebars;
 use serde::Serialize;
 
 use crate::nodeimage::images::normalize;
@@ -60,10 +59,7 @@ pub fn bridge_conflist(subnet: &str) -> Result<String> {
     struct Vars<'a> {
         subnet: &'a str,
     }
-    let mut hb = Handlebars::new();
-    hb.set_strict_mode(true);
-    hb.register_escape_fn(handlebars::no_escape);
-    Ok(hb.render_template(BRIDGE_TEMPLATE, &Vars { subnet })?)
+    Ok(crate::templates::render(BRIDGE_TEMPLATE, &Vars { subnet })?)
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use handlebars::Handlebars;
 use serde::Serialize;
 
 use crate::kube::KubeVersion;
@@ -65,10 +64,7 @@ pub fn render(node: &NodeFacts, control_plane_timeout: Duration) -> Result<Strin
         service_subnet: SERVICE_SUBNET,
         control_plane_timeout: format!("{}s", control_plane_timeout.as_secs().max(1)),
     };
-    let mut hb = Handlebars::new();
-    hb.set_strict_mode(true);
-    hb.register_escape_fn(handlebars::no_escape);
-    Ok(hb.render_template(TEMPLATE, &vars)?)
+    Ok(crate::templates::render(TEMPLATE, &vars)?)
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use handlebars::Handlebars;
 
 pub use self::cni::Cni;
 pub use self::report::{Report, Stage};
@@ -210,6 +209,14 @@ async fn kubectl(docker: &Docker, id: &str, args: &[&str]) -> Result<ExecOutput>
     run(docker, id, &cmd).await
 }
 
+async fn read_file(docker: &Docker, id: &str, path: &str) -> Result<String> {
+    let out = run(docker, id, &["cat", path]).await?;
+    if !out.success() {
+        bail!("reading {path} in the node: {}", out.last_line());
+    }
+    Ok(out.stdout)
+}
+
 /// Writes `content` to `path` in the container.
 async fn write_file(docker: &Docker, id: &str, path: &str, content: String) -> Result<()> {
     let input = std::io::Cursor::new(content.into_bytes());
@@ -234,8 +241,8 @@ async fn node_facts(docker: &Docker, node: &Node) -> Result<kubeadm::NodeFacts> 
         bail!("the image has no /kind/version: is it a node image?");
     }
     let version = KubeVersion::parse(&version.stdout).context("reading /kind/version")?;
-    let config = run(docker, &node.id, &["cat", containerd::CONFIG]).await?;
-    let systemd_cgroup = containerd::systemd_cgroup(&config.stdout)?;
+    let config = read_file(docker, &node.id, containerd::CONFIG).await?;
+    let systemd_cgroup = containerd::systemd_cgroup(&config)?;
     let network = docker.container_network(&node.id).await?;
     let ip = network.ip.ok_or_else(|| anyhow!("the node container has no IP address"))?;
     let name = run(docker, &node.id, &["hostname"]).await?.stdout.trim().to_owned();
@@ -260,9 +267,10 @@ async fn kubeadm_init(
         cmd.push("--skip-phases=preflight");
     }
     // kubeadm waits for the control plane with the configured timeout; this bounds the rest.
-    let out = tokio::time::timeout(timeout * 2 + Duration::from_secs(60), run(docker, id, &cmd))
-        .await
-        .map_err(|_| anyhow!("kubeadm init did not finish within {:?}", timeout * 2))??;
+    let limit = timeout * 2 + Duration::from_secs(60);
+    let out = tokio::time::timeout(limit, run(docker, id, &cmd)).await.map_err(|_| {
+        anyhow!("kubeadm init did not finish within {}", crate::progress::format_duration(limit))
+    })??;
     for line in out.stdout.lines() {
         reporter.detail(format!("kubeadm: {line}"));
     }
@@ -313,12 +321,9 @@ async fn install_cni(docker: &Docker, id: &str, choice: Cni, reporter: &Reporter
 /// A pod from the sandbox image (in every node image, never pulled), tolerating the
 /// control-plane taint; Running means the kubelet, containerd, runc and the CNI all work.
 async fn run_test_pod(docker: &Docker, id: &str, timeout: Duration) -> Result<()> {
-    let config = run(docker, id, &["cat", containerd::CONFIG]).await?;
-    let image = containerd::sandbox_image(&config.stdout)?;
-    let mut hb = Handlebars::new();
-    hb.set_strict_mode(true);
-    hb.register_escape_fn(handlebars::no_escape);
-    let pod = hb.render_template(POD_TEMPLATE, &serde_json::json!({ "image": image }))?;
+    let config = read_file(docker, id, containerd::CONFIG).await?;
+    let image = containerd::sandbox_image(&config)?;
+    let pod = crate::templates::render(POD_TEMPLATE, &serde_json::json!({ "image": image }))?;
     let cmd: Vec<&str> = KUBECTL.iter().copied().chain(["apply", "-f", "-"]).collect();
     // The default service account appears shortly after the API; admission refuses pods
     // until then.
@@ -362,14 +367,17 @@ async fn diagnose(docker: &Docker, id: &str, reporter: &Reporter) {
 async fn remove_node(docker: &Docker, node: &Node) -> Result<()> {
     let host_cgroups = node.privilege == Privilege::Restricted
         || docker.container_network(&node.id).await.map(|n| n.host_cgroupns).unwrap_or(false);
+    let mut cgroups = Ok(());
     if host_cgroups && docker.container_running(&node.id).await.unwrap_or(false) {
-        let out = docker.exec(&node.id, &["sh", "-c", CGROUP_CLEANUP]).await?;
-        if !out.success() {
-            bail!("removing the pods' cgroups: {}", out.last_line());
-        }
+        cgroups = match docker.exec(&node.id, &["sh", "-c", CGROUP_CLEANUP]).await {
+            Ok(out) if out.success() => Ok(()),
+            Ok(out) => Err(anyhow!("removing the pods' cgroups: {}", out.last_line())),
+            Err(err) => Err(anyhow::Error::from(err).context("removing the pods' cgroups")),
+        };
     }
+    // The container goes whatever happened to the cgroups.
     docker.remove_container(&node.id).await?;
-    Ok(())
+    cgroups
 }
 
 /// Stops what runs pods, kills every pod process, then removes the cgroup trees the kubelet
