@@ -91,7 +91,7 @@ pub async fn plan(
     for image in required {
         let origin = if let Some(a) = archives.iter().find(|a| a.images.contains_key(image)) {
             Origin::Archive(a.path.clone())
-        } else if docker.image_exists(image).await? {
+        } else if host_has(docker, image, platform).await? {
             Origin::Host
         } else if let Some((reference, m)) = mirror::resolve(&sources.mirrors, image) {
             Origin::Mirror { reference, dest: m.dest.clone() }
@@ -103,6 +103,13 @@ pub async fn plan(
         plan.push(Planned { image: image.clone(), origin });
     }
     Ok(plan)
+}
+
+/// Whether the host's Docker has `image` for the platform's architecture: an image of
+/// another architecture under that name (an amd64 cache when building arm64) does not count.
+async fn host_has(docker: &Docker, image: &str, platform: &str) -> Result<bool> {
+    let arch = platform.rsplit('/').next().unwrap_or(platform);
+    Ok(docker.inspect_image(image).await?.is_some_and(|i| i.architecture == arch))
 }
 
 /// One line naming every image `--offline` cannot find.
