@@ -427,6 +427,8 @@ pub enum ConfigError {
     Image(String),
     #[error("{0} applies only to --from {1}")]
     NotFor(&'static str, &'static str),
+    #[error("cannot write {0:?}: its directory does not exist")]
+    NoDirectory(String),
     #[error("{0} applies only with {1}")]
     OnlyWith(&'static str, &'static str),
     #[error("invalid SOURCE")]
@@ -769,7 +771,7 @@ mod tests {
 
     #[test]
     fn save_targets_are_checked_with_the_flags() {
-        let cli = Cli::try_parse_from(["nodeimg", "save", "node:v1", "-o", "out/node.tar.zst"]).unwrap();
+        let cli = Cli::try_parse_from(["nodeimg", "save", "node:v1", "-o", "/tmp/node.tar.zst"]).unwrap();
         let Command::Save(args) = cli.command else { unreachable!() };
         assert_eq!(args.target().unwrap().compression, crate::transfer::Compression::Zstd);
         let cli = Cli::try_parse_from(["nodeimg", "build", "node-image", "--save", "node.zip"]).unwrap();

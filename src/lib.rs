@@ -94,6 +94,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Images(ImagesCommand::Save(args)) => {
             let args = *args;
+            transfer::output_dir_exists(&args.output)?;
             let cfg = args.source.into_config()?;
             let docker = connect().await?;
             let save = nodeimage::bundle::save(&cfg, &args.output, &docker, &reporter);

@@ -64,6 +64,8 @@ async fn export(docker: &Docker, id: &str, images: &[String], platform: &str, ou
     }
     file.flush().await?;
     file.sync_all().await?;
+    // tempfile creates 0600; a bundle is meant to be copied around and read by others.
+    tokio::fs::set_permissions(part.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).await?;
     let size = file.metadata().await?.len();
     part.persist(output)?;
     Ok(size)
