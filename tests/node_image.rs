@@ -452,7 +452,19 @@ fn build_with_a_failing_verify_keeps_the_previous_tag() {
         docker.tag_image(&before, &run.target).await.unwrap();
         // The release's kubeadm is a stand-in that cannot `init`: the node boots, then the
         // check fails at its second stage.
-        let out = run.build(&[release.tarball.to_str().unwrap(), "--verify", "--timeout", "60s"], &[]);
+        let saved = tempfile::tempdir().unwrap();
+        let archive = saved.path().join("node.tar");
+        let out = run.build(
+            &[
+                release.tarball.to_str().unwrap(),
+                "--verify",
+                "--timeout",
+                "60s",
+                "--save",
+                archive.to_str().unwrap(),
+            ],
+            &[],
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         let last = stderr.lines().last().unwrap();
@@ -464,6 +476,8 @@ fn build_with_a_failing_verify_keeps_the_previous_tag() {
         let after = docker.inspect_image(&run.target).await.unwrap().map(|i| i.id);
         docker.remove_image(&run.target).await.unwrap();
         assert_eq!(after, Some(before), "the previous image keeps the tag");
+        let written: Vec<_> = std::fs::read_dir(saved.path()).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(written.is_empty(), "--save wrote nothing for a rejected image: {written:?}");
         // Neither the rejected image nor its temporary tag is left: no image of this run.
         let images = std::process::Command::new("docker")
             .args([
