@@ -53,9 +53,16 @@ pub fn index_all(paths: &[PathBuf]) -> Result<Vec<Archive>> {
 /// `index.json`.
 pub fn index(path: &Path) -> Result<Archive> {
     let mut file = std::fs::File::open(path)?;
-    let mut magic = [0u8; 2];
-    if file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b] {
-        bail!("gzip-compressed; give the uncompressed tar (`gunzip` it)");
+    let mut magic = [0u8; 4];
+    let n = file.read(&mut magic)?;
+    match crate::transfer::Compression::from_magic(&magic[..n]) {
+        crate::transfer::Compression::Gzip => {
+            bail!("gzip-compressed; give the uncompressed tar (`gunzip` it)")
+        }
+        crate::transfer::Compression::Zstd => {
+            bail!("zstd-compressed; give the uncompressed tar (`unzstd` it)")
+        }
+        crate::transfer::Compression::None => {}
     }
     let file = std::fs::File::open(path)?;
     let mut tar = tar::Archive::new(std::io::BufReader::new(file));
@@ -161,6 +168,9 @@ mod tests {
         let gz = dir.path().join("x.tar.gz");
         std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
         assert!(index(&gz).unwrap_err().to_string().contains("gzip-compressed"));
+        let zst = dir.path().join("bundle.tar.zst");
+        std::fs::write(&zst, [0x28, 0xb5, 0x2f, 0xfd, 0]).unwrap();
+        assert!(index(&zst).unwrap_err().to_string().contains("zstd-compressed"));
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
         assert_eq!(collect(&[], &[dir.path().to_owned()]).unwrap(), vec![tar]);
         let err = collect(&[dir.path().join("nosuch.tar")], &[]).unwrap_err().to_string();
