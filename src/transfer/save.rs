@@ -50,7 +50,8 @@ pub async fn save(docker: &Docker, image: &str, target: &SaveTarget, reporter: &
     while let Some(chunk) = tar.next().await {
         let chunk = chunk?;
         step.inc(chunk.len() as u64);
-        encoder.push(&chunk)?;
+        // Compression is CPU work: keep it off the thread that drives the other tasks.
+        blocking(|| encoder.push(&chunk))?;
         if encoder.buffered() >= FLUSH_AT {
             write(encoder.take()).await?;
         }
@@ -63,10 +64,25 @@ pub async fn save(docker: &Docker, image: &str, target: &SaveTarget, reporter: &
     let sums = PartFile::new(&checksum_path(&target.path));
     std::fs::write(sums.path(), checksum_line(&sha256, &target.path))
         .with_context(|| format!("writing {}", sums.path().display()))?;
-    data.commit().with_context(|| format!("renaming to {}", target.path.display()))?;
-    sums.commit().with_context(|| format!("renaming to {}", checksum_path(&target.path).display()))?;
+    // The checksum goes first: if FILE then fails to move into place, an old FILE next to a
+    // new checksum is caught by `load`, whereas a new FILE without its checksum would not be.
+    let sums_path = checksum_path(&target.path);
+    sums.commit().with_context(|| format!("renaming to {}", sums_path.display()))?;
+    if let Err(err) = data.commit() {
+        std::fs::remove_file(&sums_path).ok();
+        return Err(err).with_context(|| format!("renaming to {}", target.path.display()));
+    }
     step.finish(format!("{:.1} MB", written as f64 / 1e6));
     Ok(Saved { sha256, bytes: written })
+}
+
+/// Runs `work` where blocking is allowed: in place on a multi-threaded runtime (other tasks
+/// move to other threads meanwhile), directly elsewhere.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// A compressor writing into memory, emptied by [`Encoder::take`] as it fills.
