@@ -541,10 +541,24 @@ impl ImageSourceArgs {
             Some(path) => crate::configfile::read(path).map_err(ConfigError::File)?,
             None => crate::configfile::FileConfig::default(),
         };
-        let mirrors = file.registry_mirrors.iter().chain(&self.registry_mirrors);
-        let mirrors = mirrors.map(|m| Mirror::parse(m)).collect::<Result<Vec<_>, _>>()?;
-        let node_mirrors =
-            file.node_registry_mirrors.iter().map(|m| NodeMirror::parse(m)).collect::<Result<Vec<_>, _>>()?;
+        // An entry of the file is reported as the file's, not as a flag the user never typed.
+        let in_file = |key: &str, err: crate::nodeimage::mirror::MirrorError| {
+            let path = self.config.as_deref().unwrap_or(std::path::Path::new("")).display();
+            ConfigError::File(format!("--config {path}: {key}: {err}"))
+        };
+        let mut mirrors = file
+            .registry_mirrors
+            .iter()
+            .map(|m| Mirror::parse(m).map_err(|e| in_file("registry_mirrors", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for m in &self.registry_mirrors {
+            mirrors.push(Mirror::parse(m)?);
+        }
+        let node_mirrors = file
+            .node_registry_mirrors
+            .iter()
+            .map(|m| NodeMirror::parse(m).map_err(|e| in_file("node_registry_mirrors", e)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut extra: Vec<(String, String)> = Vec::new();
         for file in file.extra_images_files.iter().chain(&self.extra_images_files) {
             let flag = format!("--extra-images-file {}", file.display());
@@ -760,6 +774,18 @@ mod tests {
         assert!(err.contains("/nonexistent/nodeimg.toml"), "{err}");
         let err = node(&["--node-registry-mirror", "docker.io=mirror:5000"]).unwrap_err().to_string();
         assert!(err.contains("--node-registry-mirror") && err.contains("http://"), "{err}");
+    }
+
+    #[test]
+    fn bad_config_file_entries_name_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("nodeimg.toml");
+        std::fs::write(&config, "registry_mirrors = [\"registry.k8s.io\"]\n").unwrap();
+        let err = node(&["--config", config.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("--config {}: registry_mirrors: ", config.display())), "{err}");
+        std::fs::write(&config, "node_registry_mirrors = [\"docker.io=mirror:5000\"]\n").unwrap();
+        let err = node(&["--config", config.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(err.contains("node_registry_mirrors: ") && err.contains("nodeimg.toml"), "{err}");
     }
 
     #[test]
