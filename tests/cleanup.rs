@@ -188,3 +188,56 @@ fn clean_removes_the_temporary_tag_of_a_killed_verify() {
         assert!(docker.inspect_image(&id).await.unwrap().is_none(), "the image went with its only tag");
     });
 }
+
+#[test]
+fn ctrl_c_during_build_verify_removes_the_node_and_clean_the_rest() {
+    let _serial = serial();
+    let base = support::base_image();
+    let run_id = support::run_id("verifysigint");
+    let _cleanup = support::Cleanup(run_id.clone());
+    let release = support::fixtures::server_tarball(&support::fixtures::Options::default());
+    let target = format!("nodeimg-test/node:verifysigint-{}", std::process::id());
+    support::runtime().block_on(async {
+        let docker = support::docker(&run_id).await;
+        support::fixtures::ensure_host_images(&docker).await;
+        let child = support::nodeimg()
+            .args(["build", "node-image", release.tarball.to_str().unwrap(), "-b", &base, "-i", &target])
+            .args(["--verify", "--timeout", "60s"])
+            .env("NODEIMG_RUN_ID", &run_id)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Signalled while the check's node boots (the stand-in kubeadm fails right after).
+        support::wait_for("the verify node to run", Duration::from_secs(180), || async {
+            let found = docker.list_containers(Some(&run_id)).await.unwrap();
+            found.into_iter().find(|c| c.name.starts_with("nodeimg-verify-") && c.state == "running")
+        })
+        .await;
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+        assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+        let left = docker.list_containers(Some(&run_id)).await.unwrap();
+        assert!(left.is_empty(), "the guard removed the node and the build container: {left:?}");
+        assert!(!docker.image_exists(&target).await.unwrap(), "nothing under the target tag");
+
+        // What a killed check cannot remove itself, `nodeimg clean` does: the image under its
+        // temporary tag.
+        let tags = docker.list_tags_of("nodeimg-verify").await.unwrap();
+        let ours: Vec<_> = tags
+            .iter()
+            .filter(|(_, labels)| labels.get(nodeimg::docker::LABEL_BUILD) == Some(&run_id))
+            .map(|(tag, _)| tag.clone())
+            .collect();
+        assert_eq!(ours.len(), 1, "the interrupted check leaves its temporary tag: {tags:?}");
+        let out = support::nodeimg().arg("clean").output().unwrap();
+        support::assert_success(&out, "nodeimg clean");
+        let images = std::process::Command::new("docker")
+            .args(["images", "-q", "--filter", &format!("label={}={run_id}", nodeimg::docker::LABEL_BUILD)])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&images.stdout).trim(), "", "no image of the run is left");
+        assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l == ours[0]), "clean names it");
+    });
+}
