@@ -323,7 +323,8 @@ async fn patch_containerd_config(docker: &Docker, id: &str, artifacts: &Artifact
     Ok(())
 }
 
-async fn read_file(docker: &Docker, id: &str, path: &str) -> Result<String> {
+/// A text file inside a container (the build container, a node).
+pub(crate) async fn read_file(docker: &Docker, id: &str, path: &str) -> Result<String> {
     let out = docker.exec(id, &["cat", path]).await?;
     if !out.success() {
         bail!("reading {path}: {}", out.last_line());

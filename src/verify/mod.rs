@@ -16,7 +16,7 @@ pub use self::report::{Report, Stage};
 use crate::docker::{Docker, ExecOutput};
 use crate::kube::KubeVersion;
 use crate::node::{self, Node, Privilege};
-use crate::nodeimage::containerd;
+use crate::nodeimage::{containerd, read_file};
 use crate::progress::Reporter;
 
 const KUBEADM_CONFIG: &str = "/kind/kubeadm.conf";
@@ -207,14 +207,6 @@ async fn run(docker: &Docker, id: &str, cmd: &[&str]) -> Result<ExecOutput> {
 async fn kubectl(docker: &Docker, id: &str, args: &[&str]) -> Result<ExecOutput> {
     let cmd: Vec<&str> = KUBECTL.iter().copied().chain(args.iter().copied()).collect();
     run(docker, id, &cmd).await
-}
-
-async fn read_file(docker: &Docker, id: &str, path: &str) -> Result<String> {
-    let out = run(docker, id, &["cat", path]).await?;
-    if !out.success() {
-        bail!("reading {path} in the node: {}", out.last_line());
-    }
-    Ok(out.stdout)
 }
 
 /// Writes `content` to `path` in the container.
