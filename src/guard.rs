@@ -1,5 +1,6 @@
-//! The cleanup guard: whatever a command creates in Docker is removed when it ends, on
-//! success, on error, and on SIGINT/SIGTERM.
+//! The command-level cleanup guard: whatever a command creates in Docker is removed when it
+//! ends, on success, on error, and on SIGINT/SIGTERM, and the user is told what was removed
+//! and what was not.
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,17 +9,12 @@ use anyhow::Result;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::docker::Docker;
+use crate::error::Interrupted;
 use crate::progress::Reporter;
 
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted by {name}; the run's containers were removed")]
-pub struct Interrupted {
-    pub name: &'static str,
-    pub exit_code: u8,
-}
-
-/// Runs `work`, then removes the run's containers (by label), whatever the outcome. A
-/// signal cancels `work` (dropping it, which also kills and removes host-side scratch).
+/// Runs `work`, then removes this process's containers (by label), whatever the outcome. A
+/// signal cancels `work` by dropping it, which also removes host-side scratch (temp dirs,
+/// part files) and stops child processes; the sweep then removes the containers.
 pub async fn guarded<T>(
     docker: &Docker,
     reporter: &Reporter,
@@ -27,17 +23,60 @@ pub async fn guarded<T>(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let outcome = tokio::select! {
-        result = work => result,
-        _ = sigint.recv() => Err(Interrupted { name: "SIGINT", exit_code: 130 }.into()),
-        _ = sigterm.recv() => Err(Interrupted { name: "SIGTERM", exit_code: 143 }.into()),
+        result = work => Ok(result),
+        _ = sigint.recv() => Err(("SIGINT", 130)),
+        _ = sigterm.recv() => Err(("SIGTERM", 143)),
     };
-    match tokio::time::timeout(Duration::from_secs(60), docker.remove_run_containers()).await {
-        Ok(Ok(removed)) if !removed.is_empty() => {
-            reporter.detail(format!("removed containers: {}", removed.join(", ")))
+    let swept = sweep(docker).await;
+    match outcome {
+        Ok(result) => {
+            match &swept {
+                Sweep::Removed(names) if !names.is_empty() => {
+                    reporter.detail(format!("removed containers: {}", names.join(", ")))
+                }
+                Sweep::Removed(_) => {}
+                Sweep::Failed(_) => reporter.warn(swept.describe()),
+            }
+            result
         }
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => reporter.warn(format!("{e}; `nodeimg clean` removes leftovers")),
-        Err(_) => reporter.warn("removing containers timed out; `nodeimg clean` removes leftovers"),
+        Err((name, exit_code)) => Err(Interrupted { name, exit_code, cleanup: swept.describe() }.into()),
     }
-    outcome
+}
+
+enum Sweep {
+    Removed(Vec<String>),
+    Failed(String),
+}
+
+impl Sweep {
+    fn describe(&self) -> String {
+        match self {
+            Sweep::Removed(names) if names.is_empty() => "no containers were left to remove".into(),
+            Sweep::Removed(names) => format!("removed containers {}", names.join(", ")),
+            Sweep::Failed(why) => {
+                format!("could NOT remove its containers ({why}); `nodeimg clean` removes them")
+            }
+        }
+    }
+}
+
+async fn sweep(docker: &Docker) -> Sweep {
+    let work = async {
+        let mut removed = Vec::new();
+        for c in docker.own_containers().await? {
+            if c.host_cgroups {
+                // Best effort: a node that shared the host's cgroup namespace leaves its pods'
+                // cgroups on the host unless they are removed from inside before it goes.
+                crate::node::release_host_cgroups(docker, &c.id).await.ok();
+            }
+            docker.remove_container(&c.id).await?;
+            removed.push(c.name);
+        }
+        anyhow::Ok(removed)
+    };
+    match tokio::time::timeout(Duration::from_secs(60), work).await {
+        Ok(Ok(removed)) => Sweep::Removed(removed),
+        Ok(Err(e)) => Sweep::Failed(crate::error::one_line(&e)),
+        Err(_) => Sweep::Failed("timed out after 60 s".into()),
+    }
 }

@@ -4,7 +4,13 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = nodeimg::cli::Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: starting the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     match runtime.block_on(nodeimg::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -14,7 +14,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use nodeimg::docker::Docker;
-use nodeimg::nodeimage::images::normalize;
+use nodeimg::reference::normalize;
 use support::fixtures::{self, Options, VERSION};
 use support::registry::Registry;
 use support::{Cleanup, assert_success, wait_for};
@@ -415,7 +415,7 @@ fn extra_images_come_from_an_images_dir_and_are_pinned() {
     let release = fixtures::server_tarball(&Options::default());
     let dir = run.tmp.path().join("images");
     std::fs::create_dir(&dir).unwrap();
-    let layer = nodeimg::imagearchive::write_layer(
+    let layer = nodeimg::archive::image::write_layer(
         &fixtures::busybox_root(run.tmp.path()),
         &run.tmp.path().join("layer.tar"),
     )

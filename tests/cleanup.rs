@@ -224,7 +224,7 @@ fn ctrl_c_during_build_verify_removes_the_node_and_clean_the_rest() {
 
         // What a killed check cannot remove itself, `nodeimg clean` does: the image under its
         // temporary tag.
-        let tags = docker.list_tags_of("nodeimg-verify").await.unwrap();
+        let tags = docker.list_tags("nodeimg-verify", "nodeimg-verify:").await.unwrap();
         let ours: Vec<_> = tags
             .iter()
             .filter(|(_, labels)| labels.get(nodeimg::docker::LABEL_BUILD) == Some(&run_id))

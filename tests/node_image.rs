@@ -112,7 +112,7 @@ fn node_image_from_a_release_tarball() {
             assert!(line.contains("io.cri-containerd.pinned=pinned"), "{name} is pinned: {line}");
         }
         for image in fixtures::host_images() {
-            let name = nodeimg::nodeimage::images::normalize(&image);
+            let name = nodeimg::reference::normalize(&image);
             assert!(
                 images.lines().any(|l| l.starts_with(&format!("{name} ")) && l.contains("pinned")),
                 "{name} missing or unpinned:\n{images}"
@@ -288,7 +288,7 @@ fn images_list_names_every_image_and_its_source() {
             "{stdout}"
         );
         for image in fixtures::host_images() {
-            let name = nodeimg::nodeimage::images::normalize(&image);
+            let name = nodeimg::reference::normalize(&image);
             assert_eq!(from(&name), Some("host docker"), "{name}: {stdout}");
         }
         assert_eq!(from("registry.k8s.io/nosuch:v0"), Some("pull (linux/amd64)"), "{stdout}");

@@ -188,7 +188,7 @@ fn truncated_archives_fail_with_one_line_and_load_nothing() {
         }
         let empty = case.path("empty.tar");
         std::fs::write(&empty, "").unwrap();
-        let error = one_line_error(&case.load(&empty, &["--no-verify"]), "loading an empty file");
+        let error = one_line_error(&case.load(&empty, &["--skip-checksum"]), "loading an empty file");
         assert!(error.contains("empty.tar: archive is truncated or corrupt"), "{error}");
         assert_eq!(case.image_id().await, None);
     });
@@ -223,7 +223,7 @@ fn a_damaged_archive_fails_before_docker_sees_it() {
         // Without the check, the gzip CRC fails it, and Docker must not have loaded the
         // complete tar it received before the trailer.
         let error =
-            one_line_error(&case.load(&path, &["--no-verify"]), "loading a damaged archive unchecked");
+            one_line_error(&case.load(&path, &["--skip-checksum"]), "loading a damaged archive unchecked");
         assert!(error.contains("archive is truncated or corrupt (gzip data:"), "{error}");
         assert_eq!(case.image_id().await, None, "nothing was loaded");
     });

@@ -17,7 +17,7 @@ fn tree(fail_target: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let root = fixtures::busybox_root(scratch.path());
-    let layer = nodeimg::imagearchive::write_layer(&root, &scratch.path().join("layer.tar")).unwrap();
+    let layer = nodeimg::archive::image::write_layer(&root, &scratch.path().join("layer.tar")).unwrap();
     kubetree::create(dir.path(), fail_target, |tag, dest| fixtures::write_image_tar(&layer, tag, dest));
     dir
 }

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 
 use super::assets;
 use super::rootfs::Rootfs;
+use crate::archive::image::{self, ImageConfig};
 use crate::docker::Docker;
-use crate::imagearchive::{self, ImageConfig};
 use crate::process::{self, Tail};
 use crate::progress::Reporter;
 
@@ -31,7 +31,7 @@ pub async fn build(
 
     let step = reporter.step("writing the image layer");
     let layer_path = scratch.path().join("layer.tar");
-    let layer = tokio::task::spawn_blocking(move || imagearchive::write_layer(&root, &layer_path))
+    let layer = tokio::task::spawn_blocking(move || image::write_layer(&root, &layer_path))
         .await?
         .context("writing the root filesystem as a layer")?;
     let layer_size = std::fs::metadata(&layer.path).map(|m| m.len()).unwrap_or_default();
@@ -40,7 +40,7 @@ pub async fn build(
     // One `docker load` carries the layer and the whole configuration; `docker import`
     // cannot set STOPSIGNAL on engines before API 1.44.
     let step = reporter.step("loading the image into Docker");
-    let (id, archive) = imagearchive::image_archive(config, &layer, &[]);
+    let (id, archive) = image::image_archive(config, &layer, &[]);
     docker.load_image(archive).await?;
     step.finish(crate::docker::short_id(&id));
     Ok(id)
@@ -60,10 +60,9 @@ async fn preflight(suite: &str, mirror: &str) -> Result<()> {
         .connect_timeout(std::time::Duration::from_secs(10))
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
-    let response =
-        client.get(&release).send().await.map_err(|e| {
-            anyhow::anyhow!("Debian mirror {mirror} is unreachable: {}", crate::root_cause(&e))
-        })?;
+    let response = client.get(&release).send().await.map_err(|e| {
+        anyhow::anyhow!("Debian mirror {mirror} is unreachable: {}", crate::error::root_cause(&e))
+    })?;
     match response.status() {
         s if s.is_success() => Ok(()),
         reqwest::StatusCode::NOT_FOUND => {

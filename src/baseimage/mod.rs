@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 
 pub use debootstrap::{default_mirror, mirror_from_apt_sources};
 
+use crate::archive::image::{self, ImageConfig};
 use crate::docker::Docker;
-use crate::imagearchive::{self, ImageConfig};
 use crate::progress::Reporter;
 
 /// Ties an image to the inputs it was built from; a rebuild happens only when they change.
@@ -37,12 +37,15 @@ pub struct BaseImageConfig {
 }
 
 impl BaseImageConfig {
-    /// Hash of `base-image/` and the source settings: equal keys, equal images.
+    /// Hash of `base-image/` and what decides the image's content (the suite, the Debian
+    /// image): equal keys, equal images. Where the packages came from (the mirror) is left
+    /// out, so an image carried to another machine (`nodeimg save`/`load`) is found there
+    /// under the same default name whatever that machine's apt mirror is.
     pub fn key(&self) -> String {
         let mut hash = Sha256::new();
         hash.update(assets::content_hash());
         match &self.source {
-            Source::Debootstrap { suite, mirror } => hash.update(format!("\0debootstrap\0{suite}\0{mirror}")),
+            Source::Debootstrap { suite, .. } => hash.update(format!("\0debootstrap\0{suite}")),
             Source::Dockerfile { debian_image } => hash.update(format!("\0dockerfile\0{debian_image}")),
         }
         hex::encode(hash.finalize())[..16].to_owned()
@@ -70,7 +73,7 @@ impl BaseImageConfig {
         let mut labels: BTreeMap<String, String> = docker.labels().to_map().into_iter().collect();
         labels.extend(self.image_labels().into_iter().map(|(k, v)| (k.to_owned(), v)));
         ImageConfig {
-            architecture: imagearchive::host_architecture().to_owned(),
+            architecture: image::host_architecture().to_owned(),
             entrypoint: ENTRYPOINT.iter().map(|s| s.to_string()).collect(),
             env: vec![ENV.to_owned()],
             stop_signal: Some(STOP_SIGNAL.to_owned()),
@@ -160,8 +163,16 @@ mod tests {
     }
 
     #[test]
-    fn key_follows_the_inputs() {
+    fn key_follows_the_content_not_the_mirror() {
         assert_eq!(cfg("bookworm").key(), cfg("bookworm").key());
+        let elsewhere = BaseImageConfig {
+            source: Source::Debootstrap {
+                suite: "bookworm".into(),
+                mirror: "http://apt.internal/debian".into(),
+            },
+            ..cfg("bookworm")
+        };
+        assert_eq!(elsewhere.key(), cfg("bookworm").key(), "the mirror must not change the default tag");
         assert_ne!(cfg("bookworm").key(), cfg("trixie").key());
         let dockerfile =
             BaseImageConfig { source: Source::Dockerfile { debian_image: "debian:12".into() }, ..cfg("x") };

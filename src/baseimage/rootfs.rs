@@ -29,14 +29,14 @@ impl Rootfs {
     /// Registers a process group working in this directory, to be killed before removal.
     pub fn track(&self, child: &tokio::process::Child) -> ProcessGroup {
         let group = ProcessGroup::new(child);
-        self.groups.lock().unwrap().push(group.pgid);
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).push(group.pgid);
         group
     }
 }
 
 impl Drop for Rootfs {
     fn drop(&mut self) {
-        for pgid in self.groups.lock().unwrap().drain(..) {
+        for pgid in self.groups.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             // SAFETY: signalling a process group we created; no memory is involved.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }

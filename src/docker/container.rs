@@ -8,7 +8,8 @@ use bollard::query_parameters::{
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::{Docker, Error, LABEL_BUILD, LABEL_HOST, LABEL_PID, Result, api, is_not_found};
+use super::error::{Daemon, Error};
+use super::{Docker, LABEL_BUILD, LABEL_HOST, LABEL_PID, LABEL_PROCESS, Result};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CgroupNs {
@@ -103,6 +104,10 @@ pub struct ContainerSummary {
     pub host: Option<String>,
     /// Kept on purpose (`--keep-container`): the cleanup guard leaves it, `clean` does not.
     pub keep: bool,
+    /// The process token of the nodeimg process that created it.
+    pub process: Option<String>,
+    /// A node sharing the host's cgroup namespace (see `node::release_host_cgroups`).
+    pub host_cgroups: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,19 +126,24 @@ impl Docker {
             .client
             .create_container(Some(options), body)
             .await
-            .map_err(api(format!("creating a container from {}", spec.image)))?;
+            .map_err(|e| Error::CreateContainer { image: spec.image.clone(), source: Daemon(e) })?;
         Ok(created.id)
     }
 
     pub async fn start_container(&self, id: &str) -> Result<()> {
-        self.client.start_container(id, None).await.map_err(api(format!("starting container {}", short(id))))
+        self.client
+            .start_container(id, None)
+            .await
+            .map_err(|e| Error::StartContainer { id: short(id).into(), source: Daemon(e) })
     }
 
     /// Force-removes a container and its anonymous volumes; one already gone is fine.
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         match self.client.remove_container(id, Some(options)).await {
-            Err(e) if !is_not_found(&e) => Err(api(format!("removing container {}", short(id)))(e)),
+            Err(e) if !is_not_found(&e) => {
+                Err(Error::RemoveContainer { id: short(id).into(), source: Daemon(e) })
+            }
             _ => Ok(()),
         }
     }
@@ -142,26 +152,18 @@ impl Docker {
         match self.client.inspect_container(id, None).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(api(format!("inspecting container {}", short(id)))(e)),
+            Err(e) => Err(inspect_err(id, e)),
         }
     }
 
     pub async fn container_running(&self, id: &str) -> Result<bool> {
-        let info = self
-            .client
-            .inspect_container(id, None)
-            .await
-            .map_err(api(format!("inspecting container {}", short(id))))?;
+        let info = self.client.inspect_container(id, None).await.map_err(|e| inspect_err(id, e))?;
         Ok(info.state.and_then(|s| s.running).unwrap_or(false))
     }
 
     /// Where a running container is reachable and which cgroup namespace it got.
     pub async fn container_network(&self, id: &str) -> Result<ContainerNetwork> {
-        let info = self
-            .client
-            .inspect_container(id, None)
-            .await
-            .map_err(api(format!("inspecting container {}", short(id))))?;
+        let info = self.client.inspect_container(id, None).await.map_err(|e| inspect_err(id, e))?;
         let settings = info.network_settings.unwrap_or_default();
         let ip = settings
             .networks
@@ -187,8 +189,11 @@ impl Docker {
             filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
             ..Default::default()
         };
-        let found =
-            self.client.list_containers(Some(options)).await.map_err(api("listing nodeimg containers"))?;
+        let found = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| Error::ListContainers { source: Daemon(e) })?;
         Ok(found
             .into_iter()
             .map(|c| {
@@ -206,6 +211,8 @@ impl Docker {
                     pid: labels.get(LABEL_PID).and_then(|p| p.parse().ok()),
                     host: labels.get(LABEL_HOST).cloned(),
                     keep: labels.contains_key(super::LABEL_KEEP),
+                    process: labels.get(LABEL_PROCESS).cloned(),
+                    host_cgroups: labels.contains_key(super::LABEL_HOST_CGROUPS),
                 }
             })
             .collect())
@@ -221,31 +228,40 @@ impl Docker {
         self.client
             .upload_to_container(id, Some(options), bollard::body_try_stream(tar))
             .await
-            .map_err(api(format!("copying files to {path} in container {}", short(id))))
+            .map_err(|e| Error::Upload { id: short(id).into(), path: path.into(), source: Daemon(e) })
     }
 
-    /// Commits the container as an untagged image with Dockerfile-style `changes`; returns
-    /// the image ID. Tagging is a separate step so a failed build never holds the tag.
+    /// Commits the container as an untagged image with Dockerfile-style `changes` and this
+    /// run's labels (replacing those the image inherited, so `clean` judges it by this run);
+    /// returns the image ID. Tagging is a separate step so a failed build never holds the tag.
     pub async fn commit(&self, id: &str, changes: &[String]) -> Result<String> {
         let options = CommitContainerOptions {
             container: Some(id.to_owned()),
             pause: false,
-            changes: (!changes.is_empty()).then(|| changes.join("\n")),
+            changes: Some(changes.iter().cloned().chain(self.label_changes()).collect::<Vec<_>>().join("\n")),
             ..Default::default()
         };
         let committed = self
             .client
             .commit_container(options, bollard::models::ContainerConfig::default())
             .await
-            .map_err(api(format!("committing container {}", short(id))))?;
+            .map_err(|e| Error::Commit { id: short(id).into(), source: Daemon(e) })?;
         if committed.id.is_empty() {
-            return Err(Error::Api {
+            return Err(Error::Protocol {
                 action: format!("committing container {}", short(id)),
-                message: "the daemon returned no image ID".into(),
+                problem: "the daemon returned no image ID",
             });
         }
         Ok(committed.id)
     }
+}
+
+fn inspect_err(id: &str, e: bollard::errors::Error) -> Error {
+    Error::InspectContainer { id: short(id).into(), source: Daemon(e) }
+}
+
+pub(super) fn is_not_found(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
 pub fn short(id: &str) -> &str {

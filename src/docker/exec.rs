@@ -4,7 +4,8 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::container::short;
-use super::{Docker, Error, Result, api};
+use super::error::{Daemon, Error};
+use super::{Docker, Result};
 
 /// What a command run inside a container printed, and how it ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,7 +67,9 @@ impl Docker {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
-        let action = format!("running `{}` in container {}", cmd.join(" "), short(id));
+        let (cmd_text, short_id) = (cmd.join(" "), short(id).to_owned());
+        let api = |e| Error::Exec { cmd: cmd_text.clone(), id: short_id.clone(), source: Daemon(e) };
+        let io = |what, source| Error::ExecIo { cmd: cmd_text.clone(), id: short_id.clone(), what, source };
         let options = CreateExecOptions {
             cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
             attach_stdin: Some(input.is_some()),
@@ -74,14 +77,17 @@ impl Docker {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let exec = self.client.create_exec(id, options).await.map_err(api(&action))?;
+        let exec = self.client.create_exec(id, options).await.map_err(api)?;
         let started = self
             .client
             .start_exec(&exec.id, Some(StartExecOptions { detach: false, ..Default::default() }))
             .await
-            .map_err(api(&action))?;
+            .map_err(api)?;
         let StartExecResults::Attached { mut output, input: mut stdin } = started else {
-            return Err(Error::Api { action, message: "the daemon did not attach".into() });
+            return Err(Error::Protocol {
+                action: format!("running `{cmd_text}` in container {short_id}"),
+                problem: "the daemon did not attach",
+            });
         };
         let feeder = input.map(|reader| {
             tokio::spawn(async move {
@@ -94,39 +100,40 @@ impl Docker {
         });
         let mut result = ExecOutput::default();
         while let Some(chunk) = output.next().await {
-            match chunk.map_err(api(&action))? {
+            match chunk.map_err(api)? {
                 LogOutput::StdErr { message } => result.stderr.push_str(&String::from_utf8_lossy(&message)),
                 LogOutput::StdOut { message } | LogOutput::Console { message } => match sink.as_mut() {
-                    Some(sink) => sink
-                        .write_all(&message)
-                        .await
-                        .map_err(|e| Error::Io { action: action.clone(), message: e.to_string() })?,
+                    Some(sink) => sink.write_all(&message).await.map_err(|e| io("writing its output", e))?,
                     None => result.stdout.push_str(&String::from_utf8_lossy(&message)),
                 },
                 LogOutput::StdIn { .. } => {}
             }
         }
         if let Some(feeder) = feeder {
-            let fed =
-                feeder.await.map_err(|e| Error::Io { action: action.clone(), message: e.to_string() })?;
+            let fed = feeder.await.map_err(|e| io("feeding stdin", std::io::Error::other(e)))?;
             // The command may exit before reading all input (and then fails on its own);
             // only report a broken feed when the command claims success.
             if let Err(e) = fed {
-                let code = self.exit_code(&exec.id, &action).await?;
+                let code = self.exit_code(&exec.id, &api).await?;
                 if code == 0 {
-                    return Err(Error::Io { action, message: format!("streaming stdin: {e}") });
+                    return Err(io("streaming stdin", e));
                 }
             }
         }
-        result.code = self.exit_code(&exec.id, &action).await?;
+        result.code = self.exit_code(&exec.id, &api).await.map_err(|e| match e {
+            Error::Protocol { problem, .. } => {
+                Error::Protocol { action: format!("running `{cmd_text}` in container {short_id}"), problem }
+            }
+            other => other,
+        })?;
         Ok(result)
     }
 
-    async fn exit_code(&self, exec_id: &str, action: &str) -> Result<i64> {
+    async fn exit_code(&self, exec_id: &str, api: &impl Fn(bollard::errors::Error) -> Error) -> Result<i64> {
         // The output stream ends when the process closes it, which can be a moment before
         // the daemon records the exit code.
         for _ in 0..50 {
-            let info = self.client.inspect_exec(exec_id).await.map_err(api(action))?;
+            let info = self.client.inspect_exec(exec_id).await.map_err(api)?;
             if info.running != Some(true)
                 && let Some(code) = info.exit_code
             {
@@ -134,7 +141,7 @@ impl Docker {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        Err(Error::Api { action: action.to_owned(), message: "no exit code after 5 s".into() })
+        Err(Error::Protocol { action: String::new(), problem: "no exit code after 5 s" })
     }
 }
 

@@ -7,8 +7,10 @@ use bollard::query_parameters::{
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
+use super::container::is_not_found;
 use super::container::short;
-use super::{Docker, Error, LABEL_BUILD, Result, api, is_not_found};
+use super::error::{Daemon, Error};
+use super::{Docker, LABEL_BUILD, Result};
 
 /// What the pipeline needs to know about an image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,7 +43,7 @@ impl Docker {
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(api(format!("inspecting image {name}"))(e)),
+            Err(e) => Err(Error::InspectImage { name: name.into(), source: Daemon(e) }),
         }
     }
 
@@ -57,19 +59,18 @@ impl Docker {
     {
         changes.extend(self.label_changes());
         let options = CreateImageOptions { from_src: Some("-".into()), changes, ..Default::default() };
-        let action = "importing the root filesystem as an image";
         let mut stream =
             self.client.create_image(Some(options), Some(bollard::body_try_stream(rootfs)), None);
         let mut id = None;
         while let Some(info) = stream.next().await {
-            let info = info.map_err(api(action))?;
+            let info = info.map_err(|e| Error::Import { source: Daemon(e) })?;
             if let Some(status) = info.status.filter(|s| s.starts_with("sha256:")) {
                 id = Some(status);
             }
         }
-        id.ok_or_else(|| Error::Api {
-            action: action.into(),
-            message: "the daemon returned no image ID".into(),
+        id.ok_or_else(|| Error::Protocol {
+            action: "importing the root filesystem as an image".into(),
+            problem: "the daemon returned no image ID",
         })
     }
 
@@ -83,7 +84,10 @@ impl Docker {
         let mut stream = self.client.import_image_stream(options, archive, None);
         let mut loaded = Vec::new();
         while let Some(info) = stream.next().await {
-            let info = info.map_err(api("loading an image archive"))?;
+            let info = info.map_err(|e| Error::Load { source: Daemon(e) })?;
+            if let Some(message) = info.error_detail.and_then(|e| e.message) {
+                return Err(Error::Load { source: Daemon::in_stream(message) });
+            }
             for line in info.stream.iter().flat_map(|s| s.lines()) {
                 if let Some((_, what)) = line.split_once(": ").filter(|(k, _)| k.starts_with("Loaded image"))
                 {
@@ -116,11 +120,10 @@ impl Docker {
             labels: Some(all_labels),
             ..Default::default()
         };
-        let action = "building the image";
         let mut stream = self.client.build_image(options, None, Some(bollard::body_try_stream(context)));
         let mut id = None;
         while let Some(info) = stream.next().await {
-            let info = info.map_err(api(action))?;
+            let info = info.map_err(|e| Error::Build { source: Daemon(e) })?;
             if let Some(image) = info.aux {
                 id = image.id.or(id);
             }
@@ -130,24 +133,28 @@ impl Docker {
                 }
             }
         }
-        id.ok_or_else(|| Error::Api { action: action.into(), message: "the build produced no image".into() })
+        id.ok_or_else(|| Error::Protocol {
+            action: "building the image".into(),
+            problem: "the build produced no image",
+        })
     }
 
     /// Points `reference` (`repo[:tag]`) at the image `id`.
     pub async fn tag_image(&self, id: &str, reference: &str) -> Result<()> {
-        let (repo, tag) = split_reference(reference);
+        let (repo, tag) = crate::reference::split(reference);
         let options = TagImageOptions { repo: Some(repo.into()), tag: Some(tag.into()) };
-        self.client
-            .tag_image(id, Some(options))
-            .await
-            .map_err(api(format!("tagging image {} as {reference}", short(id))))
+        self.client.tag_image(id, Some(options)).await.map_err(|e| Error::Tag {
+            id: short(id).into(),
+            reference: reference.into(),
+            source: Daemon(e),
+        })
     }
 
     /// Removes an image; one already gone is fine.
     pub async fn remove_image(&self, name: &str) -> Result<()> {
         let options = RemoveImageOptions { force: true, ..Default::default() };
         match self.client.remove_image(name, Some(options), None).await {
-            Err(e) if !is_not_found(&e) => Err(api(format!("removing image {name}"))(e)),
+            Err(e) if !is_not_found(&e) => Err(Error::RemoveImage { name: name.into(), source: Daemon(e) }),
             _ => Ok(()),
         }
     }
@@ -162,28 +169,38 @@ impl Docker {
             ])),
             ..Default::default()
         };
-        let images = self.client.list_images(Some(options)).await.map_err(api("listing nodeimg images"))?;
+        let images = self
+            .client
+            .list_images(Some(options))
+            .await
+            .map_err(|e| Error::ListImages { source: Daemon(e) })?;
         Ok(images.into_iter().map(|i| (i.id, i.labels)).collect())
     }
 
-    /// Tags of repository `repo` (e.g. `nodeimg-verify`) on images nodeimg created, with
-    /// the images' labels.
-    pub async fn list_tags_of(&self, repo: &str) -> Result<Vec<(String, HashMap<String, String>)>> {
+    /// Tags that start with `prefix` (`nodeimg-verify:`, `nodeimg-tmp/`) on images nodeimg
+    /// created, with the images' labels. `pattern` is the daemon-side reference filter.
+    pub async fn list_tags(
+        &self,
+        pattern: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>> {
         let options = ListImagesOptions {
             filters: Some(HashMap::from([
-                ("reference".to_owned(), vec![repo.to_owned()]),
+                ("reference".to_owned(), vec![pattern.to_owned()]),
                 ("label".to_owned(), vec![LABEL_BUILD.to_owned()]),
             ])),
             ..Default::default()
         };
-        let images =
-            self.client.list_images(Some(options)).await.map_err(api(format!("listing {repo} images")))?;
-        let prefix = format!("{repo}:");
+        let images = self
+            .client
+            .list_images(Some(options))
+            .await
+            .map_err(|e| Error::ListImages { source: Daemon(e) })?;
         Ok(images
             .into_iter()
             .flat_map(|i| {
                 let labels = i.labels;
-                i.repo_tags.into_iter().filter(|t| t.starts_with(&prefix)).map(move |t| (t, labels.clone()))
+                i.repo_tags.into_iter().filter(|t| t.starts_with(prefix)).map(move |t| (t, labels.clone()))
             })
             .collect())
     }
@@ -195,16 +212,16 @@ impl Docker {
             Ok(_) => Ok(true),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
             Err(e) if is_not_found(&e) => Ok(true),
-            Err(e) => Err(api(format!("removing image {}", short(id)))(e)),
+            Err(e) => Err(Error::RemoveImage { name: short(id).into(), source: Daemon(e) }),
         }
     }
 
     /// `docker save` as a byte stream (a docker-archive tar), read as the consumer pulls it.
     pub fn save_image(&self, name: &str) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        let action = format!("saving image {name}");
+        let name = name.to_owned();
         self.client
-            .export_image(name)
-            .map_err(move |e| std::io::Error::other(format!("{action}: {}", super::describe(&e))))
+            .export_image(&name)
+            .map_err(move |e| std::io::Error::other(Error::Save { name: name.clone(), source: Daemon(e) }))
     }
 
     /// Pulls `reference` for `platform` (e.g. `linux/amd64`), reading the progress stream to
@@ -222,7 +239,7 @@ impl Docker {
         };
         let mut stream = self.client.create_image(Some(options), None, None);
         while let Some(info) = stream.next().await {
-            let info = info.map_err(api(format!("pulling {reference}")))?;
+            let info = info.map_err(|e| Error::Pull { reference: reference.into(), source: Daemon(e) })?;
             if let Some(status) = info.status {
                 on_status(&status);
             }
@@ -233,38 +250,24 @@ impl Docker {
     /// Pushes `reference` to its registry, reading the progress stream to its end; an error
     /// reported inside the stream fails the push.
     pub async fn push(&self, reference: &str) -> Result<()> {
-        let (repo, tag) = split_reference(reference);
+        let (repo, tag) = crate::reference::split(reference);
         let options = PushImageOptions { tag: Some(tag.to_owned()), ..Default::default() };
         // The engine wants an X-Registry-Auth header even for a registry without auth.
         let credentials = Some(bollard::auth::DockerCredentials::default());
         let mut stream = self.client.push_image(repo, Some(options), credentials);
         while let Some(info) = stream.next().await {
-            let info = info.map_err(api(format!("pushing {reference}")))?;
+            let info = info.map_err(|e| Error::Push { reference: reference.into(), source: Daemon(e) })?;
             if let Some(error) = info.error_detail.and_then(|e| e.message) {
-                return Err(Error::Api { action: format!("pushing {reference}"), message: error });
+                return Err(Error::Push { reference: reference.into(), source: Daemon::in_stream(error) });
             }
         }
         Ok(())
     }
 
-    fn label_changes(&self) -> Vec<String> {
+    pub(super) fn label_changes(&self) -> Vec<String> {
         let mut labels: Vec<_> = self.labels.to_map().into_iter().collect();
         labels.sort();
         labels.into_iter().map(|(k, v)| format!("LABEL {k}={}", quote(&v))).collect()
-    }
-}
-
-/// Splits `repo[:tag]` (a registry port is not a tag) into repository and tag.
-pub fn split_reference(reference: &str) -> (&str, &str) {
-    let (repo, tag) = split_reference_opt(reference);
-    (repo, tag.unwrap_or("latest"))
-}
-
-/// Like [`split_reference`], without defaulting the tag.
-pub fn split_reference_opt(reference: &str) -> (&str, Option<&str>) {
-    match reference.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
-        _ => (reference, None),
     }
 }
 
@@ -276,14 +279,6 @@ pub fn quote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn references_split_at_the_tag_not_the_registry_port() {
-        assert_eq!(split_reference("nodeimg/base:abc"), ("nodeimg/base", "abc"));
-        assert_eq!(split_reference("localhost:5000/base"), ("localhost:5000/base", "latest"));
-        assert_eq!(split_reference("localhost:5000/base:v1"), ("localhost:5000/base", "v1"));
-        assert_eq!(split_reference("base"), ("base", "latest"));
-    }
 
     #[test]
     fn quoting_escapes_quotes_and_backslashes() {

@@ -6,9 +6,15 @@ pub const LABEL_BUILD: &str = "io.nodeimg.build";
 pub const LABEL_VERSION: &str = "io.nodeimg.version";
 /// On a container the cleanup guard leaves in place (`--keep-container`).
 pub const LABEL_KEEP: &str = "io.nodeimg.keep";
+/// On a node container that shares the host's cgroup namespace: its pods' cgroups must be
+/// removed from inside before the container goes.
+pub const LABEL_HOST_CGROUPS: &str = "io.nodeimg.host-cgroups";
 /// Process and host of the run, so `nodeimg clean` can tell a live run from a killed one.
 pub const LABEL_PID: &str = "io.nodeimg.pid";
 pub const LABEL_HOST: &str = "io.nodeimg.host";
+/// Unique to one nodeimg process (pid and start time): what its cleanup may touch, even
+/// when several processes share a run id.
+pub const LABEL_PROCESS: &str = "io.nodeimg.process";
 
 /// The labels put on everything a run creates.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,21 +23,27 @@ pub struct Labels {
     pub version: String,
     pub pid: u32,
     pub host: String,
+    pub process: String,
 }
 
 impl Labels {
-    /// Labels for this process. `NODEIMG_RUN_ID` lets a pipeline choose the id (to find what
-    /// a CI job left behind); otherwise it is unique per process.
+    /// Labels for this process. `NODEIMG_RUN_ID` lets a pipeline choose the run id (to find
+    /// what a CI job left behind); otherwise it is the process token. Either way the process
+    /// token is this process's alone.
     pub fn for_this_process() -> Self {
+        Self::with_run_id(std::env::var("NODEIMG_RUN_ID").ok().filter(|id| !id.is_empty()))
+    }
+
+    pub fn with_run_id(run_id: Option<String>) -> Self {
         let pid = std::process::id();
-        let run_id = std::env::var("NODEIMG_RUN_ID").ok().filter(|id| !id.is_empty()).unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-            format!("{:x}-{pid:x}", nanos as u64)
-        });
-        Self { run_id, version: env!("CARGO_PKG_VERSION").to_owned(), pid, host: hostname() }
+        let process = process_token(pid);
+        Self {
+            run_id: run_id.unwrap_or_else(|| process.clone()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid,
+            host: hostname(),
+            process,
+        }
     }
 
     pub fn to_map(&self) -> HashMap<String, String> {
@@ -40,8 +52,23 @@ impl Labels {
             (LABEL_VERSION.to_owned(), self.version.clone()),
             (LABEL_PID.to_owned(), self.pid.to_string()),
             (LABEL_HOST.to_owned(), self.host.clone()),
+            (LABEL_PROCESS.to_owned(), self.process.clone()),
         ])
     }
+}
+
+/// `<start time>-<pid>` in hex, fixed for the life of the process; usable in an image tag.
+fn process_token(pid: u32) -> String {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN
+        .get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            format!("{:x}-{pid:x}", nanos as u64)
+        })
+        .clone()
 }
 
 pub fn hostname() -> String {
@@ -54,22 +81,28 @@ mod tests {
 
     #[test]
     fn labels_name_the_run_version_and_process() {
-        let labels = Labels { run_id: "r1".into(), version: "0.1.0".into(), pid: 42, host: "h".into() };
+        let labels = Labels {
+            run_id: "r1".into(),
+            version: "0.1.0".into(),
+            pid: 42,
+            host: "h".into(),
+            process: "p".into(),
+        };
         let map = labels.to_map();
         assert_eq!(map[LABEL_BUILD], "r1");
         assert_eq!(map[LABEL_VERSION], "0.1.0");
         assert_eq!(map[LABEL_PID], "42");
         assert_eq!(map[LABEL_HOST], "h");
+        assert_eq!(map[LABEL_PROCESS], "p");
     }
 
     #[test]
-    fn run_ids_differ_between_runs() {
-        let a = Labels::for_this_process();
-        std::thread::sleep(std::time::Duration::from_millis(1));
-        let b = Labels::for_this_process();
-        if std::env::var("NODEIMG_RUN_ID").is_err() {
-            assert_ne!(a.run_id, b.run_id);
-        }
-        assert_eq!(a.pid, std::process::id());
+    fn a_shared_run_id_keeps_the_process_token_apart() {
+        let shared = Labels::with_run_id(Some("ci-42".into()));
+        assert_eq!(shared.run_id, "ci-42");
+        assert_ne!(shared.process, shared.run_id);
+        assert!(shared.process.ends_with(&format!("-{:x}", std::process::id())));
+        let own = Labels::with_run_id(None);
+        assert_eq!(own.run_id, own.process, "without NODEIMG_RUN_ID the run is the process");
     }
 }

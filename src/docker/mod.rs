@@ -1,19 +1,25 @@
-//! The one place that speaks bollard. Everything else sees plain Rust types, so the pipeline
-//! steps stay readable and can be unit-tested against specs rather than a daemon.
+//! The one place that speaks bollard. Everything else sees plain Rust types and a typed
+//! error per operation, so the pipeline steps stay readable, can be unit-tested against
+//! specs rather than a daemon, and never match on the daemon's words.
 
 mod container;
+mod error;
 mod exec;
+mod guard;
 mod image;
 mod labels;
 
 pub use container::{CgroupNs, ContainerNetwork, ContainerSpec, ContainerSummary, short as short_id};
+pub use error::{Daemon, Error};
 pub use exec::ExecOutput;
-pub use image::{ImageInfo, quote, split_reference, split_reference_opt};
+pub use guard::ContainerGuard;
+pub use image::{ImageInfo, quote};
 pub use labels::{
-    LABEL_BUILD, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_VERSION, Labels, hostname as labels_hostname,
+    LABEL_BUILD, LABEL_HOST, LABEL_HOST_CGROUPS, LABEL_KEEP, LABEL_PID, LABEL_PROCESS, LABEL_VERSION, Labels,
+    hostname as labels_hostname,
 };
 
-use bollard::errors::Error as BollardError;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The daemon the docker CLI would use: `DOCKER_HOST`, else the default local socket.
 pub fn docker_host() -> String {
@@ -21,40 +27,6 @@ pub fn docker_host() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(
-        "cannot reach the Docker daemon at {host}: {reason} (is dockerd running? DOCKER_HOST selects another daemon)"
-    )]
-    Unreachable { host: String, reason: String },
-    #[error("{action}: {message}")]
-    Api { action: String, message: String },
-    #[error("{action}: {message}")]
-    Io { action: String, message: String },
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Turns a bollard error into one line naming what we were doing.
-fn api(action: impl Into<String>) -> impl FnOnce(BollardError) -> Error {
-    let action = action.into();
-    move |err| Error::Api { action, message: describe(&err) }
-}
-
-fn describe(err: &BollardError) -> String {
-    match err {
-        BollardError::DockerResponseServerError { status_code, message } => {
-            format!("{} (HTTP {status_code})", message.trim())
-        }
-        BollardError::DockerStreamError { error } => error.trim().to_owned(),
-        other => other.to_string(),
-    }
-}
-
-fn is_not_found(err: &BollardError) -> bool {
-    matches!(err, BollardError::DockerResponseServerError { status_code: 404, .. })
 }
 
 /// A connection to the Docker engine that labels everything it creates.
@@ -74,8 +46,9 @@ impl Docker {
         let client = bollard::Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
         // A daemon that does not answer within 20 s is as good as absent.
         let client = client.with_timeout(std::time::Duration::from_secs(20));
-        let client = client.negotiate_version().await.map_err(|e| unreachable(crate::root_cause(&e)))?;
-        client.ping().await.map_err(|e| unreachable(crate::root_cause(&e)))?;
+        let client =
+            client.negotiate_version().await.map_err(|e| unreachable(crate::error::root_cause(&e)))?;
+        client.ping().await.map_err(|e| unreachable(crate::error::root_cause(&e)))?;
         // bollard's default of 2 minutes per request would cut off long but healthy work:
         // loading a multi-GB image, committing a large node, a Dockerfile build. Ctrl-C
         // still ends anything at once.
@@ -91,13 +64,23 @@ impl Docker {
         &self.labels
     }
 
-    /// Removes every container this run created: the cleanup guard's work. Finds them by the
-    /// run's label rather than by a list kept in memory, so a container whose create request
-    /// was cut short by Ctrl-C is found too.
-    pub async fn remove_run_containers(&self) -> Result<Vec<String>> {
+    /// The containers this process created, found by the process's own label rather than by
+    /// a list kept in memory (a container whose create request was cut short by Ctrl-C is
+    /// found too). Another process sharing the run id (`NODEIMG_RUN_ID`) keeps its own;
+    /// containers kept on purpose (`--keep-container`) are left out.
+    pub async fn own_containers(&self) -> Result<Vec<ContainerSummary>> {
         let mine = self.list_containers(Some(&self.labels.run_id)).await?;
+        Ok(mine
+            .into_iter()
+            .filter(|c| !c.keep && c.process.as_deref() == Some(&self.labels.process))
+            .collect())
+    }
+
+    /// Removes every container of this connection's run id, whichever process made it (for
+    /// tests and tools that own the whole run).
+    pub async fn remove_run_containers(&self) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        for c in mine.into_iter().filter(|c| !c.keep) {
+        for c in self.list_containers(Some(&self.labels.run_id)).await? {
             self.remove_container(&c.id).await?;
             removed.push(c.name);
         }

@@ -174,7 +174,7 @@ pub fn docker_artifacts(root: &Path, arch: &str, version: KubeVersion) -> Result
             bail!("the build did not produce {}", path.display());
         }
     }
-    Ok(Artifacts { binaries, image_tars, version })
+    Ok(Artifacts { binaries, image_tars, version, components: None })
 }
 
 #[cfg(test)]

@@ -46,8 +46,11 @@ pub fn client() -> Result<reqwest::Client> {
 pub async fn published_checksum(client: &reqwest::Client, url: &str) -> Result<Checksum> {
     for (suffix, len) in [(".sha512", 128), (".sha256", 64)] {
         let sum_url = format!("{url}{suffix}");
-        let response =
-            client.get(&sum_url).send().await.map_err(|e| anyhow!("{sum_url}: {}", crate::root_cause(&e)))?;
+        let response = client
+            .get(&sum_url)
+            .send()
+            .await
+            .map_err(|e| anyhow!("{sum_url}: {}", crate::error::root_cause(&e)))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             continue;
         }
@@ -127,8 +130,11 @@ async fn download(
     dest: &Path,
     reporter: &Reporter,
 ) -> Result<(String, String)> {
-    let response =
-        client.get(url).send().await.map_err(|e| anyhow!("downloading {url}: {}", crate::root_cause(&e)))?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| anyhow!("downloading {url}: {}", crate::error::root_cause(&e)))?;
     let response = response.error_for_status().map_err(|e| anyhow!("downloading {url}: {e}"))?;
     let step = reporter.bytes(format!("downloading {url}"), response.content_length());
     let part = dest.with_extension(format!("part-{}", std::process::id()));
@@ -137,7 +143,7 @@ async fn download(
     let mut body = response.bytes_stream();
     let result: Result<()> = async {
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| anyhow!("downloading {url}: {}", crate::root_cause(&e)))?;
+            let chunk = chunk.map_err(|e| anyhow!("downloading {url}: {}", crate::error::root_cause(&e)))?;
             sha512.update(&chunk);
             sha256.update(&chunk);
             file.write_all(&chunk).await?;
@@ -178,7 +184,7 @@ async fn hash_file(path: &Path) -> Result<(String, String)> {
 /// Fetches a short text document (a CI version marker).
 pub async fn fetch_text(url: &str) -> Result<String> {
     let response =
-        client()?.get(url).send().await.map_err(|e| anyhow!("{url}: {}", crate::root_cause(&e)))?;
+        client()?.get(url).send().await.map_err(|e| anyhow!("{url}: {}", crate::error::root_cause(&e)))?;
     let response = response.error_for_status().map_err(|e| anyhow!("{url}: {e}"))?;
     Ok(response.text().await?.trim().to_owned())
 }

@@ -2,7 +2,6 @@
 //! for /usr/bin, the control-plane image tars, and the version.
 
 pub mod build;
-pub mod components;
 pub mod download;
 pub mod release;
 pub mod tree;
@@ -23,6 +22,21 @@ pub struct Artifacts {
     /// docker-save tars of kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy.
     pub image_tars: Vec<PathBuf>,
     pub version: KubeVersion,
+    /// A host-mode build has the control-plane binaries but no images of them; the
+    /// node-image pipeline makes those.
+    pub components: Option<ComponentBinaries>,
+}
+
+/// The control-plane binaries of a host-mode build, and how upstream would name their images.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentBinaries {
+    /// Holds kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy.
+    pub bin_dir: PathBuf,
+    /// `STABLE_DOCKER_REGISTRY` and `STABLE_DOCKER_TAG`: images are `<registry>/<component>:<tag>`.
+    pub registry: String,
+    pub tag: String,
+    /// The tree's build/common.sh, which names each component's base image.
+    pub common_sh: String,
 }
 
 /// What SOURCE is, as detected or forced with `--type`.
@@ -36,7 +50,7 @@ pub enum SourceType {
     Release,
     /// A CI marker such as ci/latest or ci/latest-1.36.
     Ci,
-    /// A Kubernetes source tree (not available yet).
+    /// A Kubernetes source tree, built with upstream's build.
     Source,
 }
 
@@ -134,7 +148,6 @@ pub struct TreeOptions {
     /// `-k`: the tag to check out.
     pub version: Option<KubeVersion>,
     pub mode: build::BuildMode,
-    pub component_base_image: Option<String>,
 }
 
 pub fn server_tarball_url(base: &str, version: &KubeVersion, arch: &str, ci: bool) -> String {
@@ -148,7 +161,6 @@ pub async fn fetch(
     source: &Source,
     opts: &FetchOptions,
     scratch: &Path,
-    docker: &crate::docker::Docker,
     reporter: &Reporter,
 ) -> Result<Artifacts> {
     let tarball = match source {
@@ -167,24 +179,21 @@ pub async fn fetch(
             let url = server_tarball_url(&opts.release_url, &version, &opts.arch, true);
             download::fetch(&url, opts.verify, reporter).await?
         }
-        Source::Tree(dir) => return from_tree(dir.as_deref(), opts, scratch, docker, reporter).await,
+        Source::Tree(dir) => return from_tree(dir.as_deref(), opts, reporter).await,
     };
     let step =
         reporter.step(format!("extracting {}", tarball.file_name().unwrap_or_default().to_string_lossy()));
     let dest = scratch.join("kubernetes");
-    let artifacts = tokio::task::spawn_blocking(move || release::from_tarball(&tarball, &dest)).await??;
+    // Stopped and waited for if the build is cancelled: an extraction still running after
+    // Ctrl-C would re-create the scratch directory the cancellation just removed.
+    let artifacts =
+        crate::blocking::run(move |cancel| release::from_tarball(&tarball, &dest, cancel)).await??;
     step.finish(artifacts.version.to_string());
     Ok(artifacts)
 }
 
 /// Finds (or clones) the tree, checks out `-k`, builds it with upstream's build.
-async fn from_tree(
-    dir: Option<&Path>,
-    opts: &FetchOptions,
-    scratch: &Path,
-    docker: &crate::docker::Docker,
-    reporter: &Reporter,
-) -> Result<Artifacts> {
+async fn from_tree(dir: Option<&Path>, opts: &FetchOptions, reporter: &Reporter) -> Result<Artifacts> {
     let t = &opts.tree;
     let cwd = std::env::current_dir()?;
     let root = match tree::find_root(dir.or(t.kube_root.as_deref()), &cwd, tree::default_gopath().as_deref())?
@@ -222,17 +231,18 @@ async fn from_tree(
                 }
             }
             let bin_dir = binaries[0].parent().expect("binaries live in a directory").to_owned();
-            let image_tars = components::make_images(
-                docker,
-                &root,
-                &bin_dir,
-                t.component_base_image.as_deref(),
-                &status,
-                scratch,
-                reporter,
-            )
-            .await?;
-            Ok(Artifacts { binaries, image_tars, version: status.version })
+            let components = ComponentBinaries {
+                bin_dir,
+                registry: status.registry,
+                tag: status.docker_tag,
+                common_sh: std::fs::read_to_string(root.join("build/common.sh")).unwrap_or_default(),
+            };
+            Ok(Artifacts {
+                binaries,
+                image_tars: Vec::new(),
+                version: status.version,
+                components: Some(components),
+            })
         }
     }
 }

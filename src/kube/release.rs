@@ -29,9 +29,9 @@ fn wanted(path: &Path) -> Option<(PathBuf, u32)> {
 
 /// Extracts what a node image needs from a server tarball (gzip or plain tar) into `dest`,
 /// refusing hostile entries, and reads the version.
-pub fn from_tarball(tarball: &Path, dest: &Path) -> Result<Artifacts> {
+pub fn from_tarball(tarball: &Path, dest: &Path, cancel: &crate::blocking::Cancel) -> Result<Artifacts> {
     let file = std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
-    let mut reader = std::io::BufReader::new(file);
+    let mut reader = std::io::BufReader::new(cancel.reader(file));
     let gzipped = std::io::BufRead::fill_buf(&mut reader)?.starts_with(&[0x1f, 0x8b]);
     let result = if gzipped {
         archive::extract_selected(flate2::read::GzDecoder::new(reader), dest, wanted)
@@ -39,8 +39,12 @@ pub fn from_tarball(tarball: &Path, dest: &Path) -> Result<Artifacts> {
         archive::extract_selected(reader, dest, wanted)
     };
     match result {
-        Err(archive::ExtractError::Io(e)) => {
+        Err(archive::ExtractError::Read(e)) => {
             bail!("reading {}: truncated or not a Kubernetes server tarball ({e})", tarball.display())
+        }
+        // A full disk or an unwritable build dir is the machine's problem, not the tarball's.
+        Err(err @ archive::ExtractError::Write { .. }) => {
+            return Err(err).with_context(|| format!("extracting {}", tarball.display()));
         }
         other => other.with_context(|| format!("reading {}", tarball.display()))?,
     };
@@ -54,6 +58,7 @@ pub fn from_directory(dir: &Path) -> Result<Artifacts> {
         binaries: BINARIES.iter().map(|b| root.join("server/bin").join(b)).collect(),
         image_tars: IMAGES.iter().map(|i| root.join("server/bin").join(format!("{i}.tar"))).collect(),
         version: KubeVersion::parse("v0.0.0").expect("literal"),
+        components: None,
     };
     artifacts.version =
         read_version(&root.join("version"), &root.join("server/bin/kube-apiserver.docker_tag"))
@@ -67,6 +72,7 @@ fn collect(dest: &Path) -> Result<Artifacts> {
         binaries: BINARIES.iter().map(|b| dest.join("bin").join(b)).collect(),
         image_tars: IMAGES.iter().map(|i| dest.join("images").join(format!("{i}.tar"))).collect(),
         version: read_version(&dest.join("version"), &dest.join("images/kube-apiserver.docker_tag"))?,
+        components: None,
     };
     check_present(&artifacts)?;
     Ok(artifacts)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::images::normalize;
+use crate::reference::normalize;
 
 /// What one archive holds: each image's canonical name, with the manifest digest when the
 /// archive (OCI) says it.

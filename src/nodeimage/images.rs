@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::docker::Docker;
 use crate::progress::Reporter;
+use crate::reference::normalize;
 
 pub const IMPORT: [&str; 8] =
     ["ctr", "-n", "k8s.io", "images", "import", "--all-platforms", "--no-unpack", "--digests"];
@@ -60,7 +61,7 @@ pub fn repo_tags(tar: &Path) -> Result<Vec<String>> {
 
 /// `…/kube-apiserver-amd64:v1.30.0` → `…/kube-apiserver:v1.30.0`.
 pub fn without_arch(reference: &str, arch: &str) -> String {
-    let (repo, tag) = crate::docker::split_reference(reference);
+    let (repo, tag) = crate::reference::split(reference);
     let repo = repo.strip_suffix(&format!("-{arch}")).unwrap_or(repo);
     format!("{repo}:{tag}")
 }
@@ -73,18 +74,6 @@ pub fn built_images(tars: &[std::path::PathBuf], arch: &str) -> Result<Vec<Built
             Ok(BuiltImage { tar: tar.clone(), name: without_arch(&original, arch), original })
         })
         .collect()
-}
-
-/// containerd names images fully: `kindest/x:1` is `docker.io/kindest/x:1`.
-pub fn normalize(reference: &str) -> String {
-    let (repo, tag) = crate::docker::split_reference(reference);
-    let first = repo.split('/').next().unwrap_or("");
-    let has_host = repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    match (has_host, repo.contains('/')) {
-        (true, _) => format!("{repo}:{tag}"),
-        (false, true) => format!("docker.io/{repo}:{tag}"),
-        (false, false) => format!("docker.io/library/{repo}:{tag}"),
-    }
 }
 
 /// What the cluster needs besides the built images: kubeadm's list without its pause
@@ -122,7 +111,7 @@ pub async fn import_built(docker: &Docker, id: &str, image: &BuiltImage) -> Resu
     if original != name {
         ctr(docker, id, &["images", "tag", "--force", &original, &name]).await?;
         // Drop the arch-suffixed name and its digest references.
-        let (old_repo, _) = crate::docker::split_reference(&original);
+        let (old_repo, _) = crate::reference::split(&original);
         let listed = ctr(docker, id, &["images", "ls", "-q"]).await?;
         let stale: Vec<&str> = listed
             .lines()
@@ -245,14 +234,6 @@ mod tests {
             without_arch("localhost:5000/x-arm64:v1-amd64", "amd64"),
             "localhost:5000/x-arm64:v1-amd64"
         );
-    }
-
-    #[test]
-    fn names_are_normalized_like_containerd() {
-        assert_eq!(normalize("kindest/kindnetd:v1"), "docker.io/kindest/kindnetd:v1");
-        assert_eq!(normalize("busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(normalize("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
-        assert_eq!(normalize("localhost:5000/a:1"), "localhost:5000/a:1");
     }
 
     #[test]

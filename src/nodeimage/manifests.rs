@@ -28,6 +28,32 @@ pub fn render() -> Result<Vec<(&'static str, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::cni;
+
+    // verify reads these manifests the way kind does: checked here, where they are made.
+    fn default_manifest() -> String {
+        render().unwrap().into_iter().find(|(p, _)| *p == cni::DEFAULT_MANIFEST).unwrap().1
+    }
+
+    #[test]
+    fn auto_takes_the_default_cni_only_when_its_images_are_there() {
+        let manifest = default_manifest();
+        let images = cni::manifest_images(&manifest);
+        assert_eq!(images, vec!["docker.io/kindest/kindnetd:v20240513-cd2ac642"]);
+        assert_eq!(cni::decide(cni::Cni::Auto, Some(&manifest), &images), (cni::Cni::Default, None));
+        let (cni, why) = cni::decide(cni::Cni::Auto, Some(&manifest), &[]);
+        assert_eq!(cni, cni::Cni::Bridge);
+        assert!(why.unwrap().contains("kindnetd"));
+        assert_eq!(cni::decide(cni::Cni::Auto, None, &images).0, cni::Cni::Bridge);
+        assert_eq!(cni::decide(cni::Cni::Bridge, Some(&manifest), &images), (cni::Cni::Bridge, None));
+    }
+
+    #[test]
+    fn pod_subnet_is_filled_in() {
+        let filled = cni::fill_pod_subnet(&default_manifest(), "10.244.0.0/16");
+        assert!(filled.contains("value: \"10.244.0.0/16\""));
+        assert!(!filled.contains("PodSubnet"));
+    }
 
     #[test]
     fn manifests_name_the_default_images() {

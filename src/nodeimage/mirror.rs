@@ -4,6 +4,9 @@
 
 use anyhow::Result;
 
+use crate::docker::Docker;
+use crate::node::{containerd, files};
+
 /// `SRC=DEST`: an image `SRC/path:tag` is fetched as `DEST/path:tag`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mirror {
@@ -134,7 +137,17 @@ pub fn hosts_toml(mirror: &NodeMirror) -> Result<(String, String)> {
         "override_path": override_path,
     });
     let text = crate::templates::render(include_str!("../../templates/hosts.toml.hbs"), &vars)?;
-    Ok((format!("etc/containerd/certs.d/{}/hosts.toml", mirror.src), text))
+    Ok((format!("{}/{}/hosts.toml", containerd::CERTS_D, mirror.src), text))
+}
+
+/// Writes `certs.d/<SRC>/hosts.toml` for every mirror and sets `config_path`.
+pub async fn add_node_mirrors(docker: &Docker, id: &str, mirrors: &[NodeMirror]) -> Result<()> {
+    let config = files::read(docker, id, containerd::CONFIG).await?;
+    let mut written = vec![(containerd::CONFIG.to_owned(), containerd::set_config_path(&config)?)];
+    for mirror in mirrors {
+        written.push(hosts_toml(mirror)?);
+    }
+    files::write_all(docker, id, written).await
 }
 
 #[cfg(test)]
@@ -177,7 +190,7 @@ mod tests {
     fn node_mirrors_render_hosts_toml() {
         let m = NodeMirror::parse("registry.k8s.io=http://127.0.0.1:5000/").unwrap();
         let (path, text) = hosts_toml(&m).unwrap();
-        assert_eq!(path, "etc/containerd/certs.d/registry.k8s.io/hosts.toml");
+        assert_eq!(path, "/etc/containerd/certs.d/registry.k8s.io/hosts.toml");
         let doc: toml_edit::DocumentMut = text.parse().expect("valid TOML");
         assert_eq!(doc["server"].as_str(), Some("https://registry.k8s.io"));
         let host = &doc["host"]["http://127.0.0.1:5000"];

@@ -9,10 +9,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::archives::Archive;
-use super::images::{self, BuiltImage, ctr, normalize, pin};
+use super::images::{self, BuiltImage, ctr, pin};
 use super::mirror::{self, Mirror};
 use crate::docker::Docker;
 use crate::progress::Reporter;
+use crate::reference::normalize;
 
 /// The image-source settings of a build (flags and `--config`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

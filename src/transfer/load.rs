@@ -100,9 +100,8 @@ pub async fn load(docker: &Docker, archive: Archive, reporter: &Reporter) -> Res
             if let Some(reason) = failure.lock().expect("not poisoned").take() {
                 bail!("archive is truncated or corrupt ({reason})");
             }
-            let message = e.to_string();
-            if looks_corrupt(&message) {
-                bail!("archive is truncated or corrupt ({message})");
+            if e.is_bad_archive() {
+                bail!("archive is truncated or corrupt ({})", crate::error::root_cause(&e));
             }
             return Err(e.into());
         }
@@ -117,13 +116,6 @@ pub async fn load(docker: &Docker, archive: Archive, reporter: &Reporter) -> Res
     }
     step.finish(shown.join(", "));
     Ok(loaded)
-}
-
-/// Docker's words for an archive that ends early or is not a tar.
-fn looks_corrupt(message: &str) -> bool {
-    ["unexpected EOF", "invalid tar header", "manifest.json", "no such file or directory"]
-        .iter()
-        .any(|m| message.contains(m))
 }
 
 /// The tar inside the file, as a stream read by a blocking thread. A decompression error
@@ -213,13 +205,6 @@ impl<R: BufRead> BufRead for Counted<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn docker_complaints_about_the_archive_read_as_corrupt() {
-        assert!(looks_corrupt("loading an image archive: unexpected EOF (HTTP 500)"));
-        assert!(looks_corrupt("archive/tar: invalid tar header"));
-        assert!(!looks_corrupt("no space left on device"));
-    }
 
     fn stream(path: &Path) -> (Vec<std::io::Result<Bytes>>, Option<String>) {
         let Archive { file, compression, .. } = Archive::open(path).unwrap();

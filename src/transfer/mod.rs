@@ -10,8 +10,6 @@ pub use save::save;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::cli::ConfigError;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
     None,
@@ -53,29 +51,11 @@ impl Compression {
     }
 }
 
-/// Where `save` writes, validated before Docker is touched.
+/// Where `save` writes; `config` checks it before Docker is touched.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SaveTarget {
     pub path: PathBuf,
     pub compression: Compression,
-}
-
-impl SaveTarget {
-    pub fn parse(path: &Path) -> Result<Self, ConfigError> {
-        let compression = Compression::from_name(path)
-            .ok_or_else(|| ConfigError::ArchiveName(path.display().to_string()))?;
-        output_dir_exists(path)?;
-        Ok(SaveTarget { path: path.to_owned(), compression })
-    }
-}
-
-/// Fails early, before a long build, when the archive could not be written where asked.
-pub fn output_dir_exists(path: &Path) -> Result<(), ConfigError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if dir.is_dir() { Ok(()) } else { Err(ConfigError::NoDirectory(path.display().to_string())) }
 }
 
 /// `FILE.sha256`.
@@ -169,24 +149,6 @@ mod tests {
         {
             assert_eq!(c(bad), None, "{bad}");
         }
-        let err = SaveTarget::parse(Path::new("node.tar.bz2")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            r#"cannot save to "node.tar.bz2": the name must end in .tar, .tar.gz or .tar.zst"#
-        );
-    }
-
-    #[test]
-    fn the_directory_must_exist() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(SaveTarget::parse(&dir.path().join("node.tar")).is_ok());
-        assert!(SaveTarget::parse(Path::new("node.tar")).is_ok(), "the current directory");
-        let missing = dir.path().join("nope/node.tar");
-        assert_eq!(
-            SaveTarget::parse(&missing).unwrap_err(),
-            ConfigError::NoDirectory(missing.display().to_string())
-        );
-        assert!(output_dir_exists(&missing).is_err());
     }
 
     #[test]

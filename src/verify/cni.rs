@@ -5,7 +5,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::nodeimage::images::normalize;
+use crate::reference::normalize;
 
 pub const DEFAULT_MANIFEST: &str = "/kind/manifests/default-cni.yaml";
 pub const BRIDGE_CONFLIST: &str = "/etc/cni/net.d/10-nodeimg-bridge.conflist";
@@ -65,35 +65,6 @@ pub fn bridge_conflist(subnet: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn default_manifest() -> String {
-        crate::nodeimage::manifests::render()
-            .unwrap()
-            .into_iter()
-            .find(|(p, _)| *p == DEFAULT_MANIFEST)
-            .unwrap()
-            .1
-    }
-
-    #[test]
-    fn auto_takes_the_default_cni_only_when_its_images_are_there() {
-        let manifest = default_manifest();
-        let images = manifest_images(&manifest);
-        assert_eq!(images, vec!["docker.io/kindest/kindnetd:v20240513-cd2ac642"]);
-        assert_eq!(decide(Cni::Auto, Some(&manifest), &images), (Cni::Default, None));
-        let (cni, why) = decide(Cni::Auto, Some(&manifest), &[]);
-        assert_eq!(cni, Cni::Bridge);
-        assert!(why.unwrap().contains("kindnetd"));
-        assert_eq!(decide(Cni::Auto, None, &images).0, Cni::Bridge);
-        assert_eq!(decide(Cni::Bridge, Some(&manifest), &images), (Cni::Bridge, None));
-    }
-
-    #[test]
-    fn pod_subnet_is_filled_in() {
-        let filled = fill_pod_subnet(&default_manifest(), "10.244.0.0/16");
-        assert!(filled.contains("value: \"10.244.0.0/16\""));
-        assert!(!filled.contains("PodSubnet"));
-    }
 
     #[test]
     fn bridge_conflist_is_json_with_the_subnet() {

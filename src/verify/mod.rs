@@ -16,11 +16,13 @@ pub use self::report::{Report, Stage};
 use crate::docker::{Docker, ExecOutput};
 use crate::kube::KubeVersion;
 use crate::node::{self, Node, Privilege};
-use crate::nodeimage::{containerd, read_file};
+use crate::node::{containerd, files};
 use crate::progress::Reporter;
 
 const KUBEADM_CONFIG: &str = "/kind/kubeadm.conf";
-const KUBECTL: [&str; 2] = ["kubectl", "--kubeconfig=/etc/kubernetes/admin.conf"];
+/// Every kubectl call is bounded: an API server that accepts the connection and never
+/// answers must not stall a stage past its timeout.
+const KUBECTL: [&str; 3] = ["kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "--request-timeout=20s"];
 const POD_TEMPLATE: &str = include_str!("../../templates/verify-pod.yaml.hbs");
 
 #[derive(Clone, Debug)]
@@ -178,7 +180,8 @@ async fn stage<T>(
 }
 
 /// Polls `check` every half second until it answers `Ok(value)`; `Err(state)` is the
-/// latest state, quoted when the wait times out.
+/// latest state, quoted when the wait times out. A check that itself hangs (an exec that
+/// never returns) is cut off at the deadline too.
 async fn wait<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -186,9 +189,15 @@ where
 {
     let start = Instant::now();
     loop {
-        let last = match check().await? {
-            Ok(value) => return Ok(value),
-            Err(state) => state,
+        let remaining = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(1));
+        let last = match tokio::time::timeout(remaining, check()).await {
+            Ok(answer) => match answer? {
+                Ok(value) => return Ok(value),
+                Err(state) => state,
+            },
+            Err(_) => {
+                format!("a check did not answer within {}", crate::progress::format_duration(remaining))
+            }
         };
         if start.elapsed() > timeout {
             bail!(
@@ -209,18 +218,6 @@ async fn kubectl(docker: &Docker, id: &str, args: &[&str]) -> Result<ExecOutput>
     run(docker, id, &cmd).await
 }
 
-/// Writes `content` to `path` in the container.
-async fn write_file(docker: &Docker, id: &str, path: &str, content: String) -> Result<()> {
-    let input = std::io::Cursor::new(content.into_bytes());
-    let out = docker
-        .exec_with_stdin(id, &["sh", "-c", &format!("mkdir -p \"$(dirname {path})\" && cat > {path}")], input)
-        .await?;
-    if !out.success() {
-        bail!("writing {path}: {}", out.last_line());
-    }
-    Ok(())
-}
-
 fn node_name() -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
@@ -233,7 +230,7 @@ async fn node_facts(docker: &Docker, node: &Node) -> Result<kubeadm::NodeFacts> 
         bail!("the image has no /kind/version: is it a node image?");
     }
     let version = KubeVersion::parse(&version.stdout).context("reading /kind/version")?;
-    let config = read_file(docker, &node.id, containerd::CONFIG).await?;
+    let config = files::read(docker, &node.id, containerd::CONFIG).await?;
     let systemd_cgroup = containerd::systemd_cgroup(&config)?;
     let network = docker.container_network(&node.id).await?;
     let ip = network.ip.ok_or_else(|| anyhow!("the node container has no IP address"))?;
@@ -248,7 +245,7 @@ async fn kubeadm_init(
     timeout: Duration,
     reporter: &Reporter,
 ) -> Result<()> {
-    write_file(docker, id, KUBEADM_CONFIG, kubeadm::render(facts, timeout)?).await?;
+    files::write(docker, id, KUBEADM_CONFIG, kubeadm::render(facts, timeout)?).await?;
     let mut cmd = vec!["kubeadm", "init", "--config", KUBEADM_CONFIG, "--skip-token-print"];
     if run(docker, id, &["sh", "-c", "command -v crictl"]).await?.success() {
         // The checks still run and are reported; a container fails some of them (kernel
@@ -287,7 +284,7 @@ async fn install_cni(docker: &Docker, id: &str, choice: Cni, reporter: &Reporter
     let manifest = run(docker, id, &["cat", cni::DEFAULT_MANIFEST]).await?;
     let manifest = manifest.success().then_some(manifest.stdout);
     let present = run(docker, id, &["ctr", "-n", "k8s.io", "images", "ls", "-q"]).await?.stdout;
-    let present: Vec<String> = present.lines().map(crate::nodeimage::images::normalize).collect();
+    let present: Vec<String> = present.lines().map(crate::reference::normalize).collect();
     let (used, why) = cni::decide(choice, manifest.as_deref(), &present);
     if let Some(why) = why {
         reporter.info(format!("CNI: bridge, because {why}"));
@@ -303,7 +300,7 @@ async fn install_cni(docker: &Docker, id: &str, choice: Cni, reporter: &Reporter
             }
         }
         _ => {
-            write_file(docker, id, cni::BRIDGE_CONFLIST, cni::bridge_conflist(kubeadm::NODE_POD_SUBNET)?)
+            files::write(docker, id, cni::BRIDGE_CONFLIST, cni::bridge_conflist(kubeadm::NODE_POD_SUBNET)?)
                 .await?
         }
     }
@@ -313,7 +310,7 @@ async fn install_cni(docker: &Docker, id: &str, choice: Cni, reporter: &Reporter
 /// A pod from the sandbox image (in every node image, never pulled), tolerating the
 /// control-plane taint; Running means the kubelet, containerd, runc and the CNI all work.
 async fn run_test_pod(docker: &Docker, id: &str, timeout: Duration) -> Result<()> {
-    let config = read_file(docker, id, containerd::CONFIG).await?;
+    let config = files::read(docker, id, containerd::CONFIG).await?;
     let image = containerd::sandbox_image(&config)?;
     let pod = crate::templates::render(POD_TEMPLATE, &serde_json::json!({ "image": image }))?;
     let cmd: Vec<&str> = KUBECTL.iter().copied().chain(["apply", "-f", "-"]).collect();
@@ -354,36 +351,34 @@ async fn diagnose(docker: &Docker, id: &str, reporter: &Reporter) {
 }
 
 /// Removes the node container with its /var volume. A node that shared the host's cgroup
-/// namespace leaves its pods' cgroups under the host's /sys/fs/cgroup/*/kubelet: stop the
-/// kubelet and the pods first, then remove those (now empty) cgroups from inside.
+/// namespace leaves its pods' cgroups under the host's /sys/fs/cgroup/*/kubelet: those are
+/// released from inside first.
 async fn remove_node(docker: &Docker, node: &Node) -> Result<()> {
     let host_cgroups = node.privilege == Privilege::Restricted
         || docker.container_network(&node.id).await.map(|n| n.host_cgroupns).unwrap_or(false);
-    let mut cgroups = Ok(());
-    if host_cgroups && docker.container_running(&node.id).await.unwrap_or(false) {
-        cgroups = match docker.exec(&node.id, &["sh", "-c", CGROUP_CLEANUP]).await {
-            Ok(out) if out.success() => Ok(()),
-            Ok(out) => Err(anyhow!("removing the pods' cgroups: {}", out.last_line())),
-            Err(err) => Err(anyhow::Error::from(err).context("removing the pods' cgroups")),
-        };
-    }
+    let cgroups = if host_cgroups { node::release_host_cgroups(docker, &node.id).await } else { Ok(()) };
     // The container goes whatever happened to the cgroups.
     docker.remove_container(&node.id).await?;
     cgroups
 }
 
-/// Stops what runs pods, kills every pod process, then removes the cgroup trees the kubelet
-/// made (depth first; a cgroup still in use by another node is left alone).
-const CGROUP_CLEANUP: &str = r#"
-systemctl stop kubelet >/dev/null 2>&1
-for t in $(ctr -n k8s.io tasks ls -q 2>/dev/null); do ctr -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1; done
-for i in $(seq 1 50); do
-  left=$(find /sys/fs/cgroup/*/kubelet -mindepth 1 -name tasks -exec cat {} + 2>/dev/null | wc -l)
-  [ "$left" = 0 ] && break
-  sleep 0.2
-done
-for root in /sys/fs/cgroup/*/kubelet /sys/fs/cgroup/kubelet; do
-  [ -d "$root" ] && find "$root" -depth -type d -exec rmdir {} + 2>/dev/null
-done
-exit 0
-"#;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_check_that_hangs_is_cut_off_at_the_timeout() {
+        let started = Instant::now();
+        let err = wait::<(), _, _>(Duration::from_secs(1), "a stuck exec", std::future::pending)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+        assert!(err.contains("timed out after") && err.contains("did not answer"), "{err}");
+    }
+
+    #[test]
+    fn kubectl_calls_carry_a_request_timeout() {
+        assert!(KUBECTL.iter().any(|a| a.starts_with("--request-timeout=")));
+    }
+}

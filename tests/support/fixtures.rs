@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use nodeimg::imagearchive::{self, ImageConfig};
+use nodeimg::archive::image::{self as imagearchive, ImageConfig};
 use sha2::{Digest, Sha256, Sha512};
 
 pub const VERSION: &str = "v1.30.0";

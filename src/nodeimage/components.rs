@@ -1,15 +1,18 @@
 //! Host-mode builds have binaries but no control-plane images: nodeimg makes each one from a
-//! component base image plus the binary, named as upstream names them, and writes it as a
-//! docker-save tar for the pipeline to import like any other built image.
+//! component base image plus the binary and writes it as a docker-save tar, for the pipeline
+//! to import like any other built image under the name upstream gives it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 
-use super::release::IMAGES;
+use super::TEMP_REPO;
+use super::images::BuiltImage;
 use crate::archive;
-use crate::docker::{ContainerSpec, Docker};
+use crate::docker::{ContainerGuard, ContainerSpec, Docker};
+use crate::kube::ComponentBinaries;
+use crate::kube::release::IMAGES;
 use crate::progress::Reporter;
 
 /// The base image upstream's build uses for `component`, read from the tree's
@@ -46,70 +49,77 @@ fn expand(text: &str, vars: &HashMap<String, String>) -> String {
 }
 
 /// Makes the four control-plane images and writes them to `dest` as `<component>.tar`.
+///
+/// Each is tagged only under a name no one else owns (`nodeimg-tmp/<component>:<process>`),
+/// saved, and removed again: a real `registry.k8s.io/kube-*` image the user has keeps its
+/// tag, and concurrent runs never save each other's image. The node knows it by upstream's
+/// name, given at import.
 pub async fn make_images(
     docker: &Docker,
-    root: &Path,
-    bin_dir: &Path,
+    binaries: &ComponentBinaries,
     base_override: Option<&str>,
-    status: &super::tree::WorkspaceStatus,
     dest: &Path,
     reporter: &Reporter,
-) -> Result<Vec<PathBuf>> {
-    let (registry, tag) = (&status.registry, &status.docker_tag);
-    let common = std::fs::read_to_string(root.join("build/common.sh")).unwrap_or_default();
-    let mut tars = Vec::new();
+) -> Result<Vec<BuiltImage>> {
+    let (registry, tag) = (&binaries.registry, &binaries.tag);
+    let mut built = Vec::new();
     for component in IMAGES {
         let base = match base_override {
             Some(b) => b.to_owned(),
-            None => upstream_base_image(&common, component).ok_or_else(|| {
+            None => upstream_base_image(&binaries.common_sh, component).ok_or_else(|| {
                 anyhow!("cannot tell the base image of {component} from build/common.sh; pass --component-base-image")
             })?,
         };
-        let step = reporter.step(format!("making image {registry}/{component}:{tag} from {base}"));
+        let name = format!("{registry}/{component}:{tag}");
+        let step = reporter.step(format!("making image {name} from {base}"));
         if !docker.image_exists(&base).await? {
             docker
                 .pull(&base, "", &mut |_| {})
                 .await
                 .with_context(|| format!("component base image {base} is not here and cannot be pulled"))?;
         }
-        let binary = bin_dir.join(component);
-        let entrypoint = format!("/usr/local/bin/{component}");
-        let mut spec = ContainerSpec { image: base.clone(), ..Default::default() };
-        spec.entrypoint = Some(vec![entrypoint.clone()]);
-        let id = docker.create_container(&spec).await?;
-        let result = async {
-            let name = format!("usr/local/bin/{component}");
-            let tar = archive::tar_stream(move |t| {
-                let mut file = std::fs::File::open(&binary)?;
-                let mut header = tar::Header::new_gnu();
-                header.set_size(file.metadata()?.len());
-                header.set_mode(0o755);
-                header.set_uid(0);
-                header.set_gid(0);
-                t.append_data(&mut header, &name, &mut file)
-            });
-            docker.upload(&id, "/", tar).await?;
-            let changes = [format!("ENTRYPOINT [\"{entrypoint}\"]")];
-            Ok::<_, anyhow::Error>(docker.commit(&id, &changes).await?)
+        let image = make_one(docker, &base, &binaries.bin_dir.join(component), component)
+            .await
+            .with_context(|| format!("making the {component} image"))?;
+        let temp = format!("{TEMP_REPO}/{component}:{}", docker.labels().process);
+        let tar = dest.join(format!("{component}.tar"));
+        let saved = async {
+            docker.tag_image(&image, &temp).await?;
+            save_to_file(docker, &temp, &tar).await
         }
         .await;
-        docker.remove_container(&id).await?;
-        let image = result.with_context(|| format!("making the {component} image"))?;
-        let reference = format!("{registry}/{component}:{tag}");
-        docker.tag_image(&image, &reference).await?;
-        let tar_path = dest.join(format!("{component}.tar"));
-        let saved = save_to_file(docker, &reference, &tar_path).await;
-        docker.remove_image(&reference).await?;
+        // The temporary name and the image go whatever happened; the tar holds the image now.
+        let untagged = docker.remove_image(&temp).await;
+        docker.remove_unused_image(&image).await.ok();
         saved?;
+        untagged?;
         step.finish("done");
-        tars.push(tar_path);
+        built.push(BuiltImage { tar, original: temp, name });
     }
-    Ok(tars)
+    Ok(built)
+}
+
+/// A container of `base` with the binary added as its entrypoint, committed untagged.
+async fn make_one(docker: &Docker, base: &str, binary: &Path, component: &str) -> Result<String> {
+    let entrypoint = format!("/usr/local/bin/{component}");
+    let spec = ContainerSpec {
+        image: base.to_owned(),
+        entrypoint: Some(vec![entrypoint.clone()]),
+        ..Default::default()
+    };
+    let container = ContainerGuard::new(docker, docker.create_container(&spec).await?);
+    let (binary, name) = (binary.to_owned(), PathBuf::from(entrypoint.trim_start_matches('/')));
+    let tar = archive::tar_stream(move |t| archive::append_file(t, &binary, &name, 0o755));
+    docker.upload(container.id(), "/", tar).await?;
+    let image = docker.commit(container.id(), &[format!("ENTRYPOINT [\"{entrypoint}\"]")]).await?;
+    container.remove().await?;
+    Ok(image)
 }
 
 async fn save_to_file(docker: &Docker, reference: &str, path: &Path) -> Result<()> {
     let mut reader = tokio_util::io::StreamReader::new(docker.save_image(reference));
-    let mut file = tokio::fs::File::create(path).await?;
+    let mut file =
+        tokio::fs::File::create(path).await.with_context(|| format!("creating {}", path.display()))?;
     tokio::io::copy(&mut reader, &mut file).await.with_context(|| format!("saving {reference}"))?;
     Ok(())
 }

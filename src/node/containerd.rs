@@ -1,12 +1,12 @@
-//! The containerd inside the build container: started for the image imports, stopped
-//! cleanly before the commit, and its configuration edited structurally.
+//! containerd inside a container (the build container, a node): started for the image
+//! imports, stopped cleanly before a commit, and its configuration read and edited
+//! structurally. Shared by the node-image pipeline and verify.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use toml_edit::DocumentMut;
 
-use super::mirror::NodeMirror;
 use crate::docker::Docker;
 
 pub const CONFIG: &str = "/etc/containerd/config.toml";
@@ -98,26 +98,6 @@ pub fn set_config_path(config: &str) -> Result<String> {
     }
     registry.insert("config_path", toml_edit::value(CERTS_D));
     Ok(doc.to_string())
-}
-
-/// Writes `certs.d/<SRC>/hosts.toml` for every mirror and sets `config_path`.
-pub async fn add_node_mirrors(docker: &Docker, id: &str, mirrors: &[NodeMirror]) -> Result<()> {
-    let out = docker.exec(id, &["cat", CONFIG]).await?;
-    if !out.success() {
-        bail!("reading {CONFIG}: {}", out.last_line());
-    }
-    let mut files = vec![(CONFIG.trim_start_matches('/').to_owned(), set_config_path(&out.stdout)?)];
-    for mirror in mirrors {
-        files.push(super::mirror::hosts_toml(mirror)?);
-    }
-    let tar = crate::archive::tar_stream(move |tar| {
-        for (path, content) in &files {
-            crate::archive::append_bytes(tar, path, 0o644, content.as_bytes())?;
-        }
-        Ok(())
-    });
-    docker.upload(id, "/", tar).await?;
-    Ok(())
 }
 
 #[cfg(test)]

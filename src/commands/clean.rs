@@ -1,10 +1,14 @@
-//! `nodeimg clean`: remove what killed runs left behind, found by label.
+//! `nodeimg clean`: remove what killed runs left behind, found by label (containers,
+//! images, temporary tags) or by name (partial downloads); prints what it removed.
 
 use anyhow::Result;
+
+use crate::cli::CleanArgs;
 
 #[cfg(test)]
 use crate::docker::ContainerSummary;
 use crate::docker::{Docker, LABEL_HOST, LABEL_PID, short_id};
+use crate::nodeimage::{TEMP_REPO, VERIFY_REPO};
 use crate::progress::Reporter;
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,8 +39,17 @@ fn process_alive(pid: u32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Returns the names of the containers and IDs of the images removed (or, with `dry_run`,
-/// that would be).
+pub async fn run(args: CleanArgs, reporter: &Reporter) -> Result<()> {
+    let cfg = CleanConfig { all: args.all, dry_run: args.dry_run };
+    let docker = super::connect().await?;
+    for name in clean(cfg, &docker, reporter).await? {
+        println!("{name}");
+    }
+    Ok(())
+}
+
+/// Returns the names of the containers, IDs of the images, tags and files removed (or, with
+/// `dry_run`, that would be).
 pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Result<Vec<String>> {
     let this_host = crate::docker::labels_hostname();
     let mut removed = Vec::new();
@@ -49,6 +62,9 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
             _ => {}
         }
         if !cfg.dry_run {
+            if c.host_cgroups {
+                crate::node::release_host_cgroups(docker, &c.id).await.ok();
+            }
             docker.remove_container(&c.id).await?;
         }
         reporter.detail(format!("container {} ({}, run {})", c.name, c.state, c.run_id));
@@ -69,8 +85,11 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
         }
         removed.push(id);
     }
-    // Temporary tags of `build --verify` runs killed while checking their image.
-    for (tag, labels) in docker.list_tags_of(crate::nodeimage::VERIFY_REPO).await? {
+    // Temporary tags: of `build --verify` runs killed while checking their image, and of
+    // host-mode builds killed while saving a control-plane image.
+    let verify_tags = docker.list_tags(VERIFY_REPO, &format!("{VERIFY_REPO}:")).await?;
+    let temp_tags = docker.list_tags(&format!("{TEMP_REPO}/*"), &format!("{TEMP_REPO}/")).await?;
+    for (tag, labels) in verify_tags.into_iter().chain(temp_tags) {
         let pid = labels.get(LABEL_PID).and_then(|p| p.parse().ok());
         let host = labels.get(LABEL_HOST).map(String::as_str);
         if let Verdict::Keep(why) = verdict(host, pid, &this_host, process_alive)
@@ -84,9 +103,30 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
         }
         removed.push(tag);
     }
+    for part in dead_part_files(&crate::kube::download::cache_root().join("downloads"), process_alive) {
+        if !cfg.dry_run {
+            std::fs::remove_file(&part).ok();
+        }
+        removed.push(part.display().to_string());
+    }
     let verb = if cfg.dry_run { "would remove" } else { "removed" };
     reporter.info(format!("{verb} {} leftover(s)", removed.len()));
     Ok(removed)
+}
+
+/// Partial downloads (`*.part-<pid>`) whose process is gone.
+fn dead_part_files(dir: &std::path::Path, alive: impl Fn(u32) -> bool) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut dead: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            let pid = name.rsplit_once(".part-").and_then(|(_, pid)| pid.parse::<u32>().ok());
+            pid.is_some_and(|pid| !alive(pid))
+        })
+        .collect();
+    dead.sort();
+    dead
 }
 
 #[cfg(test)]
@@ -102,6 +142,8 @@ mod tests {
             pid,
             host: host.map(str::to_owned),
             keep: false,
+            process: None,
+            host_cgroups: false,
         }
     }
 
@@ -119,5 +161,15 @@ mod tests {
     fn this_process_is_alive() {
         assert!(process_alive(std::process::id()));
         assert!(!process_alive(i32::MAX as u32 - 1));
+    }
+
+    #[test]
+    fn part_files_of_dead_processes_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["k.tar.gz.part-10", "k.tar.gz.part-11", "k.tar.gz", "x.part-abc"] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let dead = dead_part_files(dir.path(), |pid| pid == 10);
+        assert_eq!(dead, vec![dir.path().join("k.tar.gz.part-11")]);
     }
 }

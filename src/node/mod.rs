@@ -1,8 +1,13 @@
-//! Running a node container the way kind does, for checks and verification.
+//! Node containers and what runs inside them: starting one the way kind does (for checks
+//! and verification), the files and the containerd in a container. Shared by the
+//! node-image pipeline, verify and the base-image check.
+
+pub mod containerd;
+pub mod files;
 
 use anyhow::{Context, Result};
 
-use crate::docker::{CgroupNs, ContainerSpec, Docker, Error};
+use crate::docker::{CgroupNs, ContainerSpec, Docker, LABEL_HOST_CGROUPS};
 use crate::progress::Reporter;
 
 /// How the node container got the privileges systemd and the kubelet need.
@@ -43,13 +48,10 @@ pub fn node_spec(image: &str, name: Option<&str>, privilege: Privilege) -> Conta
             spec.cgroupns = CgroupNs::Host;
             spec.binds = vec!["/sys/fs/cgroup:/sys/fs/cgroup:rw".into()];
             spec.device_cgroup_rules = vec!["a *:* rwm".into()];
+            spec.labels.insert(LABEL_HOST_CGROUPS.into(), "true".into());
         }
     }
     spec
-}
-
-fn privileged_refused(err: &Error) -> bool {
-    err.to_string().contains("unable to apply caps")
 }
 
 /// Starts a node container: `--privileged` first, the restricted set if the daemon refuses.
@@ -60,7 +62,7 @@ pub async fn start(docker: &Docker, image: &str, name: Option<&str>, reporter: &
         Ok(()) => {
             return Ok(Node { id, privilege: Privilege::Privileged });
         }
-        Err(err) if privileged_refused(&err) => {
+        Err(err) if err.is_privileged_refused() => {
             docker.remove_container(&id).await?;
             reporter.info("the daemon refused --privileged (unable to apply caps); running the node with all capabilities but CAP_SYS_RESOURCE");
         }
@@ -77,6 +79,39 @@ pub async fn start(docker: &Docker, image: &str, name: Option<&str>, reporter: &
         .with_context(|| format!("starting a node from {image} without --privileged"))?;
     Ok(Node { id, privilege: Privilege::Restricted })
 }
+
+/// Stops what runs pods in a node that shares the host's cgroup namespace, then removes the
+/// cgroups its kubelet made on the host (`/sys/fs/cgroup/*/kubelet`). Run before the node
+/// container is removed; a no-op for a node that is not running.
+pub async fn release_host_cgroups(docker: &Docker, id: &str) -> Result<()> {
+    if !docker.container_running(id).await.unwrap_or(false) {
+        return Ok(());
+    }
+    let cleanup = docker.exec(id, &["sh", "-c", CGROUP_CLEANUP]);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), cleanup)
+        .await
+        .map_err(|_| anyhow::anyhow!("removing the pods' cgroups timed out after 30 s"))??;
+    if !out.success() {
+        anyhow::bail!("removing the pods' cgroups: {}", out.last_line());
+    }
+    Ok(())
+}
+
+/// Stops what runs pods, kills every pod process, then removes the cgroup trees the kubelet
+/// made (depth first; a cgroup still in use by another node is left alone).
+const CGROUP_CLEANUP: &str = r#"
+systemctl stop kubelet >/dev/null 2>&1
+for t in $(ctr -n k8s.io tasks ls -q 2>/dev/null); do ctr -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1; done
+for i in $(seq 1 50); do
+  left=$(find /sys/fs/cgroup/*/kubelet -mindepth 1 -name tasks -exec cat {} + 2>/dev/null | wc -l)
+  [ "$left" = 0 ] && break
+  sleep 0.2
+done
+for root in /sys/fs/cgroup/*/kubelet /sys/fs/cgroup/kubelet; do
+  [ -d "$root" ] && find "$root" -depth -type d -exec rmdir {} + 2>/dev/null
+done
+exit 0
+"#;
 
 #[cfg(test)]
 mod tests {
@@ -100,16 +135,6 @@ mod tests {
         assert_eq!(spec.cap_drop, vec!["SYS_RESOURCE"]);
         assert_eq!(spec.cgroupns, CgroupNs::Host);
         assert_eq!(spec.binds, vec!["/sys/fs/cgroup:/sys/fs/cgroup:rw"]);
-    }
-
-    #[test]
-    fn recognises_the_capabilities_refusal() {
-        let err = Error::Api {
-            action: "starting".into(),
-            message: "OCI runtime create failed: unable to apply caps: operation not permitted".into(),
-        };
-        assert!(privileged_refused(&err));
-        let other = Error::Api { action: "starting".into(), message: "no such image".into() };
-        assert!(!privileged_refused(&other));
+        assert!(spec.labels.contains_key(LABEL_HOST_CGROUPS), "the sweep must release its cgroups");
     }
 }

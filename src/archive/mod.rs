@@ -1,6 +1,11 @@
 //! Writing tar archives as streams. A tar is produced on a blocking thread and handed to the
 //! consumer (the Docker API) in bounded chunks, so a 400 MB root filesystem never sits in
-//! memory.
+//! memory. `extract` reads them back safely; `image` writes the docker-save format.
+
+mod extract;
+pub mod image;
+
+pub use extract::{ExtractError, check_link, checked_path, extract_selected};
 
 use std::collections::HashMap;
 use std::fs;
@@ -76,6 +81,23 @@ pub fn append_bytes<W: Write>(
     header.set_mtime(0);
     header.set_size(data.len() as u64);
     builder.append_data(&mut header, path, data)
+}
+
+/// Appends the regular file at `path` as `name`, owned by root with `mode`, streamed from
+/// disk.
+pub fn append_file<W: Write>(
+    builder: &mut Builder<W>,
+    path: &Path,
+    name: &Path,
+    mode: u32,
+) -> io::Result<()> {
+    let mut file = fs::File::open(path)?;
+    let mut header = Header::new_gnu();
+    header.set_size(file.metadata()?.len());
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    builder.append_data(&mut header, name, &mut file)
 }
 
 /// Appends the directory tree at `root` as the archive's root, keeping owners, modes,
@@ -196,177 +218,5 @@ mod tests {
     async fn a_failing_writer_fails_the_stream() {
         let stream = tar_stream(|b| append_rootfs(b, Path::new("/nonexistent/nodeimg")));
         assert!(collect(stream).await.is_err());
-    }
-}
-
-/// Why an archive entry was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ExtractError {
-    #[error("unsafe entry {0:?}: absolute path")]
-    Absolute(PathBuf),
-    #[error("unsafe entry {0:?}: `..` in its path")]
-    Parent(PathBuf),
-    #[error("unsafe entry {path:?}: link to {target:?} points outside the archive")]
-    LinkEscapes { path: PathBuf, target: PathBuf },
-    #[error("entry {0:?} is not a regular file")]
-    NotAFile(PathBuf),
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
-
-/// An entry's path, refused if it is absolute or climbs with `..`.
-pub fn checked_path(path: &Path) -> Result<PathBuf, ExtractError> {
-    use std::path::Component;
-    let mut clean = PathBuf::new();
-    for part in path.components() {
-        match part {
-            Component::Normal(p) => clean.push(p),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(ExtractError::Absolute(path.to_owned()));
-            }
-            Component::ParentDir => return Err(ExtractError::Parent(path.to_owned())),
-        }
-    }
-    Ok(clean)
-}
-
-/// A link at `path` pointing to `target` must resolve inside the archive's root.
-pub fn check_link(path: &Path, target: &Path, hard: bool) -> Result<(), ExtractError> {
-    use std::path::Component;
-    let escapes = || ExtractError::LinkEscapes { path: path.to_owned(), target: target.to_owned() };
-    if target.is_absolute() {
-        return Err(escapes());
-    }
-    // Hard link targets are relative to the archive root, symlinks to the link's directory.
-    let mut depth: i64 = if hard { 0 } else { path.components().count() as i64 - 1 };
-    for part in target.components() {
-        match part {
-            Component::Normal(_) => depth += 1,
-            Component::ParentDir => depth -= 1,
-            Component::CurDir => {}
-            _ => return Err(escapes()),
-        }
-        if depth < 0 {
-            return Err(escapes());
-        }
-    }
-    Ok(())
-}
-
-/// Reads a tar stream to its end, refusing absolute paths, `..` and escaping links in any
-/// entry, and writes the regular files that `select` maps to a relative destination under
-/// `dest`, streaming each (nothing is held in memory). Returns the destinations written.
-/// Reading to the end also catches a truncated archive.
-pub fn extract_selected<R: io::Read>(
-    reader: R,
-    dest: &Path,
-    select: impl Fn(&Path) -> Option<(PathBuf, u32)>,
-) -> Result<Vec<PathBuf>, ExtractError> {
-    let mut archive = tar::Archive::new(reader);
-    let mut written = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = checked_path(&entry.path()?)?;
-        let kind = entry.header().entry_type();
-        if let Some(target) = entry.link_name()? {
-            check_link(&path, &target, kind == EntryType::Link)?;
-        }
-        let Some((rel, mode)) = select(&path) else {
-            continue;
-        };
-        if kind != EntryType::Regular && kind != EntryType::Continuous {
-            return Err(ExtractError::NotAFile(path));
-        }
-        let rel = checked_path(&rel)?;
-        let out = dest.join(&rel);
-        if let Some(parent) = out.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&out)?;
-        io::copy(&mut entry, &mut file)?;
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        written.push(rel);
-    }
-    Ok(written)
-}
-
-#[cfg(test)]
-mod extract_tests {
-    use super::*;
-
-    fn tar_with(entries: &[(&str, EntryType, &str)]) -> Vec<u8> {
-        let mut builder = Builder::new(Vec::new());
-        for (path, kind, data_or_target) in entries {
-            let mut header = Header::new_gnu();
-            header.set_entry_type(*kind);
-            header.set_mode(0o644);
-            // Write the raw name so hostile paths reach the archive as they would from an attacker.
-            header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-            if *kind == EntryType::Regular {
-                header.set_size(data_or_target.len() as u64);
-                header.set_cksum();
-                builder.append(&header, data_or_target.as_bytes()).unwrap();
-            } else {
-                header.set_size(0);
-                header.as_old_mut().linkname[..data_or_target.len()]
-                    .copy_from_slice(data_or_target.as_bytes());
-                header.set_cksum();
-                builder.append(&header, io::empty()).unwrap();
-            }
-        }
-        builder.into_inner().unwrap()
-    }
-
-    fn select_all(p: &Path) -> Option<(PathBuf, u32)> {
-        Some((p.to_owned(), 0o644))
-    }
-
-    #[test]
-    fn extracts_selected_files_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let tar = tar_with(&[("k/a", EntryType::Regular, "A"), ("k/b", EntryType::Regular, "B")]);
-        let written =
-            extract_selected(&tar[..], dir.path(), |p| (p == Path::new("k/b")).then(|| ("b".into(), 0o755)))
-                .unwrap();
-        assert_eq!(written, vec![PathBuf::from("b")]);
-        assert_eq!(fs::read_to_string(dir.path().join("b")).unwrap(), "B");
-        assert!(!dir.path().join("k").exists());
-    }
-
-    #[test]
-    fn refuses_parent_components_and_absolute_paths() {
-        let dir = tempfile::tempdir().unwrap();
-        let inner = dir.path().join("inner");
-        let tar = tar_with(&[("k/../../evil", EntryType::Regular, "x")]);
-        assert!(matches!(extract_selected(&tar[..], &inner, select_all), Err(ExtractError::Parent(_))));
-        let tar = tar_with(&[("/etc/evil", EntryType::Regular, "x")]);
-        assert!(matches!(extract_selected(&tar[..], &inner, select_all), Err(ExtractError::Absolute(_))));
-        assert!(!dir.path().join("evil").exists());
-    }
-
-    #[test]
-    fn refuses_links_that_escape_even_when_not_selected() {
-        let dir = tempfile::tempdir().unwrap();
-        for (target, kind) in [
-            ("../../etc/passwd", EntryType::Symlink),
-            ("/etc/passwd", EntryType::Symlink),
-            ("../x", EntryType::Link),
-        ] {
-            let tar = tar_with(&[("k/link", kind, target)]);
-            let err = extract_selected(&tar[..], dir.path(), |_| None).unwrap_err();
-            assert!(matches!(err, ExtractError::LinkEscapes { .. }), "{target}: {err}");
-        }
-        let inside = tar_with(&[("k/bin/link", EntryType::Symlink, "../version")]);
-        extract_selected(&inside[..], dir.path(), |_| None).unwrap();
-    }
-
-    #[test]
-    fn truncated_archives_fail() {
-        let dir = tempfile::tempdir().unwrap();
-        let tar = tar_with(&[("k/a", EntryType::Regular, &"x".repeat(5000))]);
-        let cut = &tar[..1024];
-        assert!(extract_selected(cut, dir.path(), select_all).is_err());
     }
 }

@@ -1,0 +1,105 @@
+//! `build base-image` and `build node-image`.
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::SourceArgs;
+use super::commands::VerifyOptions;
+
+#[derive(Debug, Subcommand)]
+pub enum BuildCommand {
+    /// Build the base image every node image starts from (systemd, containerd, runc, CNI).
+    #[command(after_help = super::EXAMPLES)]
+    BaseImage(BaseImageArgs),
+    /// Build a kind node image from Kubernetes release artifacts or a source tree.
+    #[command(after_help = NODE_EXAMPLES)]
+    NodeImage(Box<NodeImageArgs>),
+}
+
+const NODE_EXAMPLES: &str = "\
+SOURCE is detected like kind does: a path (tarball or extracted kubernetes/ directory), an
+http(s) URL, a release version (v1.30.0) or a CI marker (ci/latest, ci/latest-1.36).
+
+Examples:
+  # From a release tarball on disk
+  nodeimg build node-image ./kubernetes-server-linux-amd64.tar.gz -i kindest/node:v1.30.0
+
+  # From a release, through an internal mirror of dl.k8s.io
+  NODEIMG_RELEASE_URL=http://files.internal/k8s nodeimg build node-image v1.30.0 -i node:v1.30.0
+
+  # Keep the extracted artifacts and the build container for debugging
+  nodeimg build node-image v1.30.0 -d ./build --keep-container
+
+  # Also write it to a tarball for machines without a registry (`nodeimg load -i` there)
+  nodeimg build node-image v1.30.0 -i kindest/node:v1.30.0 --save node.tar.zst
+
+  # Air-gapped: Kubernetes from an internal file server, images from an internal registry,
+  # and clusters made from the image pull through that registry too
+  nodeimg build node-image v1.30.0 --release-url http://files.internal/k8s \\
+    --registry-mirror registry.k8s.io=registry.internal:5000/k8s \\
+    --registry-mirror docker.io=registry.internal:5000/hub \\
+    --node-registry-mirror registry.k8s.io=https://registry.internal:5000/k8s \\
+    --extra-image docker.io/library/busybox:1.36 --offline -i kindest/node:v1.30.0";
+
+#[derive(Debug, Args)]
+pub struct NodeImageArgs {
+    /// Name of the node image.
+    #[arg(short, long, default_value = "kindest/node:latest", value_name = "NAME[:TAG]")]
+    pub image: String,
+    /// Keep the extracted artifacts in DIR (otherwise a temp dir, always removed).
+    #[arg(short = 'd', long, value_name = "DIR")]
+    pub build_dir: Option<std::path::PathBuf>,
+    /// Leave the build container in place for debugging (`nodeimg clean` removes it).
+    #[arg(long)]
+    pub keep_container: bool,
+    /// Make clusters from this image pull images of registry SRC through URL: writes
+    /// /etc/containerd/certs.d/SRC/hosts.toml and containerd's config_path (repeatable).
+    #[arg(long = "node-registry-mirror", value_name = "SRC=URL", help_heading = "Image sources")]
+    pub node_registry_mirrors: Vec<String>,
+    /// Boot the image and bring up a control plane (see `nodeimg verify`) before tagging
+    /// it; a failed check leaves the tag where it was.
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub verify_options: VerifyOptions,
+    /// Also save the image to FILE (.tar, .tar.gz or .tar.zst), as `nodeimg save` does.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<std::path::PathBuf>,
+    // Last: its image-source flags open a help section of their own.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// Where the images a node image holds come from. Order for every image: built tars →
+/// archives → the host's Docker cache → mirror → upstream.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum From {
+    /// debootstrap a Debian root filesystem on this machine and import it: no image registry
+    /// needed, only a Debian mirror. Needs root.
+    Debootstrap,
+    /// Build base-image/Dockerfile through the Docker Engine API (pulls --debian-image).
+    Dockerfile,
+}
+
+#[derive(Debug, Args)]
+pub struct BaseImageArgs {
+    /// How to build the image.
+    #[arg(long, value_enum, default_value_t = From::Debootstrap)]
+    pub from: From,
+    /// Debian suite to debootstrap [default: bookworm].
+    #[arg(long, value_name = "SUITE")]
+    pub suite: Option<String>,
+    /// Debian mirror for debootstrap [default: the Debian mirror in apt's sources, else
+    /// http://deb.debian.org/debian].
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Name of the resulting image [default: nodeimg/base:<hash of its inputs>].
+    #[arg(short, long, value_name = "NAME[:TAG]")]
+    pub image: Option<String>,
+    /// Debian image the Dockerfile starts from (with --from dockerfile).
+    #[arg(long, value_name = "IMAGE")]
+    pub debian_image: Option<String>,
+    /// Build even when an image from the same inputs already exists.
+    #[arg(long)]
+    pub rebuild: bool,
+}

@@ -1,0 +1,100 @@
+//! `verify`, `save`, `load`, `images`, `clean`.
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::SourceArgs;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The node image to check.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    #[command(flatten)]
+    pub options: VerifyOptions,
+    /// Print the result as text or as JSON (stages, timings, verdict) on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// How a node image is checked; shared by `verify` and `build node-image --verify`.
+
+#[derive(Debug, Args)]
+pub struct VerifyOptions {
+    /// Limit of every wait: boot, control plane, API, node Ready, pod (e.g. 90s, 5m)
+    /// [default: 5m].
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Pod network: the image's default CNI when all its images are in the node (auto),
+    /// that one (default), or a bridge conflist written for the check (bridge) [default: auto].
+    #[arg(long, value_enum)]
+    pub cni: Option<crate::verify::Cni>,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The image to save (name[:tag], so the archive carries the tag).
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// The tarball to write: FILE.tar, FILE.tar.gz or FILE.tar.zst.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The tarball to load; its compression is read from its first bytes.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: std::path::PathBuf,
+    /// Do not check FILE against FILE.sha256.
+    #[arg(long = "skip-checksum", alias = "no-verify")]
+    pub skip_checksum: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Print every image the node image will contain and where each will come from, one
+    /// per line (`IMAGE<TAB>SOURCE`). Gets Kubernetes as a build does (a download, or `make`
+    /// on a source tree) and asks its kubeadm, but imports and commits nothing. Use it to
+    /// pre-seed a mirror.
+    #[command(after_help = "\
+Examples:
+  nodeimg images list v1.30.0
+  nodeimg images list ./kubernetes-server-linux-amd64.tar.gz -b nodeimg/base:abc | cut -f1")]
+    List(Box<SourceArgs>),
+    /// Write every image a node image needs (except those built from the Kubernetes
+    /// artifacts) to one archive, for `--image-archive` on the air-gapped side. Images are
+    /// obtained like a build does (archives, host cache, mirrors, pulls).
+    #[command(after_help = "\
+Examples:
+  # On a connected machine: everything v1.30.0 needs, plus an extra image
+  nodeimg images save v1.30.0 --extra-image docker.io/library/busybox:1.36 -o bundle.tar
+
+  # On the air-gapped machine
+  nodeimg build node-image v1.30.0 --offline --image-archive bundle.tar -i kindest/node:v1.30.0")]
+    Save(Box<BundleArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// The archive to write (docker-save and OCI layout at once).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Also remove containers whose nodeimg process still runs, or that another host created.
+    #[arg(long)]
+    pub all: bool,
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,191 @@
+//! The command line (clap derive) and nothing else: what each flag is called and what its
+//! help says. `config` turns these into validated configs before anything touches Docker.
+
+mod build;
+mod commands;
+mod source;
+
+use clap::{Parser, Subcommand};
+
+pub use build::{BaseImageArgs, BuildCommand, From, NodeImageArgs};
+pub use commands::{
+    BundleArgs, CleanArgs, ImagesCommand, LoadArgs, Output, SaveArgs, VerifyArgs, VerifyOptions,
+};
+pub use source::{ImageSourceArgs, SourceArgs};
+
+use crate::progress::Verbosity;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Build the base image offline from Debian packages (needs root and debootstrap)
+  sudo nodeimg build base-image
+
+  # Same, from an internal Debian mirror, under a name of your choice
+  sudo nodeimg build base-image --mirror http://apt.internal/debian -i registry.internal/kind/base:v1
+
+  # Build base-image/Dockerfile through the Docker Engine (needs debian:bookworm-slim)
+  nodeimg build base-image --from dockerfile
+
+  # Remove containers left behind by a killed nodeimg run
+  nodeimg clean
+
+  # Carry an image to a machine without a registry
+  nodeimg save kindest/node:v1.30.0 -o node.tar.zst   # then, there:
+  nodeimg load -i node.tar.zst";
+
+/// Builds node images for kind (Kubernetes IN Docker): faster, offline-capable, safer.
+
+#[derive(Debug, Parser)]
+#[command(name = "nodeimg", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Print only errors and the result.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Show every line of build output and each detail of the run.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the base image, or a node image from Kubernetes release artifacts or a source tree.
+    #[command(subcommand)]
+    Build(BuildCommand),
+    /// Remove what killed nodeimg runs left behind: containers, untagged images, temporary
+    /// `nodeimg-verify:*` and `nodeimg-tmp/*` tags, partial downloads.
+    #[command(after_help = "\
+Everything nodeimg creates in Docker carries the label io.nodeimg.build=<run id> and the
+process that made it. `clean` removes such containers unless that nodeimg process is still
+running on this host, untagged images with that label, the `nodeimg-verify:*` tags
+`build --verify` uses while it checks an image, the `nodeimg-tmp/*` tags a host-mode build
+uses while it saves the control-plane images, and `*.part-<pid>` downloads of dead
+processes in nodeimg's cache.
+
+Examples:
+  nodeimg clean              # leftovers of dead runs
+  nodeimg clean --dry-run    # only list them
+  nodeimg clean --all        # also containers of runs that look alive, or on other hosts")]
+    Clean(CleanArgs),
+    /// The images a node image will hold: list them, or save them to one archive.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// Boot a node image like kind does, bring up a one-node control plane with kubeadm, run
+    /// a pod, and remove everything again. Exit code 0 only if every stage passed.
+    #[command(after_help = "\
+Stages, each timed: boot (systemd and containerd up), kubeadm init, API ready (/readyz),
+node Ready (after installing a CNI), pod Running (a pod of the node's pause image).
+When the daemon refuses --privileged (\"unable to apply caps\"), the node runs with every
+capability but CAP_SYS_RESOURCE and the host's cgroup namespace, and says so.
+
+Examples:
+  nodeimg verify kindest/node:v1.30.0
+  nodeimg verify kindest/node:v1.30.0 --cni bridge --timeout 10m --output json")]
+    Verify(VerifyArgs),
+    /// Write an image to a tarball (docker-save format; plain, gzip or zstd by the name) with
+    /// a sha256sum file beside it, to carry it to a machine without a registry.
+    #[command(after_help = SAVE_EXAMPLES)]
+    Save(SaveArgs),
+    /// Load a tarball from `save` (or `docker save`, compressed or not) into Docker, after
+    /// checking it against FILE.sha256 (`--skip-checksum` skips that).
+    #[command(after_help = SAVE_EXAMPLES)]
+    Load(LoadArgs),
+}
+
+const SAVE_EXAMPLES: &str = "\
+Examples:
+  nodeimg save kindest/node:v1.30.0 -o node.tar.zst   # writes node.tar.zst and node.tar.zst.sha256
+  nodeimg load -i node.tar.zst                        # checks node.tar.zst.sha256, then loads
+  nodeimg build node-image v1.30.0 -i kindest/node:v1.30.0 --save node.tar.gz";
+
+impl Cli {
+    pub fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (_, true) => Verbosity::Verbose,
+            _ => Verbosity::Normal,
+        }
+    }
+}
+
+/// `90`, `90s`, `5m`, `1h`.
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 5m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?} is not a duration (e.g. 90s, 5m)")),
+    };
+    if secs == 0 {
+        return Err("the timeout must be more than 0".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_and_verbose_conflict() {
+        assert!(Cli::try_parse_from(["nodeimg", "-q", "-v", "clean"]).is_err());
+        let cli = Cli::try_parse_from(["nodeimg", "-v", "clean"]).unwrap();
+        assert_eq!(cli.verbosity(), Verbosity::Verbose);
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(std::time::Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(std::time::Duration::from_secs(3600)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    fn long_help(path: &[&str]) -> String {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).unwrap();
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn help_has_examples() {
+        assert!(long_help(&["build", "base-image"]).contains("Examples:"));
+    }
+
+    /// Help that promised what the tool does not do (or no longer does) misled users.
+    #[test]
+    fn help_says_what_the_commands_do() {
+        let build = long_help(&["build"]);
+        assert!(!build.contains("later"), "{build}");
+        assert!(long_help(&["build", "node-image"]).contains("or a source tree"));
+        let node = long_help(&["build", "node-image"]);
+        assert!(!node.contains("not available yet"), "--type source works");
+        assert!(node.contains("--skip-checksums") && !node.contains("--no-verify"), "{node}");
+        let list = long_help(&["images", "list"]);
+        assert!(!list.contains("without building anything") && list.contains("make"), "{list}");
+        let load = long_help(&["load"]);
+        assert!(load.contains("--skip-checksum") && !load.contains("--no-verify"), "{load}");
+    }
+
+    #[test]
+    fn old_checksum_flags_still_parse() {
+        let cli = Cli::try_parse_from(["nodeimg", "load", "-i", "x.tar", "--no-verify"]).unwrap();
+        let Command::Load(args) = cli.command else { unreachable!() };
+        assert!(args.skip_checksum);
+    }
+}

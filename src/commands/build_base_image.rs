@@ -1,0 +1,15 @@
+//! `nodeimg build base-image`: prints the image's name.
+
+use anyhow::Result;
+
+use crate::cli::BaseImageArgs;
+use crate::progress::Reporter;
+use crate::{baseimage, config, guard};
+
+pub async fn run(args: BaseImageArgs, reporter: &Reporter) -> Result<()> {
+    let cfg = config::base_image(args)?;
+    let docker = super::connect().await?;
+    let built = guard::guarded(&docker, reporter, baseimage::build(&cfg, &docker, reporter)).await?;
+    println!("{}", built.reference);
+    Ok(())
+}

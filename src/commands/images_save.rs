@@ -1,0 +1,25 @@
+//! `nodeimg images save -o FILE`: prints the file's path.
+
+use anyhow::Result;
+
+use crate::cli::BundleArgs;
+use crate::nodeimage::{self, Outcome, Stop};
+use crate::progress::Reporter;
+use crate::{config, guard};
+
+pub async fn run(args: BundleArgs, reporter: &Reporter) -> Result<()> {
+    config::output_dir_exists(&args.output)?;
+    let cfg = config::sources(args.source)?;
+    let docker = super::connect().await?;
+    let stop = Stop::Bundle(&args.output);
+    let outcome = guard::guarded(&docker, reporter, nodeimage::run(&cfg, stop, &docker, reporter)).await?;
+    let Outcome::Bundled(saved) = outcome else { unreachable!("Stop::Bundle ends in a bundle") };
+    reporter.info(format!(
+        "{} images ({}), {:.0} MB",
+        saved.images.len(),
+        saved.summary,
+        saved.size as f64 / 1e6
+    ));
+    println!("{}", args.output.display());
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! One file per subcommand: each validates its arguments (through `config`), runs its
+//! pipeline under the cleanup guard, and prints the result. Results go to stdout, progress
+//! to stderr.
+
+mod build_base_image;
+mod build_node_image;
+pub mod clean;
+mod images_list;
+mod images_save;
+mod load;
+mod save;
+mod verify;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{BuildCommand, Cli, Command, ImagesCommand};
+use crate::docker::{Docker, Labels};
+use crate::progress::Reporter;
+
+/// Runs one command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let reporter = Reporter::new(cli.verbosity());
+    match cli.command {
+        Command::Build(BuildCommand::BaseImage(args)) => build_base_image::run(args, &reporter).await,
+        Command::Build(BuildCommand::NodeImage(args)) => build_node_image::run(*args, &reporter).await,
+        Command::Images(ImagesCommand::List(args)) => images_list::run(*args, &reporter).await,
+        Command::Images(ImagesCommand::Save(args)) => images_save::run(*args, &reporter).await,
+        Command::Save(args) => save::run(args, &reporter).await,
+        Command::Load(args) => load::run(args, &reporter).await,
+        Command::Verify(args) => verify::run(args, &reporter).await,
+        Command::Clean(args) => clean::run(args, &reporter).await,
+    }
+}
+
+async fn connect() -> Result<Docker> {
+    Docker::connect(Labels::for_this_process()).await.context("connecting to Docker")
+}

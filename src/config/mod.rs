@@ -1,0 +1,226 @@
+//! Command-line arguments and the `--config` file, turned into validated configs for the
+//! pipelines. Every check that needs no daemon happens here, so a bad flag fails with one
+//! line before anything touches Docker.
+
+pub mod file;
+mod node_image;
+
+use std::path::Path;
+
+use crate::baseimage::{BaseImageConfig, Source, default_mirror};
+use crate::cli::{BaseImageArgs, From, SaveArgs, VerifyArgs, VerifyOptions};
+use crate::transfer::SaveTarget;
+
+pub use node_image::{node_image, sources};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid Debian suite {0:?}: use a name like bookworm or trixie")]
+    Suite(String),
+    #[error("invalid mirror {0:?}: expected an http:// or https:// URL")]
+    Mirror(String),
+    #[error("invalid image name {0:?}: expected [registry/]name[:tag] in lowercase")]
+    Image(String),
+    #[error("{0} applies only to --from {1}")]
+    NotFor(&'static str, &'static str),
+    #[error("cannot write {0:?}: its directory does not exist")]
+    NoDirectory(String),
+    #[error("{0} applies only with {1}")]
+    OnlyWith(&'static str, &'static str),
+    #[error("invalid SOURCE")]
+    Source(#[from] crate::kube::SourceError),
+    #[error("invalid --release-url {0:?}: expected an http:// or https:// URL")]
+    ReleaseUrl(String),
+    #[error("unsupported --arch {0:?}: expected amd64, arm64, ppc64le or s390x")]
+    Arch(String),
+    #[error("cannot save to {0:?}: the name must end in .tar, .tar.gz or .tar.zst")]
+    ArchiveName(String),
+    #[error(transparent)]
+    RegistryMirror(#[from] crate::nodeimage::mirror::MirrorError),
+    #[error("invalid image {0:?}: expected a name ([registry/]name[:tag] in lowercase) or an image ID")]
+    ImageOrId(String),
+    #[error("{0}")]
+    File(String),
+    #[error("invalid {flag} {given:?}: expected [registry/]name[:tag] in lowercase")]
+    ExtraImage { flag: String, given: String },
+}
+
+/// `build base-image`.
+pub fn base_image(args: BaseImageArgs) -> Result<BaseImageConfig, ConfigError> {
+    if let Some(image) = &args.image {
+        validate_image(image)?;
+    }
+    let source = match args.from {
+        From::Debootstrap => {
+            if args.debian_image.is_some() {
+                return Err(ConfigError::NotFor("--debian-image", "dockerfile"));
+            }
+            let suite = args.suite.unwrap_or_else(|| "bookworm".to_owned());
+            validate_suite(&suite)?;
+            let mirror = match args.mirror {
+                Some(m) => validate_mirror(&m)?,
+                None => default_mirror(),
+            };
+            Source::Debootstrap { suite, mirror }
+        }
+        From::Dockerfile => {
+            if args.suite.is_some() {
+                return Err(ConfigError::NotFor("--suite", "debootstrap"));
+            }
+            if args.mirror.is_some() {
+                return Err(ConfigError::NotFor("--mirror", "debootstrap"));
+            }
+            let debian_image = args.debian_image.unwrap_or_else(|| "debian:bookworm-slim".to_owned());
+            validate_image(&debian_image)?;
+            Source::Dockerfile { debian_image }
+        }
+    };
+    Ok(BaseImageConfig { source, image: args.image, rebuild: args.rebuild })
+}
+
+/// `verify IMAGE`.
+pub fn verify(args: VerifyArgs) -> Result<crate::verify::VerifyConfig, ConfigError> {
+    if !crate::reference::is_image_id(&args.image) && !crate::reference::is_valid(&args.image) {
+        return Err(ConfigError::ImageOrId(args.image));
+    }
+    Ok(verify_options(args.options, args.image))
+}
+
+fn verify_options(options: VerifyOptions, image: String) -> crate::verify::VerifyConfig {
+    crate::verify::VerifyConfig {
+        image,
+        timeout: options.timeout.unwrap_or(std::time::Duration::from_secs(300)),
+        cni: options.cni.unwrap_or(crate::verify::Cni::Auto),
+    }
+}
+
+/// `save IMAGE -o FILE`: where it writes, checked before Docker is touched.
+pub fn save_target(args: &SaveArgs) -> Result<SaveTarget, ConfigError> {
+    archive_target(&args.output)
+}
+
+/// A `.tar`, `.tar.gz` or `.tar.zst` to write, in a directory that exists.
+pub fn archive_target(path: &Path) -> Result<SaveTarget, ConfigError> {
+    let compression = crate::transfer::Compression::from_name(path)
+        .ok_or_else(|| ConfigError::ArchiveName(path.display().to_string()))?;
+    output_dir_exists(path)?;
+    Ok(SaveTarget { path: path.to_owned(), compression })
+}
+
+/// Fails early, before a long build, when a file could not be written where asked.
+pub fn output_dir_exists(path: &Path) -> Result<(), ConfigError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() { Ok(()) } else { Err(ConfigError::NoDirectory(path.display().to_string())) }
+}
+
+fn validate_suite(suite: &str) -> Result<(), ConfigError> {
+    let ok = suite.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && suite.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok { Ok(()) } else { Err(ConfigError::Suite(suite.to_owned())) }
+}
+
+/// Returns the mirror without a trailing slash.
+fn validate_mirror(mirror: &str) -> Result<String, ConfigError> {
+    let rest = mirror.strip_prefix("http://").or_else(|| mirror.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !mirror.contains(char::is_whitespace) => {
+            Ok(mirror.trim_end_matches('/').to_owned())
+        }
+        _ => Err(ConfigError::Mirror(mirror.to_owned())),
+    }
+}
+
+fn validate_image(reference: &str) -> Result<(), ConfigError> {
+    if crate::reference::is_valid(reference) { Ok(()) } else { Err(ConfigError::Image(reference.to_owned())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{BuildCommand, Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<BaseImageConfig, ConfigError> {
+        let cli = Cli::try_parse_from([&["nodeimg", "build", "base-image"], args].concat()).unwrap();
+        let Command::Build(BuildCommand::BaseImage(args)) = cli.command else { unreachable!() };
+        base_image(args)
+    }
+
+    #[test]
+    fn defaults_to_debootstrap_of_bookworm() {
+        let cfg = parse(&["--mirror", "http://mirror.example/debian/"]).unwrap();
+        assert_eq!(
+            cfg.source,
+            Source::Debootstrap { suite: "bookworm".into(), mirror: "http://mirror.example/debian".into() }
+        );
+        assert_eq!(cfg.image, None);
+    }
+
+    #[test]
+    fn rejects_bad_suites_mirrors_and_images() {
+        assert_eq!(parse(&["--suite", "Bad Suite"]), Err(ConfigError::Suite("Bad Suite".into())));
+        assert_eq!(parse(&["--mirror", "ftp://x/"]), Err(ConfigError::Mirror("ftp://x/".into())));
+        assert_eq!(parse(&["--mirror", "http://"]), Err(ConfigError::Mirror("http://".into())));
+        assert_eq!(parse(&["-i", "Upper/Case"]), Err(ConfigError::Image("Upper/Case".into())));
+        assert_eq!(parse(&["-i", "name:bad tag"]), Err(ConfigError::Image("name:bad tag".into())));
+    }
+
+    #[test]
+    fn source_specific_flags_are_refused_for_the_other_source() {
+        assert_eq!(
+            parse(&["--from", "dockerfile", "--suite", "trixie"]),
+            Err(ConfigError::NotFor("--suite", "debootstrap"))
+        );
+        assert_eq!(
+            parse(&["--debian-image", "debian:12"]),
+            Err(ConfigError::NotFor("--debian-image", "dockerfile"))
+        );
+        let cfg = parse(&["--from", "dockerfile"]).unwrap();
+        assert_eq!(cfg.source, Source::Dockerfile { debian_image: "debian:bookworm-slim".into() });
+    }
+
+    #[test]
+    fn save_targets_are_checked_with_the_flags() {
+        let cli = Cli::try_parse_from(["nodeimg", "save", "node:v1", "-o", "/tmp/node.tar.zst"]).unwrap();
+        let Command::Save(args) = cli.command else { unreachable!() };
+        assert_eq!(save_target(&args).unwrap().compression, crate::transfer::Compression::Zstd);
+        let cli = Cli::try_parse_from(["nodeimg", "build", "node-image", "--save", "node.zip"]).unwrap();
+        let Command::Build(BuildCommand::NodeImage(args)) = cli.command else { unreachable!() };
+        assert_eq!(node_image(*args).err(), Some(ConfigError::ArchiveName("node.zip".into())));
+        assert!(Cli::try_parse_from(["nodeimg", "load"]).is_err(), "-i is required");
+        let err = archive_target(Path::new("node.tar.bz2")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"cannot save to "node.tar.bz2": the name must end in .tar, .tar.gz or .tar.zst"#
+        );
+    }
+
+    #[test]
+    fn the_directory_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(archive_target(&dir.path().join("node.tar")).is_ok());
+        assert!(archive_target(Path::new("node.tar")).is_ok(), "the current directory");
+        let missing = dir.path().join("nope/node.tar");
+        assert_eq!(
+            archive_target(&missing).unwrap_err(),
+            ConfigError::NoDirectory(missing.display().to_string())
+        );
+        assert!(output_dir_exists(&missing).is_err());
+    }
+
+    #[test]
+    fn verify_takes_names_and_ids() {
+        let parse = |image: &str| {
+            let cli = Cli::try_parse_from(["nodeimg", "verify", image]).unwrap();
+            let Command::Verify(args) = cli.command else { unreachable!() };
+            verify(args)
+        };
+        assert!(parse("kindest/node:v1.30.0").is_ok());
+        assert!(parse("sha256:0123456789abcdef").is_ok());
+        assert_eq!(parse("Bad Image").unwrap_err(), ConfigError::ImageOrId("Bad Image".into()));
+    }
+}

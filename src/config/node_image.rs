@@ -1,0 +1,140 @@
+//! `build node-image`, `images list` and `images save`: where Kubernetes, the base image and
+//! the node's images come from, from flags and the `--config` file.
+
+use super::{ConfigError, archive_target, file, validate_image, validate_mirror, verify_options};
+use crate::cli::{ImageSourceArgs, NodeImageArgs, SourceArgs};
+use crate::kube::{self, KubeVersion, SourceError};
+use crate::nodeimage::mirror::{Mirror, MirrorError, NodeMirror};
+use crate::nodeimage::{ImageSources, NodeImageConfig, PROXY_VARS};
+use crate::transfer::SaveTarget;
+
+/// `build node-image`, and where `--save` writes (checked with the other flags).
+pub fn node_image(args: NodeImageArgs) -> Result<(NodeImageConfig, Option<SaveTarget>), ConfigError> {
+    validate_image(&args.image)?;
+    let save = args.save.as_deref().map(archive_target).transpose()?;
+    let mut cfg = sources(args.source)?;
+    cfg.image = args.image;
+    cfg.build_dir = args.build_dir;
+    cfg.keep_container = args.keep_container;
+    for given in &args.node_registry_mirrors {
+        cfg.node_mirrors.push(NodeMirror::parse(given)?);
+    }
+    let given = if args.verify_options.timeout.is_some() {
+        Some("--timeout")
+    } else if args.verify_options.cni.is_some() {
+        Some("--cni")
+    } else {
+        None
+    };
+    if let (false, Some(flag)) = (args.verify, given) {
+        return Err(ConfigError::OnlyWith(flag, "--verify"));
+    }
+    cfg.check = args.verify.then(|| verify_options(args.verify_options, String::new()));
+    Ok((cfg, save))
+}
+
+/// A node-image config without a target (for `images list` and `images save`).
+pub fn sources(args: SourceArgs) -> Result<NodeImageConfig, ConfigError> {
+    let base_image = match args.base_image {
+        Some(b) => {
+            validate_image(&b)?;
+            b
+        }
+        None => crate::baseimage::default_base_image(),
+    };
+    let arch = args.arch.unwrap_or_else(|| crate::archive::image::host_architecture().to_owned());
+    if !["amd64", "arm64", "ppc64le", "s390x"].contains(&arch.as_str()) {
+        return Err(ConfigError::Arch(arch));
+    }
+    let release_url =
+        validate_mirror(&args.release_url).map_err(|_| ConfigError::ReleaseUrl(args.release_url.clone()))?;
+    let source = kube::detect(args.source.as_deref(), args.source_type, args.kube_version.as_deref())?;
+    if let Some(base) = &args.component_base_image {
+        validate_image(base)?;
+    }
+    let version = match (&source, &args.kube_version) {
+        (kube::Source::Tree(_), Some(v)) => Some(KubeVersion::parse(v).map_err(SourceError::from)?),
+        _ => None,
+    };
+    let (images, node_mirrors) = image_sources(args.images)?;
+    Ok(NodeImageConfig {
+        source,
+        image: String::new(),
+        base_image,
+        arch,
+        release_url,
+        checksums: !args.skip_checksums,
+        build_dir: None,
+        keep_container: false,
+        check: None,
+        tree: kube::TreeOptions {
+            kube_root: args.kube_root,
+            kube_repo: args.kube_repo,
+            version,
+            mode: args.build_mode,
+        },
+        component_base_image: args.component_base_image,
+        images,
+        node_mirrors,
+        proxy_env: proxy_env(|k| std::env::var(k).ok()),
+    })
+}
+
+/// The proxy settings the build container gets, read once here rather than deep in the
+/// pipeline (whose tests then need no process-wide environment).
+fn proxy_env(get: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    PROXY_VARS.iter().filter_map(|k| get(k).filter(|v| !v.is_empty()).map(|v| (k.to_string(), v))).collect()
+}
+
+/// The config file first, then the flags on top; every entry validated.
+fn image_sources(args: ImageSourceArgs) -> Result<(ImageSources, Vec<NodeMirror>), ConfigError> {
+    let from_file = match &args.config {
+        Some(path) => file::read(path).map_err(ConfigError::File)?,
+        None => file::FileConfig::default(),
+    };
+    // An entry of the file is reported as the file's, not as a flag the user never typed.
+    let in_file = |key: &str, err: MirrorError| {
+        let path = args.config.as_deref().unwrap_or(std::path::Path::new("")).display();
+        ConfigError::File(format!("--config {path}: {key}: {err}"))
+    };
+    let mut mirrors = from_file
+        .registry_mirrors
+        .iter()
+        .map(|m| Mirror::parse(m).map_err(|e| in_file("registry_mirrors", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    for m in &args.registry_mirrors {
+        mirrors.push(Mirror::parse(m)?);
+    }
+    let node_mirrors = from_file
+        .node_registry_mirrors
+        .iter()
+        .map(|m| NodeMirror::parse(m).map_err(|e| in_file("node_registry_mirrors", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut extra: Vec<(String, String)> = Vec::new();
+    for list in from_file.extra_images_files.iter().chain(&args.extra_images_files) {
+        let flag = format!("--extra-images-file {}", list.display());
+        let listed = file::read_images_file(list).map_err(ConfigError::File)?;
+        extra.extend(listed.into_iter().map(|i| (flag.clone(), i)));
+    }
+    let flags = from_file.extra_images.into_iter().chain(args.extra_images);
+    extra.extend(flags.map(|i| ("--extra-image".to_owned(), i)));
+    let mut canonical = Vec::new();
+    for (flag, given) in extra {
+        validate_image(&given).map_err(|_| ConfigError::ExtraImage { flag, given: given.clone() })?;
+        let name = crate::reference::normalize(&given);
+        if !canonical.contains(&name) {
+            canonical.push(name);
+        }
+    }
+    let sources = ImageSources {
+        mirrors,
+        archive_files: from_file.image_archives.into_iter().chain(args.image_archives).collect(),
+        archive_dirs: from_file.images_dirs.into_iter().chain(args.images_dirs).collect(),
+        extra: canonical,
+        offline: from_file.offline || args.offline,
+    };
+    Ok((sources, node_mirrors))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+use clap::Parser;
+
+use super::*;
+use crate::cli::{BuildCommand, Cli, Command};
+
+fn node(args: &[&str]) -> Result<NodeImageConfig, ConfigError> {
+    let cli = Cli::try_parse_from([&["nodeimg", "build", "node-image", "v1.30.0"], args].concat()).unwrap();
+    let Command::Build(BuildCommand::NodeImage(args)) = cli.command else { unreachable!() };
+    node_image(*args).map(|(cfg, _)| cfg)
+}
+
+#[test]
+fn image_source_flags_add_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("nodeimg.toml");
+    std::fs::write(
+        &config,
+        "registry_mirrors = [\"docker.io=m:5000/hub\"]\nextra_images = [\"busybox:1\"]\n",
+    )
+    .unwrap();
+    let list = dir.path().join("extra.txt");
+    std::fs::write(&list, "quay.io/x/y:2\n").unwrap();
+    let cfg = node(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--registry-mirror",
+        "registry.k8s.io=http://127.0.0.1:5000",
+        "--extra-image",
+        "docker.io/library/busybox:1",
+        "--extra-images-file",
+        list.to_str().unwrap(),
+        "--node-registry-mirror",
+        "docker.io=http://127.0.0.1:5000",
+        "--offline",
+    ])
+    .unwrap();
+    let srcs: Vec<_> = cfg.images.mirrors.iter().map(|m| m.src.as_str()).collect();
+    assert_eq!(srcs, ["docker.io", "registry.k8s.io"]);
+    assert_eq!(cfg.images.extra, ["quay.io/x/y:2", "docker.io/library/busybox:1"], "deduplicated");
+    assert!(cfg.images.offline);
+    assert_eq!(cfg.node_mirrors.len(), 1);
+}
+
+#[test]
+fn bad_image_source_flags_fail_naming_the_input() {
+    let err = node(&["--registry-mirror", "registry.k8s.io"]).unwrap_err().to_string();
+    assert!(err.contains("--registry-mirror \"registry.k8s.io\"") && err.contains("SRC=DEST"), "{err}");
+    let err = node(&["--extra-image", "Bad:tag"]).unwrap_err().to_string();
+    assert!(err.contains("--extra-image \"Bad:tag\""), "{err}");
+    let err = node(&["--config", "/nonexistent/nodeimg.toml"]).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/nodeimg.toml"), "{err}");
+    let err = node(&["--node-registry-mirror", "docker.io=mirror:5000"]).unwrap_err().to_string();
+    assert!(err.contains("--node-registry-mirror") && err.contains("http://"), "{err}");
+}
+
+#[test]
+fn bad_config_file_entries_name_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("nodeimg.toml");
+    std::fs::write(&config, "registry_mirrors = [\"registry.k8s.io\"]\n").unwrap();
+    let err = node(&["--config", config.to_str().unwrap()]).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("--config {}: registry_mirrors: ", config.display())), "{err}");
+    std::fs::write(&config, "node_registry_mirrors = [\"docker.io=mirror:5000\"]\n").unwrap();
+    let err = node(&["--config", config.to_str().unwrap()]).unwrap_err().to_string();
+    assert!(err.contains("node_registry_mirrors: ") && err.contains("nodeimg.toml"), "{err}");
+}
+
+#[test]
+fn verify_flags_need_verify_on_build() {
+    let parse = node;
+    assert_eq!(parse(&["--timeout", "90s"]).unwrap_err(), ConfigError::OnlyWith("--timeout", "--verify"));
+    assert_eq!(parse(&["--cni", "bridge"]).unwrap_err(), ConfigError::OnlyWith("--cni", "--verify"));
+    assert!(parse(&[]).unwrap().check.is_none());
+    let check = parse(&["--verify", "--timeout", "90s", "--cni", "bridge"]).unwrap().check.unwrap();
+    assert_eq!(check.timeout, std::time::Duration::from_secs(90));
+    assert_eq!(check.cni, crate::verify::Cni::Bridge);
+    let check = parse(&["--verify"]).unwrap().check.unwrap();
+    assert_eq!((check.timeout.as_secs(), check.cni), (300, crate::verify::Cni::Auto));
+}
+
+#[test]
+fn proxies_come_from_the_given_lookup() {
+    let env = |k: &str| (k == "HTTPS_PROXY").then(|| "http://proxy:3128".to_owned());
+    assert_eq!(proxy_env(env), [("HTTPS_PROXY".to_owned(), "http://proxy:3128".to_owned())]);
+    assert!(proxy_env(|_| Some(String::new())).is_empty(), "empty settings are not passed on");
+}
+
+#[test]
+fn checksum_flag_is_named_for_what_it_skips() {
+    assert!(node(&[]).unwrap().checksums);
+    assert!(!node(&["--skip-checksums"]).unwrap().checksums);
+    assert!(!node(&["--no-verify"]).unwrap().checksums, "the old name still works");
+}

@@ -1,0 +1,146 @@
+//! The end of a build: commit the build container untagged, check the image (`--verify`)
+//! under a temporary tag, and only then move the target tag.
+
+use anyhow::{Context, Result};
+
+use super::NodeImageConfig;
+use crate::docker::{ContainerGuard, Docker, quote, short_id};
+use crate::kube::{Artifacts, Source};
+use crate::progress::Reporter;
+
+pub const LABEL_KUBE_VERSION: &str = "io.nodeimg.kubernetes.version";
+pub const LABEL_KUBE_SOURCE: &str = "io.nodeimg.kubernetes.source";
+/// Where `build --verify` keeps an image while checking it; `nodeimg clean` removes the
+/// tags of runs that died.
+pub const VERIFY_REPO: &str = "nodeimg-verify";
+/// Where a host-mode build keeps the control-plane images it makes, for the moment it takes
+/// to save them: names no one else owns (`nodeimg-tmp/<component>:<process token>`).
+pub const TEMP_REPO: &str = "nodeimg-tmp";
+
+pub async fn commit(
+    docker: &Docker,
+    id: &str,
+    cfg: &NodeImageConfig,
+    artifacts: &Artifacts,
+    reporter: &Reporter,
+) -> Result<String> {
+    let step = reporter.step("committing the node image");
+    let image_id = docker.commit(id, &changes(cfg, artifacts)).await?;
+    step.finish(short_id(&image_id));
+    Ok(image_id)
+}
+
+fn changes(cfg: &NodeImageConfig, artifacts: &Artifacts) -> Vec<String> {
+    let entrypoint = serde_json::to_string(&crate::baseimage::ENTRYPOINT).expect("strings serialize");
+    let mut changes = vec![format!("ENTRYPOINT {entrypoint}")];
+    changes.extend(cfg.proxy_env.iter().map(|(k, _)| format!("ENV {k}=\"\"")));
+    let mut labels = [
+        (LABEL_KUBE_VERSION, artifacts.version.text.clone()),
+        (LABEL_KUBE_SOURCE, source_label(&cfg.source)),
+    ];
+    labels.sort();
+    changes.extend(labels.into_iter().map(|(k, v)| format!("LABEL {k}={}", quote(&v))));
+    changes
+}
+
+fn source_label(source: &Source) -> String {
+    match source {
+        Source::File(p) => format!("file:{}", p.display()),
+        Source::Url(u) => u.clone(),
+        Source::Release(v) => format!("release:{v}"),
+        Source::Ci(m) => m.clone(),
+        Source::Tree(p) => {
+            format!("source:{}", p.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
+        }
+    }
+}
+
+/// Tags the committed image as the target, after `--verify` when asked: the image is checked
+/// under a temporary tag (kind and the kubelet want names, not IDs); only a passing image
+/// gets the target tag. An image that does not pass is removed, and the target tag stays
+/// where it was. `container` is the build container, gone before the check needs the memory
+/// (`None` when it is kept).
+pub async fn check_then_tag(
+    docker: &Docker,
+    image_id: &str,
+    container: Option<ContainerGuard>,
+    cfg: &NodeImageConfig,
+    reporter: &Reporter,
+) -> Result<()> {
+    if let Some(container) = container {
+        container.remove().await.context("removing the build container")?;
+    }
+    let Some(check) = &cfg.check else {
+        docker.tag_image(image_id, &cfg.image).await?;
+        return Ok(());
+    };
+    let temp = format!("{VERIFY_REPO}:{}-{}", short_id(image_id), std::process::id());
+    let checked = async {
+        docker.tag_image(image_id, &temp).await?;
+        let check = crate::verify::VerifyConfig { image: temp.clone(), ..check.clone() };
+        let (mut report, result) = crate::verify::verify(&check, docker, reporter).await;
+        report.finish(result.as_ref().err().map(crate::error::one_line));
+        for line in report.to_text().lines() {
+            reporter.info(line);
+        }
+        result.context("verifying the node image")?;
+        docker.tag_image(image_id, &cfg.image).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    // With the target tag in place this only untags.
+    let untagged = docker.remove_image(&temp).await;
+    match checked {
+        Ok(()) => {
+            if let Err(err) = untagged {
+                reporter.warn(format!("could not remove the temporary tag {temp}: {err}"));
+            }
+            Ok(())
+        }
+        Err(err) => {
+            docker.remove_unused_image(image_id).await.ok();
+            Err(err)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::{KubeVersion, TreeOptions, build::BuildMode};
+
+    /// The proxy settings come in with the config (read from the environment by `config`),
+    /// so this test needs no process-wide environment.
+    #[test]
+    fn commit_blanks_proxies_and_labels_the_version() {
+        let version = KubeVersion::parse("v1.30.0").unwrap();
+        let cfg = NodeImageConfig {
+            source: Source::Release(version.clone()),
+            image: "n:1".into(),
+            base_image: "b".into(),
+            arch: "amd64".into(),
+            release_url: "http://x".into(),
+            checksums: true,
+            build_dir: None,
+            keep_container: false,
+            check: None,
+            tree: TreeOptions {
+                kube_root: None,
+                kube_repo: String::new(),
+                version: None,
+                mode: BuildMode::Docker,
+            },
+            component_base_image: None,
+            images: super::super::ImageSources::default(),
+            node_mirrors: vec![],
+            proxy_env: vec![("HTTPS_PROXY".into(), "http://proxy.internal:3128".into())],
+        };
+        let artifacts = Artifacts { binaries: vec![], image_tars: vec![], version, components: None };
+        let changes = changes(&cfg, &artifacts);
+        assert!(changes.contains(&r#"ENTRYPOINT ["/usr/local/bin/entrypoint","/sbin/init"]"#.to_owned()));
+        assert!(changes.contains(&"ENV HTTPS_PROXY=\"\"".to_owned()), "{changes:?}");
+        assert!(changes.contains(&format!("LABEL {LABEL_KUBE_VERSION}=\"v1.30.0\"")));
+        assert!(changes.contains(&format!("LABEL {LABEL_KUBE_SOURCE}=\"release:v1.30.0\"")));
+        assert!(!changes.iter().any(|c| c.contains("proxy.internal")));
+    }
+}
