@@ -2,9 +2,11 @@
 //! consumer (the Docker API) in bounded chunks, so a 400 MB root filesystem never sits in
 //! memory. `extract` reads them back safely; `image` writes the docker-save format.
 
+mod compression;
 mod extract;
 pub mod image;
 
+pub use compression::{Compression, decompressed, reader};
 pub use extract::{ExtractError, check_link, checked_path, extract_selected};
 
 use std::collections::HashMap;

@@ -1,6 +1,8 @@
 //! Image archives given with `--image-archive` / `--images-dir`: docker-save tars and OCI
-//! layouts. Indexed by walking each tar's headers once (seeking over the blobs) and reading
-//! only its `manifest.json` or `index.json`; image data is never read or held in memory.
+//! layouts, plain or compressed (`.tar.gz`, `.tar.zst`, as `nodeimg save` writes them).
+//! Indexed by walking each tar's headers once (seeking over the blobs of a plain tar,
+//! streaming through a compressed one) and reading only its `manifest.json` or
+//! `index.json`; image data is never held in memory.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -8,24 +10,31 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::archive::Compression;
 use crate::reference::normalize;
 
 /// What one archive holds: each image's canonical name, with the manifest digest when the
 /// archive (OCI) says it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Archive {
     pub path: PathBuf,
     pub images: BTreeMap<String, Option<String>>,
     /// OCI layout (imported with digest names, then tagged), else docker-save.
     pub oci: bool,
+    /// Decompressed on the way into the node (ctr import takes plain tars).
+    pub compression: Compression,
 }
 
-/// The archives to read: every file given, and every `*.tar` in every directory given.
+/// The archives to read: every file given, and every `*.tar`, `*.tar.gz` and `*.tar.zst` in
+/// every directory given.
 pub fn collect(files: &[PathBuf], dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut all = Vec::new();
     for file in files {
         if file.is_dir() {
-            bail!("--image-archive {} is a directory (--images-dir reads its *.tar files)", file.display());
+            bail!(
+                "--image-archive {} is a directory (--images-dir reads the archives in it)",
+                file.display()
+            );
         }
         if !file.is_file() {
             bail!("--image-archive {}: no such file", file.display());
@@ -37,7 +46,7 @@ pub fn collect(files: &[PathBuf], dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         let mut tars: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "tar"))
+            .filter(|p| p.is_file() && crate::archive::Compression::from_name(p).is_some())
             .collect();
         tars.sort();
         all.extend(tars);
@@ -52,24 +61,35 @@ pub fn index_all(paths: &[PathBuf]) -> Result<Vec<Archive>> {
 /// Streams through the tar once; stops at the first `manifest.json` naming images, else uses
 /// `index.json`.
 pub fn index(path: &Path) -> Result<Archive> {
-    let mut file = std::fs::File::open(path)?;
-    let mut magic = [0u8; 4];
-    let n = file.read(&mut magic)?;
-    match crate::transfer::Compression::from_magic(&magic[..n]) {
-        crate::transfer::Compression::Gzip => {
-            bail!("gzip-compressed; give the uncompressed tar (`gunzip` it)")
-        }
-        crate::transfer::Compression::Zstd => {
-            bail!("zstd-compressed; give the uncompressed tar (`unzstd` it)")
-        }
-        crate::transfer::Compression::None => {}
-    }
+    let compression = compression_of(path)?;
     let file = std::fs::File::open(path)?;
-    let mut tar = tar::Archive::new(std::io::BufReader::new(file));
-    let mut oci_index = None;
+    if compression != Compression::None {
+        let reader = crate::archive::reader(std::io::BufReader::new(file))?;
+        return index_entries(path, compression, tar::Archive::new(reader).entries()?);
+    }
     // Seeking past the layer blobs: indexing a multi-GB archive reads only its headers.
-    for entry in tar.entries_with_seek()? {
-        let mut entry = entry.context("not a readable tar archive")?;
+    let mut tar = tar::Archive::new(std::io::BufReader::new(file));
+    index_entries(path, compression, tar.entries_with_seek()?)
+}
+
+/// What the archive's first bytes say it is compressed with.
+pub fn compression_of(path: &Path) -> Result<Compression> {
+    let mut magic = [0u8; 4];
+    let n = std::fs::File::open(path)?.read(&mut magic)?;
+    Ok(Compression::from_magic(&magic[..n]))
+}
+
+fn index_entries<'a, R: Read + 'a>(
+    path: &Path,
+    compression: Compression,
+    entries: tar::Entries<'a, R>,
+) -> Result<Archive> {
+    let mut oci_index = None;
+    for entry in entries {
+        let mut entry = entry.with_context(|| match compression {
+            Compression::None => "not a readable tar archive".to_owned(),
+            c => format!("not a readable {} tar archive", c.name()),
+        })?;
         let name = entry.path()?.into_owned();
         let name = name.strip_prefix("./").unwrap_or(&name).to_owned();
         if name != Path::new("manifest.json") && name != Path::new("index.json") {
@@ -82,14 +102,16 @@ pub fn index(path: &Path) -> Result<Archive> {
         if name == Path::new("manifest.json") {
             let images = docker_save_names(&json);
             if !images.is_empty() {
-                return Ok(Archive { path: path.to_owned(), images, oci: false });
+                return Ok(Archive { path: path.to_owned(), images, oci: false, compression });
             }
         } else {
             oci_index = Some(json);
         }
     }
     match oci_index {
-        Some(index) => Ok(Archive { path: path.to_owned(), images: oci_names(&index), oci: true }),
+        Some(index) => {
+            Ok(Archive { path: path.to_owned(), images: oci_names(&index), oci: true, compression })
+        }
         None => bail!("neither a docker-save archive (manifest.json) nor an OCI layout (index.json)"),
     }
 }
@@ -161,21 +183,41 @@ mod tests {
     }
 
     #[test]
-    fn other_tars_are_refused_and_dirs_list_their_tars() {
+    fn other_tars_are_refused_and_dirs_list_their_archives() {
         let dir = tempfile::tempdir().unwrap();
         let tar = tar_with(dir.path(), &[("hello.txt", "hi")]);
         assert!(index(&tar).unwrap_err().to_string().contains("neither a docker-save"));
         let gz = dir.path().join("x.tar.gz");
         std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
-        assert!(index(&gz).unwrap_err().to_string().contains("gzip-compressed"));
-        let zst = dir.path().join("bundle.tar.zst");
-        std::fs::write(&zst, [0x28, 0xb5, 0x2f, 0xfd, 0]).unwrap();
-        assert!(index(&zst).unwrap_err().to_string().contains("zstd-compressed"));
+        assert!(format!("{:#}", index(&gz).unwrap_err()).contains("gzip"), "a broken gzip says so");
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
-        assert_eq!(collect(&[], &[dir.path().to_owned()]).unwrap(), vec![tar]);
+        assert_eq!(collect(&[], &[dir.path().to_owned()]).unwrap(), vec![tar, gz]);
         let err = collect(&[dir.path().join("nosuch.tar")], &[]).unwrap_err().to_string();
         assert!(err.contains("nosuch.tar"), "{err}");
         let err = collect(&[dir.path().to_owned()], &[]).unwrap_err().to_string();
         assert!(err.contains("is a directory"), "{err}");
+    }
+
+    /// `nodeimg save` and `images save` write .tar.gz/.tar.zst; `--image-archive` reads them.
+    #[test]
+    fn compressed_archives_are_indexed_by_streaming() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = r#"[{"Config":"c","RepoTags":["registry.k8s.io/pause:3.9"],"Layers":[]}]"#;
+        let tar =
+            std::fs::read(tar_with(dir.path(), &[("blobs/x", "data"), ("manifest.json", manifest)])).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let cases = [
+            ("b.tar.gz", gz.finish().unwrap(), Compression::Gzip),
+            ("b.tar.zst", zstd::encode_all(&tar[..], 3).unwrap(), Compression::Zstd),
+        ];
+        for (name, bytes, compression) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let archive = index(&path).unwrap();
+            assert_eq!(archive.compression, compression);
+            assert!(archive.images.contains_key("registry.k8s.io/pause:3.9"), "{name}");
+        }
     }
 }

@@ -244,9 +244,21 @@ async fn import_archive(
     let path = archive.path.clone();
     // Docker-save archives name their images; digest names only help OCI layouts.
     let cmd: Vec<&str> = images::IMPORT.into_iter().filter(|a| archive.oci || *a != "--digests").collect();
+    let compression = archive.compression;
     images::ctr_import(docker, id, &cmd, &path.display().to_string(), || {
         let path = path.clone();
-        async move { tokio::fs::File::open(&path).await.with_context(|| format!("opening {}", path.display())) }
+        async move {
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            // ctr takes a plain tar: a compressed archive is decompressed on the way in.
+            let failure = Default::default();
+            let tar = crate::archive::decompressed(
+                std::io::BufReader::with_capacity(1 << 20, file),
+                compression,
+                Default::default(),
+                failure,
+            );
+            anyhow::Ok(tokio_util::io::StreamReader::new(tar))
+        }
     })
     .await?;
     let listed = ctr(docker, id, &["images", "ls", "-q"]).await?;

@@ -10,11 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Compression, checksum_path, expected_checksum};
+use crate::archive::decompressed;
 use crate::docker::Docker;
 use crate::progress::{ByteCounter, Reporter};
 
@@ -118,95 +117,11 @@ pub async fn load(docker: &Docker, archive: Archive, reporter: &Reporter) -> Res
     Ok(loaded)
 }
 
-/// The tar inside the file, as a stream read by a blocking thread. A decompression error
-/// is recorded in `failure` and ends the stream with an error. Each chunk is held back
-/// until the next one has decompressed cleanly: a bad gzip CRC or zstd checksum shows only
-/// at the very end, and Docker must not have seen the end of the tar by then, or it would
-/// load it. The thread stops when the stream is dropped (Docker failed, or Ctrl-C).
-fn decompressed(
-    file: BufReader<std::fs::File>,
-    compression: Compression,
-    counter: ByteCounter,
-    failure: Arc<Mutex<Option<String>>>,
-) -> ReceiverStream<std::io::Result<Bytes>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::task::spawn_blocking(move || {
-        let result = (|| -> std::io::Result<()> {
-            let counted = Counted { inner: file, counter };
-            let mut reader: Box<dyn Read> = match compression {
-                Compression::None => Box::new(counted),
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
-                Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(counted)?),
-            };
-            let mut held: Option<Bytes> = None;
-            loop {
-                let mut buf = vec![0u8; CHUNK];
-                let n = read_full(&mut reader, &mut buf)?;
-                if let Some(chunk) = held.take()
-                    && tx.blocking_send(Ok(chunk)).is_err()
-                {
-                    return Ok(());
-                }
-                if n == 0 {
-                    return Ok(());
-                }
-                buf.truncate(n);
-                held = Some(Bytes::from(buf));
-            }
-        })();
-        if let Err(e) = result {
-            *failure.lock().expect("not poisoned") = Some(format!("{} data: {e}", compression.name()));
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
-    ReceiverStream::new(rx)
-}
-
-/// Fills `buf` unless the input ends first: decoders return small pieces, Docker is
-/// happier with large ones.
-fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
-/// Counts the file's bytes (not the decompressed ones) for the progress bar.
-struct Counted<R> {
-    inner: R,
-    counter: ByteCounter,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.counter.inc(n as u64);
-        Ok(n)
-    }
-}
-
-impl<R: BufRead> BufRead for Counted<R> {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        self.inner.fill_buf()
-    }
-
-    fn consume(&mut self, amt: usize) {
-        self.counter.inc(amt as u64);
-        self.inner.consume(amt);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn stream(path: &Path) -> (Vec<std::io::Result<Bytes>>, Option<String>) {
+    fn stream(path: &Path) -> (Vec<std::io::Result<bytes::Bytes>>, Option<String>) {
         let Archive { file, compression, .. } = Archive::open(path).unwrap();
         let failure = Arc::new(Mutex::new(None));
         let items = tokio::runtime::Runtime::new().unwrap().block_on(async {

@@ -7,49 +7,10 @@ mod save;
 pub use load::{Archive, load, verify};
 pub use save::save;
 
+pub use crate::archive::Compression;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    /// By the file name: `.tar`, `.tar.gz` or `.tar.zst`. Anything else is refused, so a
-    /// typo never silently writes an uncompressed (or mislabelled) archive.
-    pub fn from_name(path: &Path) -> Option<Self> {
-        if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
-            return None; // a directory
-        }
-        let name = path.file_name()?.to_str()?;
-        [(".tar.gz", Compression::Gzip), (".tar.zst", Compression::Zstd), (".tar", Compression::None)]
-            .into_iter()
-            .find(|(ext, _)| name.len() > ext.len() && name.ends_with(ext))
-            .map(|(_, c)| c)
-    }
-
-    /// By the first bytes: an archive that travelled may have been renamed on the way.
-    pub fn from_magic(head: &[u8]) -> Self {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "tar",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
 
 /// Where `save` writes; `config` checks it before Docker is touched.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,27 +99,6 @@ impl Drop for PartFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn compression_follows_the_extension() {
-        let c = |name: &str| Compression::from_name(Path::new(name));
-        assert_eq!(c("out/node.tar"), Some(Compression::None));
-        assert_eq!(c("node.tar.gz"), Some(Compression::Gzip));
-        assert_eq!(c("/tmp/node-v1.30.tar.zst"), Some(Compression::Zstd));
-        for bad in ["node.tgz", "node.tar.xz", "node.gz", "node", ".tar", ".tar.gz", "node.tar/", "node.TAR"]
-        {
-            assert_eq!(c(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn compression_is_read_from_magic_bytes() {
-        assert_eq!(Compression::from_magic(&[0x1f, 0x8b, 0x08, 0]), Compression::Gzip);
-        assert_eq!(Compression::from_magic(&[0x28, 0xb5, 0x2f, 0xfd, 0x04]), Compression::Zstd);
-        assert_eq!(Compression::from_magic(b"manifest.json\0\0"), Compression::None);
-        assert_eq!(Compression::from_magic(&[0x1f]), Compression::None);
-        assert_eq!(Compression::from_magic(&[]), Compression::None);
-    }
 
     #[test]
     fn checksum_files_are_in_sha256sum_format() {
