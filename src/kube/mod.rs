@@ -5,6 +5,7 @@ pub mod build;
 pub mod components;
 pub mod download;
 pub mod release;
+mod retry;
 pub mod tree;
 mod version;
 
