@@ -4,6 +4,7 @@
 pub mod build;
 pub mod download;
 pub mod release;
+mod retry;
 pub mod tree;
 mod version;
 
