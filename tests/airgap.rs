@@ -402,8 +402,13 @@ fn bad_mirror_flags_and_missing_images_fail_cleanly() {
         assert!(listed.contains(&format!("{extra}\tmissing (--offline)\n")), "{listed}");
 
         let out = run.build(&[tarball, "--image-archive", tarball]);
-        run.assert_failed(&docker, &out, &["reading image archive", tarball, "gzip-compressed"], &before)
-            .await;
+        run.assert_failed(
+            &docker,
+            &out,
+            &["reading image archive", tarball, "neither a docker-save"],
+            &before,
+        )
+        .await;
         docker.remove_image(&run.target).await.unwrap();
     });
 }

@@ -241,3 +241,29 @@ fn ctrl_c_during_build_verify_removes_the_node_and_clean_the_rest() {
         assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l == ours[0]), "clean names it");
     });
 }
+
+/// Two processes sharing `NODEIMG_RUN_ID` (as a CI job may): one's cleanup must not remove
+/// the other's containers. The test process plays the other one, with a container of its own
+/// under the same run id; the nodeimg process fails and sweeps.
+#[test]
+fn a_shared_run_id_does_not_share_cleanup() {
+    let _serial = serial();
+    let image = support::base_image();
+    let run_id = support::run_id("shared");
+    let _cleanup = support::Cleanup(run_id.clone());
+    support::runtime().block_on(async {
+        let docker = support::docker(&run_id).await;
+        let mine = docker.create_container(&ContainerSpec::idle(&image)).await.unwrap();
+        docker.start_container(&mine).await.unwrap();
+        let out = support::nodeimg()
+            .args(["verify", "nodeimg-test/no-such-node:1", "--timeout", "30s"])
+            .env("NODEIMG_RUN_ID", &run_id)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            docker.container_exists(&mine).await.unwrap(),
+            "another process's cleanup removed this process's container"
+        );
+    });
+}

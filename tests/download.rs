@@ -275,7 +275,8 @@ fn ctrl_c_during_a_download_exits_130_and_removes_the_part_file() {
     });
     let run = Run::new("sigint");
     let url = format!("{}{RELEASE_PATH}", server.url);
-    let mut child = run.spawn(&["build", "node-image", &url, "--skip-checksums", "-b", "nosuch/base:x"], "30");
+    let mut child =
+        run.spawn(&["build", "node-image", &url, "--skip-checksums", "-b", "nosuch/base:x"], "30");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !run.files().iter().any(|p| is_part(p)) {
         if Instant::now() > deadline || child.try_wait().unwrap().is_some() {

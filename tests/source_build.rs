@@ -152,10 +152,28 @@ fn dirty_tree_without_k_builds_as_it_is_in_host_mode() {
     let run = Run::new("dirty");
     let _cleanup = Cleanup(run.run_id.clone());
     let root = tree.path().to_str().unwrap();
+    // An image the user has under the name upstream gives the apiserver image: a host-mode
+    // build must not untag it (nor save it instead of its own).
+    let users = "registry.k8s.io/kube-apiserver:v1.30.1-dirty";
+    let _untag = Untag(users);
+    let users_id = support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        ensure_component_base(&docker).await;
+        let id = docker.inspect_image(COMPONENT_BASE).await.unwrap().unwrap().id;
+        docker.tag_image(&id, users).await.unwrap();
+        id
+    });
     let out =
         run.build(&["--kube-root", root, "--build-mode", "host", "--component-base-image", COMPONENT_BASE]);
     assert_success(&out, "host-mode build of a dirty tree");
     assert_eq!(run.built_version(), "v1.30.1-dirty");
+    support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        let now = docker.inspect_image(users).await.unwrap().map(|i| i.id);
+        assert_eq!(now.as_deref(), Some(users_id.as_str()), "the user's {users} was untagged or replaced");
+        let temp = docker.list_tags("nodeimg-tmp/*", "nodeimg-tmp/").await.unwrap();
+        assert!(temp.is_empty(), "temporary component tags left: {temp:?}");
+    });
     assert_eq!(std::fs::read_to_string(tree.path().join("CHANGELOG")).unwrap(), "my unfinished work\n");
     assert!(tree.path().join("_output/nodeimg-build.log").is_file(), "the build log is kept in _output");
 }
@@ -201,4 +219,21 @@ fn a_failing_make_target_shows_the_log() {
     assert!(line.contains(log.to_str().unwrap()), "the log path is shown: {line}");
     assert!(line.contains("boom: target all failed on purpose"), "the last lines are shown: {line}");
     assert!(std::fs::read_to_string(&log).unwrap().contains("boom"));
+}
+
+/// Removes a tag the test put on an existing image, also when an assertion failed first.
+struct Untag(&'static str);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let tag = self.0;
+        std::thread::spawn(move || {
+            support::runtime().block_on(async {
+                let docker = support::docker("untag").await;
+                docker.remove_image(tag).await.ok();
+            })
+        })
+        .join()
+        .ok();
+    }
 }

@@ -137,14 +137,24 @@ impl Docker {
             .map_err(|e| Error::StartContainer { id: short(id).into(), source: Daemon(e) })
     }
 
-    /// Force-removes a container and its anonymous volumes; one already gone is fine.
+    /// Force-removes a container and its anonymous volumes; one already gone is fine. When
+    /// a removal is already under way (a guard's and the sweep's met), waits until it is
+    /// gone, so "removed" is true when this returns.
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         match self.client.remove_container(id, Some(options)).await {
-            Err(e) if !is_not_found(&e) => {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if removal_in_progress(&e) => {
+                for _ in 0..300 {
+                    if !self.container_exists(id).await? {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
                 Err(Error::RemoveContainer { id: short(id).into(), source: Daemon(e) })
             }
-            _ => Ok(()),
+            Err(e) => Err(Error::RemoveContainer { id: short(id).into(), source: Daemon(e) }),
         }
     }
 
@@ -258,6 +268,11 @@ impl Docker {
 
 fn inspect_err(id: &str, e: bollard::errors::Error) -> Error {
     Error::InspectContainer { id: short(id).into(), source: Daemon(e) }
+}
+
+fn removal_in_progress(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+        if message.contains("already in progress"))
 }
 
 pub(super) fn is_not_found(err: &bollard::errors::Error) -> bool {
