@@ -46,7 +46,8 @@ fn unknown_suite_is_named() {
 #[test]
 fn unreachable_mirror_is_named() {
     let id = support::run_id("mirror");
-    let out = run(&id, &["build", "base-image", "--mirror", "http://127.0.0.1:9/"], &[]);
+    // --rebuild: a cached image from the same inputs would be reused without asking any mirror.
+    let out = run(&id, &["build", "base-image", "--mirror", "http://127.0.0.1:9/", "--rebuild"], &[]);
     let line = assert_one_line_error(&out, "http://127.0.0.1:9");
     assert!(line.contains("unreachable"), "{line}");
     assert_nothing_left(&id);
