@@ -61,6 +61,7 @@ impl Sweep {
 }
 
 async fn sweep(docker: &Docker) -> Sweep {
+    docker.finish_cleanups(Duration::from_secs(30)).await;
     let work = async {
         let mut removed = Vec::new();
         for c in docker.own_containers().await? {

@@ -1,9 +1,15 @@
-//! A guard per container: removed explicitly (awaited, errors reported) on the normal path,
-//! by a background task from `Drop` when the future holding it is dropped (an error, Ctrl-C).
-//! The label sweep of the command-level guard catches whatever both miss.
+//! Guards for what a run creates in Docker: removed explicitly (awaited, errors reported) on
+//! the normal path, by a background task from `Drop` when the future holding the guard is
+//! dropped (an error, Ctrl-C). The command-level guard waits for those tasks
+//! ([`Docker::finish_cleanups`]) before it sweeps by label, so nothing is left half-removed
+//! when the process exits.
+
+use std::future::Future;
+use std::time::Duration;
 
 use super::{Docker, Result};
 
+/// A container of this run.
 pub struct ContainerGuard {
     docker: Docker,
     id: String,
@@ -34,14 +40,58 @@ impl ContainerGuard {
 
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        // Drop cannot wait; a task on the runtime removes it. If the runtime is already
-        // gone, the label sweep (or `nodeimg clean`) does.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        if self.armed {
             let (docker, id) = (self.docker.clone(), std::mem::take(&mut self.id));
-            handle.spawn(async move { docker.remove_container(&id).await });
+            self.docker.spawn_cleanup(async move { docker.remove_container(&id).await.map(|_| ()) });
         }
+    }
+}
+
+/// An image reference this run put on the host (a mirror's copy pulled for the import), which
+/// carries no label of ours for `nodeimg clean` to find it by.
+pub struct ImageGuard {
+    docker: Docker,
+    reference: String,
+    armed: bool,
+}
+
+impl ImageGuard {
+    pub fn new(docker: &Docker, reference: &str) -> Self {
+        Self { docker: docker.clone(), reference: reference.to_owned(), armed: true }
+    }
+
+    pub async fn remove(mut self) -> Result<()> {
+        self.armed = false;
+        self.docker.remove_image(&self.reference).await
+    }
+}
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let (docker, reference) = (self.docker.clone(), std::mem::take(&mut self.reference));
+            self.docker.spawn_cleanup(async move { docker.remove_image(&reference).await });
+        }
+    }
+}
+
+impl Docker {
+    /// Runs a guard's cleanup on the runtime; [`Docker::finish_cleanups`] waits for it.
+    fn spawn_cleanup(&self, work: impl Future<Output = Result<()>> + Send + 'static) {
+        // Drop cannot wait. Without a runtime (it is shutting down) the label sweep or
+        // `nodeimg clean` does the work instead.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let task = handle.spawn(async move {
+                let _ = work.await;
+            });
+            self.cleanups.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+        }
+    }
+
+    /// Waits (at most `limit`) for the cleanups guards started when they were dropped.
+    pub async fn finish_cleanups(&self, limit: Duration) {
+        let tasks: Vec<_> = std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
+        let all = futures_util::future::join_all(tasks);
+        let _ = tokio::time::timeout(limit, all).await;
     }
 }

@@ -12,7 +12,7 @@ mod labels;
 pub use container::{CgroupNs, ContainerNetwork, ContainerSpec, ContainerSummary, short as short_id};
 pub use error::{Daemon, Error};
 pub use exec::ExecOutput;
-pub use guard::ContainerGuard;
+pub use guard::{ContainerGuard, ImageGuard};
 pub use image::{ImageInfo, quote};
 pub use labels::{
     LABEL_BUILD, LABEL_HOST, LABEL_HOST_CGROUPS, LABEL_KEEP, LABEL_PID, LABEL_PROCESS, LABEL_VERSION, Labels,
@@ -35,6 +35,8 @@ pub struct Docker {
     client: bollard::Docker,
     host: String,
     labels: Labels,
+    /// Removals that guards started when dropped, for the command-level guard to wait for.
+    cleanups: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Docker {
@@ -53,7 +55,7 @@ impl Docker {
         // loading a multi-GB image, committing a large node, a Dockerfile build. Ctrl-C
         // still ends anything at once.
         let client = client.with_timeout(std::time::Duration::from_secs(3600));
-        Ok(Self { client, host, labels })
+        Ok(Self { client, host, labels, cleanups: Default::default() })
     }
 
     pub fn host(&self) -> &str {

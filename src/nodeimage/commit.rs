@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 
 use super::NodeImageConfig;
-use crate::docker::{ContainerGuard, Docker, quote, short_id};
+use crate::docker::{ContainerGuard, Docker, ImageGuard, quote, short_id};
 use crate::kube::{Artifacts, Source};
 use crate::progress::Reporter;
 
@@ -75,6 +75,8 @@ pub async fn check_then_tag(
         return Ok(());
     };
     let temp = format!("{VERIFY_REPO}:{}-{}", short_id(image_id), std::process::id());
+    // From here a Ctrl-C (dropping this future) removes the temporary tag too.
+    let temp_tag = ImageGuard::new(docker, &temp);
     let checked = async {
         docker.tag_image(image_id, &temp).await?;
         let check = crate::verify::VerifyConfig { image: temp.clone(), ..check.clone() };
@@ -89,7 +91,7 @@ pub async fn check_then_tag(
     }
     .await;
     // With the target tag in place this only untags.
-    let untagged = docker.remove_image(&temp).await;
+    let untagged = temp_tag.remove().await;
     match checked {
         Ok(()) => {
             if let Err(err) = untagged {

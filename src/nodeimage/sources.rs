@@ -11,7 +11,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use super::archives::Archive;
 use super::images::{self, BuiltImage, ctr, pin};
 use super::mirror::{self, Mirror};
-use crate::docker::Docker;
+use crate::docker::{Docker, ImageGuard};
 use crate::progress::Reporter;
 use crate::reference::normalize;
 
@@ -215,14 +215,18 @@ async fn from_mirror(
     platform: &str,
     reporter: &Reporter,
 ) -> Result<()> {
-    let had = docker.image_exists(reference).await?;
-    if !had {
+    let pulled = if docker.image_exists(reference).await? {
+        None
+    } else {
+        // Guarded from before the pull: a pull cut short by Ctrl-C may still land.
+        let guard = ImageGuard::new(docker, reference);
         // The error already names the mirror's reference ("pulling <ref>: ...").
         images::pull_with_retry(docker, reference, platform, reporter).await?;
-    }
+        Some(guard)
+    };
     let imported = images::save_into_node(docker, id, reference).await;
-    if !had {
-        docker.remove_image(reference).await?;
+    if let Some(pulled) = pulled {
+        pulled.remove().await?;
     }
     imported?;
     let mirror_name = normalize(reference);

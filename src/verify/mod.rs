@@ -5,6 +5,7 @@
 pub mod cni;
 pub mod kubeadm;
 mod report;
+mod sandboxes;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -257,9 +258,14 @@ async fn kubeadm_init(
     }
     // kubeadm waits for the control plane with the configured timeout; this bounds the rest.
     let limit = timeout * 2 + Duration::from_secs(60);
-    let out = tokio::time::timeout(limit, run(docker, id, &cmd)).await.map_err(|_| {
-        anyhow!("kubeadm init did not finish within {}", crate::progress::format_duration(limit))
-    })??;
+    let init = tokio::time::timeout(limit, run(docker, id, &cmd));
+    // A pause image that exits shows in kubeadm only as a control plane that never comes up.
+    let out = tokio::select! {
+        out = init => out.map_err(|_| {
+            anyhow!("kubeadm init did not finish within {}", crate::progress::format_duration(limit))
+        })??,
+        dead = sandboxes::watch(docker, id) => return Err(dead),
+    };
     for line in out.stdout.lines() {
         reporter.detail(format!("kubeadm: {line}"));
     }
