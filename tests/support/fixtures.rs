@@ -1,31 +1,35 @@
 //! Kubernetes release fixtures made on the spot: a `kubernetes-server-linux-amd64.tar.gz`
 //! in upstream's layout with shell stand-ins for the binaries and real docker-save image
-//! tars, tiny images in the host's Docker for everything else, and an HTTP server on
-//! 127.0.0.1 to serve releases.
+//! tars, a docker-save archive of busybox stand-ins for every other image a build needs
+//! (given to nodeimg with `--image-archive`, never put in the host's Docker under those
+//! names), busybox images under names of a test's own, and an HTTP server on 127.0.0.1 to
+//! serve releases.
 
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
+use nodeimg::docker::Docker;
 use nodeimg::imagearchive::{self, ImageConfig};
+use nodeimg::nodeimage::images::normalize;
 use sha2::{Digest, Sha256, Sha512};
+
+use super::RemoveImage;
 
 pub const VERSION: &str = "v1.30.0";
 
-/// Images the stand-in kubeadm lists besides the control plane, and the manifests' images:
-/// all must come from the host's Docker.
-pub fn host_images() -> Vec<String> {
-    let mut images = vec![
-        "registry.k8s.io/pause:3.9".to_owned(),
-        "registry.k8s.io/etcd:3.5.12-0".to_owned(),
-        "registry.k8s.io/coredns/coredns:v1.11.1".to_owned(),
+/// The images the stand-in kubeadm lists besides the control plane, and the manifests'
+/// images, canonical: what a build from a fixture release needs besides the built images.
+/// Real names: they reach nodeimg only through [`Release::images`] (or another archive or a
+/// loopback registry), never through the host's Docker.
+pub fn needed_images() -> Vec<String> {
+    let kubeadm = [
+        "registry.k8s.io/pause:3.9",
+        "registry.k8s.io/etcd:3.5.12-0",
+        "registry.k8s.io/coredns/coredns:v1.11.1",
     ];
-    images.extend(
-        nodeimg::nodeimage::manifests::default_images()
-            .map(|i| i.trim_start_matches("docker.io/").to_owned()),
-    );
-    images
+    kubeadm.into_iter().chain(nodeimg::nodeimage::manifests::default_images()).map(normalize).collect()
 }
 
 /// How to deviate from a good release, for failure tests.
@@ -46,6 +50,21 @@ pub struct Options {
 pub struct Release {
     pub dir: tempfile::TempDir,
     pub tarball: PathBuf,
+    /// A docker-save archive of busybox stand-ins for [`needed_images`], beside the tarball.
+    pub images: PathBuf,
+}
+
+impl Release {
+    /// `--image-archive <images>`: where a build from this release finds [`needed_images`].
+    pub fn image_args(&self) -> [&str; 2] {
+        ["--image-archive", self.images.to_str().unwrap()]
+    }
+
+    /// The tarball as the source, plus [`Release::image_args`].
+    pub fn build_args(&self) -> [&str; 3] {
+        let [flag, images] = self.image_args();
+        [self.tarball.to_str().unwrap(), flag, images]
+    }
 }
 
 pub fn busybox_root(dir: &Path) -> PathBuf {
@@ -59,12 +78,17 @@ pub fn busybox_root(dir: &Path) -> PathBuf {
 
 /// A docker-save tar of a busybox image tagged `tag`.
 pub fn write_image_tar(layer: &imagearchive::Layer, tag: &str, dest: &Path) {
+    write_images_tar(layer, &[tag.to_owned()], dest);
+}
+
+/// A docker-save tar of one busybox image under every name of `tags`.
+pub fn write_images_tar(layer: &imagearchive::Layer, tags: &[String], dest: &Path) {
     let config =
         ImageConfig { architecture: "amd64".into(), cmd: vec!["/bin/sh".into()], ..Default::default() };
     let config_bytes = imagearchive::config_json(&config, &layer.diff_id, "2024-01-01T00:00:00Z");
     let config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
     let layer_name = format!("{}/layer.tar", layer.diff_id.trim_start_matches("sha256:"));
-    let manifest = serde_json::json!([{ "Config": config_name, "RepoTags": [tag], "Layers": [layer_name] }]);
+    let manifest = serde_json::json!([{ "Config": config_name, "RepoTags": tags, "Layers": [layer_name] }]);
     let mut tar = tar::Builder::new(std::fs::File::create(dest).unwrap());
     nodeimg::archive::append_bytes(&mut tar, &config_name, 0o644, &config_bytes).unwrap();
     tar.append_path_with_name(&layer.path, &layer_name).unwrap();
@@ -147,22 +171,64 @@ pub fn server_tarball(opts: &Options) -> Release {
         tar.append(&header, &b"evil"[..if link.is_some() { 0 } else { 4 }]).unwrap();
     }
     tar.into_inner().unwrap().finish().unwrap().flush().unwrap();
-    Release { dir, tarball }
+    let images = dir.path().join("images.tar");
+    write_images_tar(&layer, &needed_images(), &images);
+    Release { dir, tarball, images }
 }
 
-/// Puts tiny images under the names the cluster needs into the host's Docker.
-pub async fn ensure_host_images(docker: &nodeimg::docker::Docker) {
+/// A docker-save archive of busybox stand-ins under `names`, in a temp dir of its own.
+pub struct ImageArchive {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl ImageArchive {
+    pub fn new(names: &[String]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let layer =
+            imagearchive::write_layer(&busybox_root(dir.path()), &dir.path().join("layer.tar")).unwrap();
+        let path = dir.path().join("images.tar");
+        write_images_tar(&layer, names, &path);
+        ImageArchive { _dir: dir, path }
+    }
+
+    /// An archive the caller writes at `path`, inside `dir`, which goes with it.
+    pub fn at(path: PathBuf, dir: tempfile::TempDir) -> Self {
+        ImageArchive { _dir: dir, path }
+    }
+}
+
+/// An image the test made in the host's Docker, under a name of its own: the name is
+/// removed when dropped, also when an assertion failed first.
+pub struct TestImage {
+    pub name: String,
+    pub id: String,
+    _remove: RemoveImage,
+}
+
+impl TestImage {
+    /// Takes over the removal of `name`, which the test tagged on image `id`.
+    pub fn new(name: &str, id: &str) -> Self {
+        TestImage { name: name.to_owned(), id: id.to_owned(), _remove: RemoveImage(name.to_owned()) }
+    }
+}
+
+/// Imports the tree at `root` as a one-layer image with Dockerfile-style `changes`, tagged
+/// `name` (a name of the test's own, never a real image's).
+pub async fn rootfs_image(docker: &Docker, name: &str, root: &Path, changes: Vec<String>) -> TestImage {
+    let root = root.to_owned();
+    let stream = nodeimg::archive::tar_stream(move |t| nodeimg::archive::append_rootfs(t, &root));
+    let id = docker.import_rootfs(stream, changes).await.unwrap();
+    let image = TestImage::new(name, &id);
+    docker.tag_image(&id, name).await.unwrap();
+    image
+}
+
+/// A tiny busybox image (`CMD ["/bin/sh"]`) tagged `name`, a name of the test's own.
+pub async fn busybox_image(docker: &Docker, name: &str) -> TestImage {
     let dir = tempfile::tempdir().unwrap();
     let root = busybox_root(dir.path());
-    for image in host_images() {
-        if docker.image_exists(&image).await.unwrap() {
-            continue;
-        }
-        let root = root.clone();
-        let stream = nodeimg::archive::tar_stream(move |t| nodeimg::archive::append_rootfs(t, &root));
-        let id = docker.import_rootfs(stream, vec![r#"CMD ["/bin/sh"]"#.into()]).await.unwrap();
-        docker.tag_image(&id, &image).await.unwrap();
-    }
+    rootfs_image(docker, name, &root, vec![r#"CMD ["/bin/sh"]"#.into()]).await
 }
 
 /// `python3 -m http.server` on a free 127.0.0.1 port, serving `dir`; stopped on drop.
@@ -193,8 +259,7 @@ impl HttpServer {
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
+        super::stop(&mut self.child);
     }
 }
 
