@@ -54,14 +54,6 @@ async fn assert_failed(
     assert_eq!(now.as_deref(), Some(before), "the target tag is untouched");
 }
 
-/// Serves the release like dl.k8s.io does.
-fn release_server(release: &fixtures::Release) -> (tempfile::TempDir, fixtures::HttpServer) {
-    let served = tempfile::tempdir().unwrap();
-    fixtures::release_tree(&release.tarball, served.path(), true);
-    let server = fixtures::HttpServer::serve(served.path());
-    (served, server)
-}
-
 /// A tiny image of our own, pushed to the registry under each path, then removed locally.
 async fn seed(docker: &Docker, registry: &Registry, local: &str, paths: &[String]) {
     let image = fixtures::busybox_image(docker, local).await;
@@ -104,7 +96,7 @@ fn needed(run: &Run, with_extra: bool) -> Vec<String> {
 fn mirrors_then_a_saved_bundle_build_offline() {
     let run = Run::new("airgap-mirror");
     let release = release(&run);
-    let (_served, server) = release_server(&release);
+    let server = release.serve(|tarball, root| fixtures::release_tree(tarball, root, true));
     let mut registry = Registry::start();
     let reg = registry.host.clone();
     let runtime_image = format!("nodeimg-test-airgap-runtime:{}", run.unique);
@@ -312,31 +304,15 @@ fn assert_pulled(registry: &Registry, path: &str) {
     assert!(pulled, "the registry served {path}:\n{}", manifests.join("\n"));
 }
 
-/// Copies an archive entry by entry, streaming, without manifest.json and with index.json's
-/// names moved to `org.opencontainers.image.ref.name`.
+/// The archive as a plain OCI layout: no manifest.json, index.json's names moved to
+/// `org.opencontainers.image.ref.name`.
 fn oci_only(from: &Path, to: &Path) {
-    let mut input = tar::Archive::new(std::fs::File::open(from).unwrap());
-    let mut output = tar::Builder::new(std::fs::File::create(to).unwrap());
-    for entry in input.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().into_owned();
-        if path == Path::new("manifest.json") {
-            continue;
+    fixtures::copy_tar(from, to, &["manifest.json"], "index.json", |index| {
+        for m in index["manifests"].as_array_mut().unwrap() {
+            let name = m["annotations"]["io.containerd.image.name"].as_str().unwrap().to_owned();
+            m["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": name });
         }
-        if path == Path::new("index.json") {
-            let mut index: serde_json::Value = serde_json::from_reader(&mut entry).unwrap();
-            for m in index["manifests"].as_array_mut().unwrap() {
-                let name = m["annotations"]["io.containerd.image.name"].as_str().unwrap().to_owned();
-                m["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": name });
-            }
-            let bytes = serde_json::to_vec(&index).unwrap();
-            nodeimg::archive::append_bytes(&mut output, "index.json", 0o644, &bytes).unwrap();
-        } else {
-            let header = entry.header().clone();
-            output.append(&header, &mut entry).unwrap();
-        }
-    }
-    output.finish().unwrap();
+    });
 }
 
 /// Tags the base image as the run's target; returns its ID.

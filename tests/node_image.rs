@@ -3,6 +3,7 @@
 mod support;
 
 use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use nodeimg::docker::{ContainerSpec, Docker};
@@ -79,13 +80,10 @@ fn node_image_from_a_release_tarball() {
 fn node_image_from_a_release_version_over_http() {
     let run = Run::new("release");
     let release = fixtures::server_tarball(&Options::default());
-    let served = tempfile::tempdir().unwrap();
-    fixtures::release_tree(&release.tarball, served.path(), true);
-    let server = fixtures::HttpServer::serve(served.path());
+    let server = release.serve(|tarball, root| fixtures::release_tree(tarball, root, true));
     support::runtime().block_on(async {
         let docker = support::docker(&run.run_id).await;
-        let mut cmd = run.build_command(&[&[VERSION][..], &release.image_args()].concat());
-        let out = output_within(cmd.env("NODEIMG_RELEASE_URL", &server.url), BUILD_LIMIT);
+        let out = build_version(&run, &release, &server);
         assert_success(&out, "build node-image from a release");
         run.assert_clean();
         let info = docker.inspect_image(&run.target).await.unwrap().expect("the node image exists");
@@ -104,6 +102,12 @@ fn node_image_from_a_release_version_over_http() {
             "no partial downloads: {cached:?}"
         );
     });
+}
+
+/// Builds [`VERSION`] with `NODEIMG_RELEASE_URL` pointing at `server`.
+fn build_version(run: &Run, release: &fixtures::Release, server: &fixtures::HttpServer) -> Output {
+    let mut cmd = run.build_command(&[&[VERSION][..], &release.image_args()].concat());
+    output_within(cmd.env("NODEIMG_RELEASE_URL", &server.url), BUILD_LIMIT)
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -183,11 +187,8 @@ fn missing_base_image_fails() {
 fn checksum_mismatch_fails() {
     let run = Run::new("checksum");
     let release = fixtures::server_tarball(&Options::default());
-    let served = tempfile::tempdir().unwrap();
-    fixtures::release_tree(&release.tarball, served.path(), false);
-    let server = fixtures::HttpServer::serve(served.path());
-    let mut cmd = run.build_command(&[&[VERSION][..], &release.image_args()].concat());
-    let out = output_within(cmd.env("NODEIMG_RELEASE_URL", &server.url), BUILD_LIMIT);
+    let server = release.serve(|tarball, root| fixtures::release_tree(tarball, root, false));
+    let out = build_version(&run, &release, &server);
     run.assert_failed(&out, "checksum mismatch");
     assert!(walk(run.cache.path()).is_empty(), "a mismatching download is not kept");
 }
@@ -276,9 +277,7 @@ fn ctrl_c_mid_build_removes_container_and_scratch() {
 fn build_served(name: &str, lay_out: fn(&Path, &Path), source: impl Fn(&str) -> String) -> String {
     let run = Run::new(name);
     let release = fixtures::server_tarball(&Options::default());
-    let served = tempfile::tempdir().unwrap();
-    lay_out(&release.tarball, served.path());
-    let server = fixtures::HttpServer::serve(served.path());
+    let server = release.serve(lay_out);
     support::runtime().block_on(async {
         let docker = support::docker(&run.run_id).await;
         let source = source(&server.url);

@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -211,32 +211,16 @@ async fn runtime_images(run: &Run, base: &str, dir: &Path) -> ImageArchive {
     archive
 }
 
-/// Copies a docker-save archive entry by entry, streaming, with each image's names replaced
-/// (RepoTags in manifest.json; the legacy `repositories` file is left out).
+/// The docker-save archive with each image's names replaced (RepoTags in manifest.json;
+/// the legacy `repositories` file, which names them too, is left out).
 fn rename(from: &Path, to: &Path, names: &[(&str, &[&str])]) {
-    let mut input = tar::Archive::new(std::fs::File::open(from).unwrap());
-    let mut output = tar::Builder::new(std::fs::File::create(to).unwrap());
-    for entry in input.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path: PathBuf = entry.path().unwrap().into_owned();
-        if path == Path::new("repositories") {
-            continue;
+    fixtures::copy_tar(from, to, &["repositories"], "manifest.json", |manifest| {
+        for image in manifest.as_array_mut().unwrap() {
+            let tag = image["RepoTags"][0].as_str().unwrap().to_owned();
+            let (_, real) = names.iter().find(|(own, _)| *own == tag).expect("an image of ours");
+            image["RepoTags"] = serde_json::json!(real);
         }
-        if path == Path::new("manifest.json") {
-            let mut manifest: serde_json::Value = serde_json::from_reader(&mut entry).unwrap();
-            for image in manifest.as_array_mut().unwrap() {
-                let tag = image["RepoTags"][0].as_str().unwrap().to_owned();
-                let (_, real) = names.iter().find(|(own, _)| *own == tag).expect("an image of ours");
-                image["RepoTags"] = serde_json::json!(real);
-            }
-            let bytes = serde_json::to_vec(&manifest).unwrap();
-            nodeimg::archive::append_bytes(&mut output, "manifest.json", 0o644, &bytes).unwrap();
-        } else {
-            let header = entry.header().clone();
-            output.append(&header, &mut entry).unwrap();
-        }
-    }
-    output.finish().unwrap();
+    });
 }
 
 const COREDNS_STAND_IN: &str = "#!/bin/sh\n# CoreDNS stand-in: answers the liveness and readiness probes, serves no DNS.\n\

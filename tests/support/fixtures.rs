@@ -5,6 +5,7 @@
 //! names), busybox images under names of a test's own, and an HTTP server on 127.0.0.1 to
 //! serve releases.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,16 @@ impl Release {
         ["--image-archive", self.images.to_str().unwrap()]
     }
 
+    /// Serves the release over HTTP from a temp dir that `lay_out(tarball, root)` fills
+    /// (e.g. [`release_tree`], [`ci_tree`]).
+    pub fn serve(&self, lay_out: impl FnOnce(&Path, &Path)) -> HttpServer {
+        let dir = tempfile::tempdir().unwrap();
+        lay_out(&self.tarball, dir.path());
+        let mut server = HttpServer::serve(dir.path());
+        server._served = Some(dir);
+        server
+    }
+
     /// The tarball as the source, plus [`Release::image_args`].
     pub fn build_args(&self) -> [&str; 3] {
         let [flag, images] = self.image_args();
@@ -76,15 +87,25 @@ pub fn busybox_root(dir: &Path) -> PathBuf {
     root
 }
 
-/// A docker-save tar of a busybox image tagged `tag`.
+/// A docker-save tar of a busybox image tagged `tag` (the built images' stand-in).
 pub fn write_image_tar(layer: &imagearchive::Layer, tag: &str, dest: &Path) {
-    write_images_tar(layer, &[tag.to_owned()], dest);
+    write_tar(layer, &[tag.to_owned()], BTreeMap::new(), dest);
 }
 
-/// A docker-save tar of one busybox image under every name of `tags`.
+/// A docker-save tar of one busybox image under every name of `tags`; labelled, so that its
+/// ID and digest differ from those of the [`write_image_tar`] images.
 pub fn write_images_tar(layer: &imagearchive::Layer, tags: &[String], dest: &Path) {
-    let config =
-        ImageConfig { architecture: "amd64".into(), cmd: vec!["/bin/sh".into()], ..Default::default() };
+    let labels = BTreeMap::from([("io.nodeimg.test.stand-in".to_owned(), "true".to_owned())]);
+    write_tar(layer, tags, labels, dest);
+}
+
+fn write_tar(layer: &imagearchive::Layer, tags: &[String], labels: BTreeMap<String, String>, dest: &Path) {
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        cmd: vec!["/bin/sh".into()],
+        labels,
+        ..Default::default()
+    };
     let config_bytes = imagearchive::config_json(&config, &layer.diff_id, "2024-01-01T00:00:00Z");
     let config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
     let layer_name = format!("{}/layer.tar", layer.diff_id.trim_start_matches("sha256:"));
@@ -198,6 +219,37 @@ impl ImageArchive {
     }
 }
 
+/// Copies the tar `from` to `to` entry by entry, streaming, leaving out the entries named in
+/// `skip` and rewriting the JSON file `json` with `edit`.
+pub fn copy_tar(
+    from: &Path,
+    to: &Path,
+    skip: &[&str],
+    json: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let mut edit = Some(edit);
+    let mut input = tar::Archive::new(std::fs::File::open(from).unwrap());
+    let mut output = tar::Builder::new(std::fs::File::create(to).unwrap());
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        if skip.iter().any(|s| path == Path::new(s)) {
+            continue;
+        }
+        if path == Path::new(json) {
+            let mut value: serde_json::Value = serde_json::from_reader(&mut entry).unwrap();
+            edit.take().expect("one such entry")(&mut value);
+            let bytes = serde_json::to_vec(&value).unwrap();
+            nodeimg::archive::append_bytes(&mut output, json, 0o644, &bytes).unwrap();
+        } else {
+            let header = entry.header().clone();
+            output.append(&header, &mut entry).unwrap();
+        }
+    }
+    output.finish().unwrap();
+}
+
 /// An image the test made in the host's Docker, under a name of its own: the name is
 /// removed when dropped, also when an assertion failed first.
 pub struct TestImage {
@@ -235,6 +287,8 @@ pub async fn busybox_image(docker: &Docker, name: &str) -> TestImage {
 pub struct HttpServer {
     child: Child,
     pub url: String,
+    /// What it serves, when the server owns it.
+    _served: Option<tempfile::TempDir>,
 }
 
 impl HttpServer {
@@ -253,7 +307,7 @@ impl HttpServer {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Self { child, url: format!("http://127.0.0.1:{port}") }
+        Self { child, url: format!("http://127.0.0.1:{port}"), _served: None }
     }
 }
 
