@@ -5,9 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use nodeimg::archive;
 use nodeimg::progress::{Reporter, Verbosity};
-use support::{Cleanup, assert_success, wait_for};
+use support::{BUILD_LIMIT, Run, assert_success, fixtures, output_within, wait_for};
 
 #[test]
 fn base_image_has_kinds_configuration_in_one_layer() {
@@ -29,7 +28,7 @@ fn base_image_has_kinds_configuration_in_one_layer() {
 #[test]
 fn second_build_reuses_the_image() {
     let image = support::base_image();
-    let out = support::nodeimg().args(["build", "base-image"]).output().unwrap();
+    let out = output_within(support::nodeimg().args(["build", "base-image"]), BUILD_LIMIT);
     assert_success(&out, "second build");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), image);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -40,10 +39,9 @@ fn second_build_reuses_the_image() {
 #[test]
 fn base_image_boots_as_a_node_with_containerd() {
     let image = support::base_image();
-    let run_id = support::run_id("boot");
-    let _cleanup = Cleanup(run_id.clone());
+    let run = Run::new("boot");
     support::runtime().block_on(async {
-        let docker = support::docker(&run_id).await;
+        let docker = support::docker(&run.run_id).await;
         let reporter = Reporter::with_terminal(Verbosity::Quiet, false);
         let node = nodeimg::node::start(&docker, &image, None, &reporter).await.unwrap();
 
@@ -71,17 +69,8 @@ fn base_image_boots_as_a_node_with_containerd() {
 
         // A small image, made here from busybox and saved by the daemon, imported into the
         // node's containerd through exec stdin as the node-image pipeline will do.
-        let tag =
-            format!("nodeimg-test/busybox:{}", run_id.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
-        let rootfs = archive::tar_stream(|tar| {
-            tar.append_path_with_name("/bin/busybox", "bin/busybox")?;
-            let mut link = tar::Header::new_gnu();
-            link.set_entry_type(tar::EntryType::Symlink);
-            link.set_size(0);
-            tar.append_link(&mut link, "bin/sh", "busybox")
-        });
-        let id = docker.import_rootfs(rootfs, vec![r#"CMD ["/bin/sh"]"#.into()]).await.unwrap();
-        docker.tag_image(&id, &tag).await.unwrap();
+        let tag = format!("nodeimg-test/busybox:{}", run.unique);
+        let _image = fixtures::busybox_image(&docker, &tag).await;
         let saved = tokio_util::io::StreamReader::new(docker.save_image(&tag));
         let import = docker
             .exec_with_stdin(&node.id, &["ctr", "-n", "k8s.io", "images", "import", "-"], saved)
@@ -94,8 +83,7 @@ fn base_image_boots_as_a_node_with_containerd() {
 
         docker.remove_container(&node.id).await.unwrap();
         assert!(!docker.container_exists(&node.id).await.unwrap(), "the node container is gone");
-        let left = docker.list_containers(Some(&run_id)).await.unwrap();
-        assert!(left.is_empty(), "containers left: {left:?}");
+        run.assert_clean();
     });
 }
 
@@ -104,23 +92,20 @@ fn dockerfile_build_goes_through_the_engine() {
     // Docker Hub is out of reach here, so the Dockerfile starts from the debootstrapped
     // image (Debian bookworm with apt); apt-get still runs against the real mirror.
     let debian = support::base_image();
-    let run_id = support::run_id("dockerfile");
-    let target = format!("nodeimg-test/dockerfile:{}", std::process::id());
-    let out = support::nodeimg()
-        .args(["build", "base-image", "--from", "dockerfile", "--debian-image", &debian, "-i", &target])
-        .env("NODEIMG_RUN_ID", &run_id)
-        .output()
-        .unwrap();
+    let run = Run::new("dockerfile");
+    let target = &run.target;
+    let out =
+        run.output(&["build", "base-image", "--from", "dockerfile", "--debian-image", &debian, "-i", target]);
     assert_success(&out, "nodeimg build base-image --from dockerfile");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), target);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), *target);
     support::runtime().block_on(async {
-        let docker = support::docker(&run_id).await;
-        let info = docker.inspect_image(&target).await.unwrap().expect("the image exists");
-        docker.remove_image(&target).await.unwrap();
+        let docker = support::docker(&run.run_id).await;
+        let info = docker.inspect_image(target).await.unwrap().expect("the image exists");
+        docker.remove_image(target).await.unwrap();
         assert_eq!(info.entrypoint, vec!["/usr/local/bin/entrypoint", "/sbin/init"]);
         assert_eq!(info.stop_signal.as_deref(), Some("SIGRTMIN+3"));
         assert_eq!(info.labels.get("io.nodeimg.base.source").map(String::as_str), Some("dockerfile"));
-        assert_eq!(info.labels.get("io.nodeimg.build"), Some(&run_id));
-        assert!(docker.list_containers(Some(&run_id)).await.unwrap().is_empty(), "no container left");
+        assert_eq!(info.labels.get("io.nodeimg.build"), Some(&run.run_id));
+        run.assert_clean();
     });
 }

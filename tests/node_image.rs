@@ -7,64 +7,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use nodeimg::docker::{ContainerSpec, Docker};
-use support::fixtures::{self, Options, VERSION};
-use support::{Cleanup, assert_success, wait_for};
-
-struct Run {
-    run_id: String,
-    target: String,
-    tmp: tempfile::TempDir,
-    cache: tempfile::TempDir,
-}
-
-impl Run {
-    fn new(name: &str) -> Self {
-        Run {
-            run_id: support::run_id(name),
-            target: format!("nodeimg-test/node:{name}-{}", std::process::id()),
-            tmp: tempfile::tempdir().unwrap(),
-            cache: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// nodeimg with this run's id, scratch dir and download cache.
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = support::nodeimg();
-        cmd.args(args)
-            .env("NODEIMG_RUN_ID", &self.run_id)
-            .env("TMPDIR", self.tmp.path())
-            .env("NODEIMG_CACHE_DIR", self.cache.path());
-        cmd
-    }
-
-    fn build(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
-        let base = support::base_image();
-        let mut cmd = self.command(&["build", "node-image"]);
-        cmd.args(args).args(["-i", &self.target]);
-        if !args.contains(&"-b") {
-            cmd.args(["-b", &base]);
-        }
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    }
-
-    /// No container of the run left, the scratch dir gone.
-    async fn assert_clean(&self, docker: &Docker) {
-        let left = docker.list_containers(Some(&self.run_id)).await.unwrap();
-        assert!(left.is_empty(), "containers left: {left:?}");
-        let scratch: Vec<_> =
-            std::fs::read_dir(self.tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
-        assert!(scratch.is_empty(), "scratch left behind: {scratch:?}");
-    }
-}
-
-async fn host_ready(run_id: &str) -> Docker {
-    let docker = support::docker(run_id).await;
-    fixtures::ensure_host_images(&docker).await;
-    docker
-}
+use support::fixtures::{self, Options, TestImage, VERSION};
+use support::{BUILD_LIMIT, COMMAND_LIMIT, Run, assert_success, output_within, wait_for};
 
 /// Starts containerd in a throwaway container of the node image and returns what a user
 /// would check: `ctr images ls` output and the files kind reads.
@@ -81,15 +25,16 @@ async fn inspect_node(docker: &Docker, image: &str) -> (String, String) {
 #[test]
 fn node_image_from_a_release_tarball() {
     let run = Run::new("file");
-    let _cleanup = Cleanup(run.run_id.clone());
     let release = fixtures::server_tarball(&Options::default());
     support::runtime().block_on(async {
-        let docker = host_ready(&run.run_id).await;
+        let docker = support::docker(&run.run_id).await;
         let proxy = [("HTTPS_PROXY", "http://proxy.invalid:3128"), ("NO_PROXY", "localhost")];
-        let out = run.build(&[release.tarball.to_str().unwrap()], &proxy);
+        let out = output_within(run.build_command(&release.build_args()).envs(proxy), BUILD_LIMIT);
         assert_success(&out, "build node-image from a file");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), run.target);
-        run.assert_clean(&docker).await;
+        let summary = format!("images: 4 built, {} archive", fixtures::needed_images().len());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&summary), "{summary}");
+        run.assert_clean();
 
         let info = docker.inspect_image(&run.target).await.unwrap().expect("the node image exists");
         assert_eq!(info.entrypoint, vec!["/usr/local/bin/entrypoint", "/sbin/init"]);
@@ -111,8 +56,7 @@ fn node_image_from_a_release_tarball() {
                 .unwrap_or_else(|| panic!("{name} missing:\n{images}"));
             assert!(line.contains("io.cri-containerd.pinned=pinned"), "{name} is pinned: {line}");
         }
-        for image in fixtures::host_images() {
-            let name = nodeimg::reference::normalize(&image);
+        for name in fixtures::needed_images() {
             assert!(
                 images.lines().any(|l| l.starts_with(&format!("{name} ")) && l.contains("pinned")),
                 "{name} missing or unpinned:\n{images}"
@@ -135,16 +79,13 @@ fn node_image_from_a_release_tarball() {
 #[test]
 fn node_image_from_a_release_version_over_http() {
     let run = Run::new("release");
-    let _cleanup = Cleanup(run.run_id.clone());
     let release = fixtures::server_tarball(&Options::default());
-    let served = tempfile::tempdir().unwrap();
-    fixtures::release_tree(&release.tarball, served.path(), true);
-    let server = fixtures::HttpServer::serve(served.path());
+    let server = release.serve(|tarball, root| fixtures::release_tree(tarball, root, true));
     support::runtime().block_on(async {
-        let docker = host_ready(&run.run_id).await;
-        let out = run.build(&[VERSION], &[("NODEIMG_RELEASE_URL", &server.url)]);
+        let docker = support::docker(&run.run_id).await;
+        let out = build_version(&run, &release, &server);
         assert_success(&out, "build node-image from a release");
-        run.assert_clean(&docker).await;
+        run.assert_clean();
         let info = docker.inspect_image(&run.target).await.unwrap().expect("the node image exists");
         docker.remove_image(&run.target).await.unwrap();
         assert_eq!(
@@ -163,6 +104,12 @@ fn node_image_from_a_release_version_over_http() {
     });
 }
 
+/// Builds [`VERSION`] with `NODEIMG_RELEASE_URL` pointing at `server`.
+fn build_version(run: &Run, release: &fixtures::Release, server: &fixtures::HttpServer) -> Output {
+    let mut cmd = run.build_command(&[&[VERSION][..], &release.image_args()].concat());
+    output_within(cmd.env("NODEIMG_RELEASE_URL", &server.url), BUILD_LIMIT)
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -175,20 +122,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// A failed build: exit 1, one error line naming `needle`, nothing left, no target tag.
-fn assert_failed(run: &Run, out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains(needle), "error names {needle:?}: {}", errors[0]);
-    support::runtime().block_on(async {
-        let docker = support::docker(&run.run_id).await;
-        run.assert_clean(&docker).await;
-        assert!(!docker.image_exists(&run.target).await.unwrap(), "no image under {}", run.target);
-    });
-}
-
 /// A release whose kubeadm lists an image nobody has.
 fn unobtainable() -> Options {
     Options { extra_kubeadm_image: Some("registry.k8s.io/nosuch:v0".into()), ..Default::default() }
@@ -196,11 +129,9 @@ fn unobtainable() -> Options {
 
 fn failing_file_build(name: &str, opts: Options, needle: &str) {
     let run = Run::new(name);
-    let _cleanup = Cleanup(run.run_id.clone());
     let release = fixtures::server_tarball(&opts);
-    support::runtime().block_on(host_ready(&run.run_id));
-    let out = run.build(&[release.tarball.to_str().unwrap()], &[]);
-    assert_failed(&run, &out, needle);
+    let out = run.build(&release.build_args());
+    run.assert_failed(&out, needle);
     assert!(!release.dir.path().parent().unwrap().join("evil").exists());
 }
 
@@ -210,8 +141,8 @@ fn truncated_tarball_fails() {
     let release = fixtures::server_tarball(&Options::default());
     let bytes = std::fs::read(&release.tarball).unwrap();
     std::fs::write(&release.tarball, &bytes[..bytes.len() / 2]).unwrap();
-    let out = run.build(&[release.tarball.to_str().unwrap()], &[]);
-    assert_failed(&run, &out, "kubernetes-server-linux-amd64.tar.gz");
+    let out = run.build(&release.build_args());
+    run.assert_failed(&out, "kubernetes-server-linux-amd64.tar.gz");
 }
 
 #[test]
@@ -247,36 +178,33 @@ fn unobtainable_required_image_fails() {
 fn missing_base_image_fails() {
     let run = Run::new("nobase");
     let release = fixtures::server_tarball(&Options::default());
-    let tarball = release.tarball.to_str().unwrap();
-    let args = ["build", "node-image", tarball, "-b", "nodeimg-test/nosuch-base:1", "-i", &run.target];
-    let out = run.command(&args).output().unwrap();
-    assert_failed(&run, &out, "nodeimg-test/nosuch-base:1");
+    let nosuch = format!("nodeimg-test/nosuch-base:{}", run.unique);
+    let out = run.build(&[&release.build_args()[..], &["-b", &nosuch]].concat());
+    run.assert_failed(&out, &nosuch);
 }
 
 #[test]
 fn checksum_mismatch_fails() {
     let run = Run::new("checksum");
     let release = fixtures::server_tarball(&Options::default());
-    let served = tempfile::tempdir().unwrap();
-    fixtures::release_tree(&release.tarball, served.path(), false);
-    let server = fixtures::HttpServer::serve(served.path());
-    let out = run.build(&[VERSION], &[("NODEIMG_RELEASE_URL", &server.url)]);
-    assert_failed(&run, &out, "checksum mismatch");
+    let server = release.serve(|tarball, root| fixtures::release_tree(tarball, root, false));
+    let out = build_version(&run, &release, &server);
+    run.assert_failed(&out, "checksum mismatch");
     assert!(walk(run.cache.path()).is_empty(), "a mismatching download is not kept");
 }
 
 #[test]
 fn images_list_names_every_image_and_its_source() {
     let run = Run::new("list");
-    let _cleanup = Cleanup(run.run_id.clone());
     let release = fixtures::server_tarball(&unobtainable());
     support::runtime().block_on(async {
-        let docker = host_ready(&run.run_id).await;
+        let docker = support::docker(&run.run_id).await;
+        // Only the host's Docker has it, under a name of this run's own.
+        let host_only = format!("docker.io/nodeimg-test/hostonly:{}", run.unique);
+        let _host_only = fixtures::busybox_image(&docker, &host_only).await;
         let base = support::base_image();
-        let out = run
-            .command(&["images", "list", release.tarball.to_str().unwrap(), "-b", &base])
-            .output()
-            .unwrap();
+        let args = ["images", "list", "-b", &base, "--extra-image", &host_only];
+        let out = run.output(&[&args[..], &release.build_args()].concat());
         assert_success(&out, "images list");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<(&str, &str)> =
@@ -287,47 +215,44 @@ fn images_list_names_every_image_and_its_source() {
             Some("built (kube-apiserver.tar)"),
             "{stdout}"
         );
-        for image in fixtures::host_images() {
-            let name = nodeimg::reference::normalize(&image);
-            assert_eq!(from(&name), Some("host docker"), "{name}: {stdout}");
+        let archive = format!("archive ({})", release.images.display());
+        for name in fixtures::needed_images() {
+            assert_eq!(from(&name), Some(archive.as_str()), "{name}: {stdout}");
         }
+        assert_eq!(from(&host_only), Some("host docker"), "{stdout}");
         assert_eq!(from("registry.k8s.io/nosuch:v0"), Some("pull (linux/amd64)"), "{stdout}");
-        assert_eq!(lines.len(), 4 + fixtures::host_images().len() + 1, "{stdout}");
-        run.assert_clean(&docker).await;
+        assert_eq!(lines.len(), 4 + fixtures::needed_images().len() + 2, "{stdout}");
+        run.assert_clean();
     });
 }
 
 #[test]
 fn failed_build_leaves_an_existing_tag_alone() {
     let run = Run::new("keeptag");
-    let _cleanup = Cleanup(run.run_id.clone());
     let release = fixtures::server_tarball(&unobtainable());
     support::runtime().block_on(async {
-        let docker = host_ready(&run.run_id).await;
+        let docker = support::docker(&run.run_id).await;
         let base = support::base_image();
         let before = docker.inspect_image(&base).await.unwrap().unwrap().id;
         docker.tag_image(&before, &run.target).await.unwrap();
         // Fails late: after the built images were imported, at the unobtainable one.
-        let out = run.build(&[release.tarball.to_str().unwrap()], &[]);
-        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run.build(&release.build_args());
+        support::assert_one_error_line(&out, "registry.k8s.io/nosuch:v0");
         let after = docker.inspect_image(&run.target).await.unwrap().map(|i| i.id);
         docker.remove_image(&run.target).await.unwrap();
         assert_eq!(after, Some(before), "the previous image keeps the tag");
-        run.assert_clean(&docker).await;
+        run.assert_clean();
     });
 }
 
 #[test]
 fn ctrl_c_mid_build_removes_container_and_scratch() {
     let run = Run::new("sigint");
-    let _cleanup = Cleanup(run.run_id.clone());
     let release = fixtures::server_tarball(&Options::default());
     support::runtime().block_on(async {
-        let docker = host_ready(&run.run_id).await;
-        let base = support::base_image();
-        let tarball = release.tarball.to_str().unwrap();
+        let docker = support::docker(&run.run_id).await;
         let child = run
-            .command(&["build", "node-image", tarball, "-b", &base, "-i", &run.target])
+            .build_command(&release.build_args())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -339,9 +264,11 @@ fn ctrl_c_mid_build_removes_container_and_scratch() {
         .await;
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
-        assert_eq!(status.status.code(), Some(130), "{}", String::from_utf8_lossy(&status.stderr));
-        run.assert_clean(&docker).await;
+        let what = "nodeimg build node-image after SIGINT";
+        let out = tokio::task::spawn_blocking(move || support::wait_within(child, what, BUILD_LIMIT));
+        let out = out.await.unwrap();
+        assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+        run.assert_clean();
         assert!(!docker.image_exists(&run.target).await.unwrap(), "no image under the target tag");
     });
 }
@@ -349,16 +276,14 @@ fn ctrl_c_mid_build_removes_container_and_scratch() {
 /// Builds from `source` served over HTTP and returns the image's source label.
 fn build_served(name: &str, lay_out: fn(&Path, &Path), source: impl Fn(&str) -> String) -> String {
     let run = Run::new(name);
-    let _cleanup = Cleanup(run.run_id.clone());
     let release = fixtures::server_tarball(&Options::default());
-    let served = tempfile::tempdir().unwrap();
-    lay_out(&release.tarball, served.path());
-    let server = fixtures::HttpServer::serve(served.path());
+    let server = release.serve(lay_out);
     support::runtime().block_on(async {
-        let docker = host_ready(&run.run_id).await;
-        let out = run.build(&[&source(&server.url), "--release-url", &server.url], &[]);
+        let docker = support::docker(&run.run_id).await;
+        let source = source(&server.url);
+        let out = run.build(&[&[&source, "--release-url", &server.url][..], &release.image_args()].concat());
         assert_success(&out, &format!("build node-image from {name}"));
-        run.assert_clean(&docker).await;
+        run.assert_clean();
         let info = docker.inspect_image(&run.target).await.unwrap().expect("the node image exists");
         docker.remove_image(&run.target).await.unwrap();
         assert_eq!(info.labels.get("io.nodeimg.kubernetes.version").map(String::as_str), Some(VERSION));
@@ -385,13 +310,12 @@ fn node_image_from_a_ci_marker() {
 #[test]
 fn build_dir_and_keep_container_keep_what_they_say() {
     let run = Run::new("keep");
-    let _cleanup = Cleanup(run.run_id.clone());
     let release = fixtures::server_tarball(&Options::default());
     let build_dir = tempfile::tempdir().unwrap();
     support::runtime().block_on(async {
-        let docker = host_ready(&run.run_id).await;
+        let docker = support::docker(&run.run_id).await;
         let dir = build_dir.path().to_str().unwrap();
-        let out = run.build(&[release.tarball.to_str().unwrap(), "-d", dir, "--keep-container"], &[]);
+        let out = run.build(&[&release.build_args()[..], &["-d", dir, "--keep-container"]].concat());
         assert_success(&out, "build with -d and --keep-container");
         docker.remove_image(&run.target).await.unwrap();
         for kept in ["kubernetes/bin/kubeadm", "kubernetes/images/kube-proxy.tar", "kubernetes/version"] {
@@ -400,7 +324,7 @@ fn build_dir_and_keep_container_keep_what_they_say() {
         let left = docker.list_containers(Some(&run.run_id)).await.unwrap();
         assert_eq!(left.len(), 1, "the build container is kept: {left:?}");
         assert!(left[0].keep);
-        let out = support::nodeimg().args(["clean"]).output().unwrap();
+        let out = output_within(support::nodeimg().arg("clean"), COMMAND_LIMIT);
         assert_success(&out, "clean");
         assert!(!docker.container_exists(&left[0].id).await.unwrap(), "clean removes a kept container");
     });
@@ -409,11 +333,10 @@ fn build_dir_and_keep_container_keep_what_they_say() {
 #[test]
 fn kubernetes_before_1_24_gets_cgroupfs_in_containerd() {
     let run = Run::new("v123");
-    let _cleanup = Cleanup(run.run_id.clone());
     let old = Options { version: Some("v1.23.17"), ..Default::default() };
     let release = fixtures::server_tarball(&old);
     support::runtime().block_on(async {
-        let docker = host_ready(&run.run_id).await;
+        let docker = support::docker(&run.run_id).await;
         // A base whose containerd uses the systemd driver, as kind's does for 1.24+.
         let base = support::base_image();
         let id = docker.create_container(&ContainerSpec::idle(&base)).await.unwrap();
@@ -421,11 +344,13 @@ fn kubernetes_before_1_24_gets_cgroupfs_in_containerd() {
         let sed = "sed -i 's/SystemdCgroup = false/SystemdCgroup = true/' /etc/containerd/config.toml";
         assert!(docker.exec(&id, &["sh", "-c", sed]).await.unwrap().success());
         // Tagged, so `nodeimg clean` in a parallel test does not take it for a leftover.
-        let systemd_base = format!("nodeimg-test/systemd-base:{}", std::process::id());
-        docker.tag_image(&docker.commit(&id, &[]).await.unwrap(), &systemd_base).await.unwrap();
+        let systemd_base = format!("nodeimg-test/systemd-base:{}", run.unique);
+        let committed = docker.commit(&id, &[]).await.unwrap();
+        let _systemd_base = TestImage::new(&systemd_base, &committed);
+        docker.tag_image(&committed, &systemd_base).await.unwrap();
         docker.remove_container(&id).await.unwrap();
 
-        let out = run.build(&[release.tarball.to_str().unwrap(), "-b", &systemd_base], &[]);
+        let out = run.build(&[&release.build_args()[..], &["-b", &systemd_base]].concat());
         assert_success(&out, "build v1.23 node image");
         let node = docker.create_container(&ContainerSpec::idle(&run.target)).await.unwrap();
         docker.start_container(&node).await.unwrap();
@@ -433,7 +358,6 @@ fn kubernetes_before_1_24_gets_cgroupfs_in_containerd() {
         let version = docker.exec(&node, &["cat", "/kind/version"]).await.unwrap().stdout;
         docker.remove_container(&node).await.unwrap();
         docker.remove_image(&run.target).await.unwrap();
-        docker.remove_image(&systemd_base).await.unwrap();
         assert_eq!(version.trim(), "v1.23.17");
         assert!(config.contains("SystemdCgroup = false"), "{config}");
         assert!(!config.contains("SystemdCgroup = true"), "{config}");
@@ -443,10 +367,9 @@ fn kubernetes_before_1_24_gets_cgroupfs_in_containerd() {
 #[test]
 fn build_with_a_failing_verify_keeps_the_previous_tag() {
     let run = Run::new("verifyfail");
-    let _cleanup = Cleanup(run.run_id.clone());
     let release = fixtures::server_tarball(&Options::default());
     support::runtime().block_on(async {
-        let docker = host_ready(&run.run_id).await;
+        let docker = support::docker(&run.run_id).await;
         let base = support::base_image();
         let before = docker.inspect_image(&base).await.unwrap().unwrap().id;
         docker.tag_image(&before, &run.target).await.unwrap();
@@ -454,21 +377,10 @@ fn build_with_a_failing_verify_keeps_the_previous_tag() {
         // check fails at its second stage.
         let saved = tempfile::tempdir().unwrap();
         let archive = saved.path().join("node.tar");
-        let out = run.build(
-            &[
-                release.tarball.to_str().unwrap(),
-                "--verify",
-                "--timeout",
-                "60s",
-                "--save",
-                archive.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let verify = ["--verify", "--timeout", "60s", "--save", archive.to_str().unwrap()];
+        let out = run.build(&[&release.build_args()[..], &verify].concat());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
-        let last = stderr.lines().last().unwrap();
-        assert!(last.starts_with("error: ") && last.contains("verifying the node image"), "{stderr}");
+        let last = support::assert_one_error_line(&out, "verifying the node image");
         assert!(last.contains("kubeadm init") && last.contains("unsupported: init"), "{last}");
         assert!(stderr.lines().any(|l| l.contains("boot") && l.ends_with("ok")), "boot passed:\n{stderr}");
         assert!(stderr.lines().any(|l| l.contains("kubeadm init") && l.ends_with("FAILED")), "{stderr}");
@@ -479,16 +391,7 @@ fn build_with_a_failing_verify_keeps_the_previous_tag() {
         let written: Vec<_> = std::fs::read_dir(saved.path()).unwrap().flatten().map(|e| e.path()).collect();
         assert!(written.is_empty(), "--save wrote nothing for a rejected image: {written:?}");
         // Neither the rejected image nor its temporary tag is left: no image of this run.
-        let images = std::process::Command::new("docker")
-            .args([
-                "images",
-                "-q",
-                "--filter",
-                &format!("label={}={}", nodeimg::docker::LABEL_BUILD, run.run_id),
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&images.stdout).trim(), "", "images of the run left behind");
-        run.assert_clean(&docker).await;
+        assert_eq!(run.labelled_images(), "", "images of the run left behind");
+        run.assert_clean();
     });
 }

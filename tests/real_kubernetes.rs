@@ -14,13 +14,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nodeimg::docker::{ContainerSpec, Docker};
-use support::{Cleanup, assert_success, fixtures, wait_for};
+use support::fixtures::{self, ImageArchive, TestImage};
+use support::{BUILD_LIMIT, Run, assert_success, docker_cli, output_within, wait_for};
 
 const VERSION: &str = "v1.20.2";
-/// Marks the images this test makes, so a later run knows them from other fixtures'
-/// stand-ins under the same names.
-const FIXTURE_LABEL: &str = "io.nodeimg.test.real-kubernetes";
 const STAGES: [&str; 5] = ["boot", "kubeadm init", "API ready", "node Ready", "pod Running"];
+/// For preparing the tree and for the build (a full Go build on 2 cores, then --verify).
+const REAL_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 #[test]
 #[ignore = "builds Kubernetes v1.20.2 from source (minutes); run with NODEIMG_REAL_KUBERNETES=1 and --ignored"]
@@ -32,37 +32,38 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     );
     let dir = std::env::var("NODEIMG_REAL_KUBERNETES_DIR")
         .unwrap_or_else(|_| "/var/tmp/nodeimg-kubernetes-v1.20.2".into());
-    let prepare = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/real-kubernetes/prepare.sh"))
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let mut prepare = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/real-kubernetes/prepare.sh"));
+    let prepare = output_within(prepare.arg(&dir), REAL_LIMIT);
     assert_success(&prepare, "tests/real-kubernetes/prepare.sh");
     let tree = String::from_utf8_lossy(&prepare.stdout).lines().last().unwrap().to_owned();
 
-    let run_id = support::run_id("real");
-    let _cleanup = Cleanup(run_id.clone());
-    let target = format!("nodeimg-test/node:{VERSION}-{}", std::process::id());
+    let run = Run::new("real");
+    let target = &run.target;
     let base = support::base_image();
-    support::runtime().block_on(async {
-        let docker = support::docker(&run_id).await;
-        fixtures::ensure_host_images(&docker).await;
-        runtime_images(&docker, &base, Path::new(&dir)).await;
-    });
+    let runtime = support::block_on(runtime_images(&run, &base, Path::new(&dir)));
+    // The manifests' images (kindnetd, local-path-*) as busybox stand-ins: the bridge CNI is
+    // used, because the kindnetd here is a stand-in.
+    let manifests: Vec<String> =
+        nodeimg::nodeimage::manifests::default_images().map(nodeimg::reference::normalize).collect();
+    let manifests = ImageArchive::new(&manifests);
 
     let volumes_before = volumes();
     let started = Instant::now();
     // The control-plane images get the base image as their base: it has glibc and the
-    // iptables kube-proxy needs. The bridge CNI, because the kindnetd here is a stand-in.
-    let out = support::nodeimg()
-        .args(["build", "node-image", "--kube-root", &tree, "--build-mode", "host"])
-        .args(["--component-base-image", &base, "-b", &base, "-i", &target])
-        .args(["--verify", "--cni", "bridge"])
-        .env("NODEIMG_RUN_ID", &run_id)
-        .output()
-        .unwrap();
+    // iptables kube-proxy needs.
+    let mut build = run.build_command(&["--kube-root", &tree, "--build-mode", "host"]);
+    build
+        .args(["--component-base-image", &base, "--verify", "--cni", "bridge"])
+        .args(["--image-archive", runtime.path.to_str().unwrap()])
+        .args(["--image-archive", manifests.path.to_str().unwrap()]);
+    let out = output_within(&mut build, REAL_LIMIT);
     assert_success(&out, "build node-image --verify from Kubernetes v1.20.2");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("verified nodeimg-verify:"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("archive ({})", runtime.path.display())),
+        "pause, etcd and CoreDNS come from the archive:\n{stderr}"
+    );
     eprintln!("real Kubernetes node image built and verified in {:?}", started.elapsed());
     eprintln!(
         "{}",
@@ -74,11 +75,7 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     );
 
     // `nodeimg verify` on its own, for pipelines: JSON with every stage passed.
-    let out = support::nodeimg()
-        .args(["verify", &target, "--cni", "bridge", "--output", "json"])
-        .env("NODEIMG_RUN_ID", &run_id)
-        .output()
-        .unwrap();
+    let out = run.output(&["verify", target, "--cni", "bridge", "--output", "json"]);
     assert_success(&out, "nodeimg verify");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("nodeimg verify: {report}");
@@ -88,30 +85,28 @@ fn node_image_from_real_kubernetes_v1_20_2() {
         report["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, STAGES);
     assert!(report["stages"].as_array().unwrap().iter().all(|s| s["passed"] == true));
-    assert_nothing_left(&run_id, &volumes_before);
+    assert_nothing_left(&run, &volumes_before);
 
     // A kubelet that exits at once: kubeadm init gives up after the timeout, the check
     // names that stage, and the node goes away all the same.
     let broken = format!("{target}-broken-kubelet");
-    support::runtime().block_on(async {
-        let docker = support::docker(&run_id).await;
-        let id = docker.create_container(&ContainerSpec::idle(&target)).await.unwrap();
+    let _broken = support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        let id = docker.create_container(&ContainerSpec::idle(target)).await.unwrap();
         docker.start_container(&id).await.unwrap();
         let stand_in = "printf '#!/bin/sh\\necho F0101 00:00:00.000000 1 stand-in.go:1] stand-in kubelet: failing on purpose >&2\\nexit 1\\n' > /usr/bin/kubelet";
         assert!(docker.exec(&id, &["sh", "-c", stand_in]).await.unwrap().success());
         // The container idles with `sleep`; the copy must boot like the original.
-        let entrypoint = docker.inspect_image(&target).await.unwrap().unwrap().entrypoint;
+        let entrypoint = docker.inspect_image(target).await.unwrap().unwrap().entrypoint;
         let changes = [format!("ENTRYPOINT {}", serde_json::to_string(&entrypoint).unwrap())];
         let image = docker.commit(&id, &changes).await.unwrap();
         docker.remove_container(&id).await.unwrap();
-        docker.tag_image(&image, &broken).await.unwrap();
+        let broken = TestImage::new(&broken, &image);
+        docker.tag_image(&image, &broken.name).await.unwrap();
+        broken
     });
     let started = Instant::now();
-    let out = support::nodeimg()
-        .args(["verify", &broken, "--cni", "bridge", "--timeout", "40s"])
-        .env("NODEIMG_RUN_ID", &run_id)
-        .output()
-        .unwrap();
+    let out = run.output(&["verify", &broken, "--cni", "bridge", "--timeout", "40s"]);
     let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -123,14 +118,12 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     );
     assert!(took < Duration::from_secs(40 * 2 + 120), "gave up in time: {took:?}");
     eprintln!("the broken kubelet was caught in {took:?}");
-    assert_nothing_left(&run_id, &volumes_before);
-    support::runtime().block_on(async {
-        support::docker(&run_id).await.remove_image(&broken).await.unwrap();
-    });
+    assert_nothing_left(&run, &volumes_before);
+    drop(_broken);
 
     support::runtime().block_on(async {
-        let docker = support::docker(&run_id).await;
-        let id = docker.create_container(&ContainerSpec::idle(&target)).await.unwrap();
+        let docker = support::docker(&run.run_id).await;
+        let id = docker.create_container(&ContainerSpec::idle(target)).await.unwrap();
         docker.start_container(&id).await.unwrap();
         let run = |cmd: &'static str| {
             let docker = docker.clone();
@@ -148,7 +141,7 @@ fn node_image_from_real_kubernetes_v1_20_2() {
         .await;
         let present = run("ctr -n k8s.io images ls -q").await;
         docker.remove_container(&id).await.unwrap();
-        docker.remove_image(&target).await.unwrap();
+        docker.remove_image(target).await.unwrap();
 
         assert_eq!(kubelet, format!("Kubernetes {VERSION}"));
         assert_eq!(kubeadm, VERSION);
@@ -163,16 +156,12 @@ fn node_image_from_real_kubernetes_v1_20_2() {
 }
 
 fn volumes() -> Vec<String> {
-    let out = Command::new("docker").args(["volume", "ls", "-q"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    docker_cli(&["volume", "ls", "-q"]).lines().map(str::to_owned).collect()
 }
 
 /// No container of the run, no volume that was not there before, no pod cgroup on the host.
-fn assert_nothing_left(run_id: &str, volumes_before: &[String]) {
-    support::runtime().block_on(async {
-        let left = support::docker(run_id).await.list_containers(Some(run_id)).await.unwrap();
-        assert!(left.is_empty(), "containers left: {left:?}");
-    });
+fn assert_nothing_left(run: &Run, volumes_before: &[String]) {
+    run.assert_clean();
     let new: Vec<String> = volumes().into_iter().filter(|v| !volumes_before.contains(v)).collect();
     assert!(new.is_empty(), "volumes left: {new:?}");
     let cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
@@ -186,63 +175,66 @@ fn assert_nothing_left(run_id: &str, volumes_before: &[String]) {
 
 /// The images kubeadm v1.20.2 runs besides the control plane, made here because no
 /// registry serves them: pause compiled from the tree, Debian's etcd, a CoreDNS stand-in
-/// that answers its probes. The node's sandbox image is that pause too.
-async fn runtime_images(docker: &Docker, base: &str, dir: &Path) {
+/// that answers its probes; the node's sandbox image is that pause too. Made in the host's
+/// Docker under names of the run's own, saved, and removed again: the archive names them as
+/// kubeadm does, the host's Docker never has them under those names.
+async fn runtime_images(run: &Run, base: &str, dir: &Path) -> ImageArchive {
+    let docker = support::docker(&run.run_id).await;
     let scratch = tempfile::tempdir().unwrap();
+    let own = |what: &str| format!("nodeimg-test/real-{what}:{}", run.unique);
     let pause_root = scratch.path().join("pause");
     std::fs::create_dir_all(&pause_root).unwrap();
     std::fs::copy(dir.join("pause/pause"), pause_root.join("pause")).unwrap();
-    let stream = nodeimg::archive::tar_stream(move |t| nodeimg::archive::append_rootfs(t, &pause_root));
-    let changes = vec!["ENTRYPOINT [\"/pause\"]".to_owned(), format!("LABEL {FIXTURE_LABEL}=pause")];
-    let id = docker.import_rootfs(stream, changes).await.unwrap();
-    for name in ["k8s.gcr.io/pause:3.2", "registry.k8s.io/pause:3.9"] {
-        docker.tag_image(&id, name).await.unwrap();
-    }
-    let etcd = dir.join("etcd/usr/bin/etcd");
-    on_base(
-        docker,
-        base,
-        "k8s.gcr.io/etcd:3.4.13-0",
-        "etcd",
-        &[(&etcd, "usr/local/bin/etcd")],
-        &["ENTRYPOINT []", "CMD [\"etcd\"]"],
-    )
-    .await;
-    let coredns = scratch.path().join("coredns");
-    std::fs::write(&coredns, COREDNS_STAND_IN).unwrap();
-    on_base(
-        docker,
-        base,
-        "k8s.gcr.io/coredns:1.7.0",
-        "coredns",
-        &[(&coredns, "coredns"), (Path::new("/bin/busybox"), "bin/busybox")],
-        &["ENTRYPOINT [\"/coredns\"]", "CMD []"],
-    )
-    .await;
+    let changes = vec!["ENTRYPOINT [\"/pause\"]".to_owned()];
+    let pause = fixtures::rootfs_image(&docker, &own("pause"), &pause_root, changes).await;
+    let etcd_binary = dir.join("etcd/usr/bin/etcd");
+    let files = [(etcd_binary.as_path(), "usr/local/bin/etcd")];
+    let etcd = on_base(&docker, base, &own("etcd"), &files, &["ENTRYPOINT []", "CMD [\"etcd\"]"]).await;
+    let coredns_script = scratch.path().join("coredns");
+    std::fs::write(&coredns_script, COREDNS_STAND_IN).unwrap();
+    let files = [(coredns_script.as_path(), "coredns"), (Path::new("/bin/busybox"), "bin/busybox")];
+    let coredns =
+        on_base(&docker, base, &own("coredns"), &files, &["ENTRYPOINT [\"/coredns\"]", "CMD []"]).await;
+
+    let saved = scratch.path().join("saved.tar");
+    let mut save = Command::new("docker");
+    save.args(["save", "-o", saved.to_str().unwrap(), &pause.name, &etcd.name, &coredns.name]);
+    assert_success(&output_within(&mut save, BUILD_LIMIT), "docker save");
+    let archive = ImageArchive::at(scratch.path().join("runtime-images.tar"), scratch);
+    let names = [
+        (pause.name.as_str(), &["k8s.gcr.io/pause:3.2", "registry.k8s.io/pause:3.9"][..]),
+        (etcd.name.as_str(), &["k8s.gcr.io/etcd:3.4.13-0"][..]),
+        (coredns.name.as_str(), &["k8s.gcr.io/coredns:1.7.0"][..]),
+    ];
+    rename(&saved, &archive.path, &names);
+    std::fs::remove_file(&saved).unwrap();
+    archive
+}
+
+/// The docker-save archive with each image's names replaced (RepoTags in manifest.json;
+/// the legacy `repositories` file, which names them too, is left out).
+fn rename(from: &Path, to: &Path, names: &[(&str, &[&str])]) {
+    fixtures::copy_tar(from, to, &["repositories"], "manifest.json", |manifest| {
+        for image in manifest.as_array_mut().unwrap() {
+            let tag = image["RepoTags"][0].as_str().unwrap().to_owned();
+            let (_, real) = names.iter().find(|(own, _)| *own == tag).expect("an image of ours");
+            image["RepoTags"] = serde_json::json!(real);
+        }
+    });
 }
 
 const COREDNS_STAND_IN: &str = "#!/bin/sh\n# CoreDNS stand-in: answers the liveness and readiness probes, serves no DNS.\n\
 mkdir -p /tmp/www && echo OK > /tmp/www/health && echo OK > /tmp/www/ready\n\
 /bin/busybox httpd -p 8181 -h /tmp/www\nexec /bin/busybox httpd -f -p 8080 -h /tmp/www\n";
 
-/// `name` as the base image plus `files` (host path, path in the image), unless an image
-/// this test made is already there.
+/// The base image plus `files` (host path, path in the image), tagged `name` (the run's own).
 async fn on_base(
     docker: &Docker,
     base: &str,
     name: &str,
-    kind: &str,
     files: &[(&Path, &str)],
     changes: &[&str],
-) {
-    let made = docker
-        .inspect_image(name)
-        .await
-        .unwrap()
-        .is_some_and(|i| i.labels.get(FIXTURE_LABEL).map(String::as_str) == Some(kind));
-    if made {
-        return;
-    }
+) -> TestImage {
     let id = docker.create_container(&ContainerSpec::idle(base)).await.unwrap();
     docker.start_container(&id).await.unwrap();
     let files: Vec<(std::path::PathBuf, String)> =
@@ -257,9 +249,10 @@ async fn on_base(
         Ok(())
     });
     docker.upload(&id, "/", tar).await.unwrap();
-    let mut changes: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
-    changes.push(format!("LABEL {FIXTURE_LABEL}={kind}"));
+    let changes: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
     let image = docker.commit(&id, &changes).await.unwrap();
     docker.remove_container(&id).await.unwrap();
+    let made = TestImage::new(name, &image);
     docker.tag_image(&image, name).await.unwrap();
+    made
 }

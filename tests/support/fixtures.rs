@@ -1,31 +1,36 @@
 //! Kubernetes release fixtures made on the spot: a `kubernetes-server-linux-amd64.tar.gz`
 //! in upstream's layout with shell stand-ins for the binaries and real docker-save image
-//! tars, tiny images in the host's Docker for everything else, and an HTTP server on
-//! 127.0.0.1 to serve releases.
+//! tars, a docker-save archive of busybox stand-ins for every other image a build needs
+//! (given to nodeimg with `--image-archive`, never put in the host's Docker under those
+//! names), busybox images under names of a test's own, and an HTTP server on 127.0.0.1 to
+//! serve releases.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
+use nodeimg::docker::Docker;
 use nodeimg::archive::image::{self as imagearchive, ImageConfig};
+use nodeimg::reference::normalize;
 use sha2::{Digest, Sha256, Sha512};
+
+use super::RemoveImage;
 
 pub const VERSION: &str = "v1.30.0";
 
-/// Images the stand-in kubeadm lists besides the control plane, and the manifests' images:
-/// all must come from the host's Docker.
-pub fn host_images() -> Vec<String> {
-    let mut images = vec![
-        "registry.k8s.io/pause:3.9".to_owned(),
-        "registry.k8s.io/etcd:3.5.12-0".to_owned(),
-        "registry.k8s.io/coredns/coredns:v1.11.1".to_owned(),
+/// The images the stand-in kubeadm lists besides the control plane, and the manifests'
+/// images, canonical: what a build from a fixture release needs besides the built images.
+/// Real names: they reach nodeimg only through [`Release::images`] (or another archive or a
+/// loopback registry), never through the host's Docker.
+pub fn needed_images() -> Vec<String> {
+    let kubeadm = [
+        "registry.k8s.io/pause:3.9",
+        "registry.k8s.io/etcd:3.5.12-0",
+        "registry.k8s.io/coredns/coredns:v1.11.1",
     ];
-    images.extend(
-        nodeimg::nodeimage::manifests::default_images()
-            .map(|i| i.trim_start_matches("docker.io/").to_owned()),
-    );
-    images
+    kubeadm.into_iter().chain(nodeimg::nodeimage::manifests::default_images()).map(normalize).collect()
 }
 
 /// How to deviate from a good release, for failure tests.
@@ -46,6 +51,31 @@ pub struct Options {
 pub struct Release {
     pub dir: tempfile::TempDir,
     pub tarball: PathBuf,
+    /// A docker-save archive of busybox stand-ins for [`needed_images`], beside the tarball.
+    pub images: PathBuf,
+}
+
+impl Release {
+    /// `--image-archive <images>`: where a build from this release finds [`needed_images`].
+    pub fn image_args(&self) -> [&str; 2] {
+        ["--image-archive", self.images.to_str().unwrap()]
+    }
+
+    /// Serves the release over HTTP from a temp dir that `lay_out(tarball, root)` fills
+    /// (e.g. [`release_tree`], [`ci_tree`]).
+    pub fn serve(&self, lay_out: impl FnOnce(&Path, &Path)) -> HttpServer {
+        let dir = tempfile::tempdir().unwrap();
+        lay_out(&self.tarball, dir.path());
+        let mut server = HttpServer::serve(dir.path());
+        server._served = Some(dir);
+        server
+    }
+
+    /// The tarball as the source, plus [`Release::image_args`].
+    pub fn build_args(&self) -> [&str; 3] {
+        let [flag, images] = self.image_args();
+        [self.tarball.to_str().unwrap(), flag, images]
+    }
 }
 
 pub fn busybox_root(dir: &Path) -> PathBuf {
@@ -57,14 +87,29 @@ pub fn busybox_root(dir: &Path) -> PathBuf {
     root
 }
 
-/// A docker-save tar of a busybox image tagged `tag`.
+/// A docker-save tar of a busybox image tagged `tag` (the built images' stand-in).
 pub fn write_image_tar(layer: &imagearchive::Layer, tag: &str, dest: &Path) {
-    let config =
-        ImageConfig { architecture: "amd64".into(), cmd: vec!["/bin/sh".into()], ..Default::default() };
+    write_tar(layer, &[tag.to_owned()], BTreeMap::new(), dest);
+}
+
+/// A docker-save tar of one busybox image under every name of `tags`; labelled, so that its
+/// ID and digest differ from those of the [`write_image_tar`] images.
+pub fn write_images_tar(layer: &imagearchive::Layer, tags: &[String], dest: &Path) {
+    let labels = BTreeMap::from([("io.nodeimg.test.stand-in".to_owned(), "true".to_owned())]);
+    write_tar(layer, tags, labels, dest);
+}
+
+fn write_tar(layer: &imagearchive::Layer, tags: &[String], labels: BTreeMap<String, String>, dest: &Path) {
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        cmd: vec!["/bin/sh".into()],
+        labels,
+        ..Default::default()
+    };
     let config_bytes = imagearchive::config_json(&config, &layer.diff_id, "2024-01-01T00:00:00Z");
     let config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
     let layer_name = format!("{}/layer.tar", layer.diff_id.trim_start_matches("sha256:"));
-    let manifest = serde_json::json!([{ "Config": config_name, "RepoTags": [tag], "Layers": [layer_name] }]);
+    let manifest = serde_json::json!([{ "Config": config_name, "RepoTags": tags, "Layers": [layer_name] }]);
     let mut tar = tar::Builder::new(std::fs::File::create(dest).unwrap());
     nodeimg::archive::append_bytes(&mut tar, &config_name, 0o644, &config_bytes).unwrap();
     tar.append_path_with_name(&layer.path, &layer_name).unwrap();
@@ -147,28 +192,103 @@ pub fn server_tarball(opts: &Options) -> Release {
         tar.append(&header, &b"evil"[..if link.is_some() { 0 } else { 4 }]).unwrap();
     }
     tar.into_inner().unwrap().finish().unwrap().flush().unwrap();
-    Release { dir, tarball }
+    let images = dir.path().join("images.tar");
+    write_images_tar(&layer, &needed_images(), &images);
+    Release { dir, tarball, images }
 }
 
-/// Puts tiny images under the names the cluster needs into the host's Docker.
-pub async fn ensure_host_images(docker: &nodeimg::docker::Docker) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = busybox_root(dir.path());
-    for image in host_images() {
-        if docker.image_exists(&image).await.unwrap() {
+/// A docker-save archive of busybox stand-ins under `names`, in a temp dir of its own.
+pub struct ImageArchive {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl ImageArchive {
+    pub fn new(names: &[String]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let layer =
+            imagearchive::write_layer(&busybox_root(dir.path()), &dir.path().join("layer.tar")).unwrap();
+        let path = dir.path().join("images.tar");
+        write_images_tar(&layer, names, &path);
+        ImageArchive { _dir: dir, path }
+    }
+
+    /// An archive the caller writes at `path`, inside `dir`, which goes with it.
+    pub fn at(path: PathBuf, dir: tempfile::TempDir) -> Self {
+        ImageArchive { _dir: dir, path }
+    }
+}
+
+/// Copies the tar `from` to `to` entry by entry, streaming, leaving out the entries named in
+/// `skip` and rewriting the JSON file `json` with `edit`.
+pub fn copy_tar(
+    from: &Path,
+    to: &Path,
+    skip: &[&str],
+    json: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let mut edit = Some(edit);
+    let mut input = tar::Archive::new(std::fs::File::open(from).unwrap());
+    let mut output = tar::Builder::new(std::fs::File::create(to).unwrap());
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        if skip.iter().any(|s| path == Path::new(s)) {
             continue;
         }
-        let root = root.clone();
-        let stream = nodeimg::archive::tar_stream(move |t| nodeimg::archive::append_rootfs(t, &root));
-        let id = docker.import_rootfs(stream, vec![r#"CMD ["/bin/sh"]"#.into()]).await.unwrap();
-        docker.tag_image(&id, &image).await.unwrap();
+        if path == Path::new(json) {
+            let mut value: serde_json::Value = serde_json::from_reader(&mut entry).unwrap();
+            edit.take().expect("one such entry")(&mut value);
+            let bytes = serde_json::to_vec(&value).unwrap();
+            nodeimg::archive::append_bytes(&mut output, json, 0o644, &bytes).unwrap();
+        } else {
+            let header = entry.header().clone();
+            output.append(&header, &mut entry).unwrap();
+        }
     }
+    output.finish().unwrap();
+}
+
+/// An image the test made in the host's Docker, under a name of its own: the name is
+/// removed when dropped, also when an assertion failed first.
+pub struct TestImage {
+    pub name: String,
+    pub id: String,
+    _remove: RemoveImage,
+}
+
+impl TestImage {
+    /// Takes over the removal of `name`, which the test tagged on image `id`.
+    pub fn new(name: &str, id: &str) -> Self {
+        TestImage { name: name.to_owned(), id: id.to_owned(), _remove: RemoveImage(name.to_owned()) }
+    }
+}
+
+/// Imports the tree at `root` as a one-layer image with Dockerfile-style `changes`, tagged
+/// `name` (a name of the test's own, never a real image's).
+pub async fn rootfs_image(docker: &Docker, name: &str, root: &Path, changes: Vec<String>) -> TestImage {
+    let root = root.to_owned();
+    let stream = nodeimg::archive::tar_stream(move |t| nodeimg::archive::append_rootfs(t, &root));
+    let id = docker.import_rootfs(stream, changes).await.unwrap();
+    let image = TestImage::new(name, &id);
+    docker.tag_image(&id, name).await.unwrap();
+    image
+}
+
+/// A tiny busybox image (`CMD ["/bin/sh"]`) tagged `name`, a name of the test's own.
+pub async fn busybox_image(docker: &Docker, name: &str) -> TestImage {
+    let dir = tempfile::tempdir().unwrap();
+    let root = busybox_root(dir.path());
+    rootfs_image(docker, name, &root, vec![r#"CMD ["/bin/sh"]"#.into()]).await
 }
 
 /// `python3 -m http.server` on a free 127.0.0.1 port, serving `dir`; stopped on drop.
 pub struct HttpServer {
     child: Child,
     pub url: String,
+    /// What it serves, when the server owns it.
+    _served: Option<tempfile::TempDir>,
 }
 
 impl HttpServer {
@@ -187,14 +307,13 @@ impl HttpServer {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Self { child, url: format!("http://127.0.0.1:{port}") }
+        Self { child, url: format!("http://127.0.0.1:{port}"), _served: None }
     }
 }
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
+        super::stop(&mut self.child);
     }
 }
 

@@ -1,18 +1,36 @@
 //! Shared fixtures for the end-to-end tests: the real nodeimg binary, the real Docker daemon,
 //! and one base image shared by every test run (rebuilt only when base-image/ changes).
+//!
+//! Hygiene: a test never leaves an image under a name a real build would use (nodeimg takes
+//! images from the host's Docker): fixture images reach nodeimg through archives
+//! ([`fixtures::Release::images`]) or a loopback registry, and images a test makes in the
+//! host's Docker have unique `nodeimg-test/...` names and are removed by guards
+//! ([`RemoveImage`], [`fixtures::TestImage`], [`Run`]), also when an assertion fails.
 #![allow(dead_code)]
 
 pub mod fixtures;
 pub mod kubetree;
+mod process;
 pub mod registry;
+mod run;
 
 use std::fs::File;
+use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nodeimg::docker::{Docker, Labels};
+
+#[allow(unused_imports)] // not every test binary uses every helper
+pub use process::{BUILD_LIMIT, COMMAND_LIMIT, output_within, stop, wait_within};
+#[allow(unused_imports)]
+pub use run::Run;
+
+/// How long a guard's cleanup may take when it runs on drop.
+const DROP_LIMIT: Duration = Duration::from_secs(120);
 
 pub fn nodeimg() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeimg"));
@@ -21,10 +39,13 @@ pub fn nodeimg() -> Command {
     cmd
 }
 
-/// A run id unique to one test, so assertions about "no container left" see only its own.
+/// A run id unique to one test, so assertions about "no container left" see only its own:
+/// `test-<test>-<pid>-<hex>`, the last part unique on its own.
 pub fn run_id(test: &str) -> String {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("test-{test}-{}-{:x}", std::process::id(), nanos as u64)
+    let unique = (nanos as u64).wrapping_add(COUNT.fetch_add(1, Ordering::Relaxed));
+    format!("test-{test}-{}-{unique:x}", std::process::id())
 }
 
 pub fn labels(run_id: &str) -> Labels {
@@ -39,20 +60,55 @@ pub async fn docker(run_id: &str) -> Docker {
     Docker::connect(labels(run_id)).await.expect("the Docker daemon answers")
 }
 
-/// Removes the test's containers when dropped, also when an assertion failed first.
+/// Runs `future` on a runtime of its own, on a thread of its own, so plain and async code
+/// alike can call it (a `block_on` inside a runtime would panic); its panics go on.
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| runtime().block_on(future)).join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// For guards: runs `future` on its own runtime for at most [`DROP_LIMIT`], ignoring
+/// failures (a panic in a drop during unwinding would abort the test binary).
+fn quietly<F: Future<Output = ()> + Send>(future: F) {
+    std::thread::scope(|s| {
+        // The timeout is made inside the runtime: its timer needs one.
+        s.spawn(|| runtime().block_on(async { tokio::time::timeout(DROP_LIMIT, future).await })).join().ok();
+    });
+}
+
+/// Removes every container of the run (kept ones too) when dropped, also when an assertion
+/// failed first.
 pub struct Cleanup(pub String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let run_id = self.0.clone();
-        std::thread::spawn(move || {
-            runtime().block_on(async {
-                let docker = docker(&run_id).await;
-                docker.remove_run_containers().await.ok();
-            })
-        })
-        .join()
-        .ok();
+        let run_id = &self.0;
+        quietly(async {
+            let Ok(docker) = Docker::connect(labels(run_id)).await else { return };
+            for c in docker.list_containers(Some(run_id)).await.unwrap_or_default() {
+                docker.remove_container(&c.id).await.ok();
+            }
+        });
+    }
+}
+
+/// Removes the image `name` when dropped, also when an assertion failed first. Only for
+/// names the test made itself: another image sharing the ID keeps its own names.
+pub struct RemoveImage(pub String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let name = &self.0;
+        quietly(async {
+            if let Ok(docker) = Docker::connect(labels("cleanup")).await {
+                docker.remove_image(name).await.ok();
+            }
+        });
     }
 }
 
@@ -64,9 +120,14 @@ pub fn base_image() -> String {
     IMAGE
         .get_or_init(|| {
             let lock = File::create(std::env::temp_dir().join("nodeimg-test-base-image.lock")).unwrap();
+            let start = Instant::now();
             // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
-            assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-            let out = nodeimg().args(["build", "base-image"]).output().unwrap();
+            while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let waited = start.elapsed();
+                assert!(waited < BUILD_LIMIT * 2, "the base image lock is still held after {waited:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let out = output_within(nodeimg().args(["build", "base-image"]), BUILD_LIMIT);
             assert_success(&out, "nodeimg build base-image");
             String::from_utf8(out.stdout).unwrap().trim().to_owned()
         })
@@ -80,6 +141,26 @@ pub fn assert_success(out: &Output, what: &str) {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A failure as the user sees it: exit 1, nothing on stdout, exactly one `error:` line on
+/// stderr, the last line, naming `needle`. Returns that line.
+pub fn assert_one_error_line(out: &Output, needle: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status {}:\n{stderr}", out.status);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "the error is the last line:\n{stderr}");
+    assert!(errors[0].contains(needle), "the error names {needle:?}: {}", errors[0]);
+    assert!(out.stdout.is_empty(), "no result on stdout: {}", String::from_utf8_lossy(&out.stdout));
+    errors[0].to_owned()
+}
+
+/// `docker ARGS` (the CLI) within [`COMMAND_LIMIT`], which must succeed; its stdout.
+pub fn docker_cli(args: &[&str]) -> String {
+    let out = output_within(Command::new("docker").args(args), COMMAND_LIMIT);
+    assert_success(&out, &format!("docker {}", args.join(" ")));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout` naming `what`.

@@ -74,7 +74,7 @@ impl Registry {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().ok();
-            child.wait().ok();
+            super::stop(&mut child); // reaps it, within a bound
         }
     }
 }
