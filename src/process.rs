@@ -1,12 +1,18 @@
-//! Child processes whose output is shown as it comes and kept in part for error messages.
+//! Child processes whose output is shown as it comes and kept in part for error messages;
+//! process groups, and blocking work, that end with the future that started them.
 
 use std::collections::VecDeque;
 use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_stream::wrappers::LinesStream;
+
+use crate::progress::Step;
 
 /// How many of the last output lines a failure message shows.
 pub const TAIL_LINES: usize = 20;
@@ -56,6 +62,165 @@ pub async fn follow(
     Ok(Tail { lines, status })
 }
 
+/// Blocking work stopped because the future awaiting it was dropped (Ctrl-C).
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+/// Set when the future awaiting blocking work is dropped; the work polls it (git2's
+/// callbacks return false once it is set) and stops.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn check(&self) -> Result<(), Cancelled> {
+        if self.is_set() { Err(Cancelled) } else { Ok(()) }
+    }
+
+    /// A callback that stopped a library call makes it fail with a generic error; say why.
+    pub fn explain(&self, err: impl Into<anyhow::Error>) -> anyhow::Error {
+        if self.is_set() { Cancelled.into() } else { err.into() }
+    }
+}
+
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// Runs `work` on a blocking thread, so that the runtime keeps answering signals (unlike
+/// `block_in_place`, which stalls the `select!` waiting for them). Dropping the returned
+/// future returns at once and sets the flag; the work stops at its next check and cleans
+/// up behind itself, and the runtime's shutdown waits for it to end.
+pub async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce(&Cancel) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let cancel = Cancel::default();
+    let _on_drop = CancelOnDrop(cancel.clone());
+    match tokio::task::spawn_blocking(move || work(&cancel)).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where blocking work sends its progress messages; the latest one is shown.
+pub type Progress = tokio::sync::watch::Sender<String>;
+
+/// [`off_runtime`] under a step of the caller's, showing the work's messages. The step
+/// stays with the awaiting future, so that a Ctrl-C closes it (and clears its spinner)
+/// before the error is printed, not once the work has wound down.
+pub async fn off_runtime_with_progress<T: Send + 'static>(
+    step: &Step,
+    work: impl FnOnce(&Cancel, &Progress) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (progress, mut messages) = tokio::sync::watch::channel(String::new());
+    let work = off_runtime(move |cancel| work(cancel, &progress));
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            Ok(()) = messages.changed() => step.set_message(messages.borrow_and_update().clone()),
+        }
+    }
+}
+
+/// How long a process group has between SIGTERM and SIGKILL: enough for make to remove a
+/// half-written target, short enough that Ctrl-C still feels immediate.
+pub const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// A child in a process group of its own, with all it starts. Dropping the guard (the
+/// future that owns it was dropped on Ctrl-C, or the command failed) ends the whole group:
+/// SIGTERM, then SIGKILL to whatever is still alive after [`KILL_GRACE`].
+/// `kill_on_drop` would only reach the direct child: make's `go build` children, or a
+/// script's background jobs, would be orphaned and keep running.
+pub struct GroupChild {
+    /// `None` once handed to the thread that finishes the group off.
+    child: Option<tokio::process::Child>,
+    pgid: i32,
+}
+
+impl GroupChild {
+    /// Spawns `cmd` as the leader of a new process group.
+    pub fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<Self> {
+        let child = cmd.process_group(0).kill_on_drop(false).spawn()?;
+        let pgid = child.id().and_then(|id| i32::try_from(id).ok()).unwrap_or(0);
+        Ok(Self { child: Some(child), pgid })
+    }
+
+    pub fn child(&mut self) -> &mut tokio::process::Child {
+        self.child.as_mut().expect("the child is only taken on drop")
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        // A leader not reaped yet (Ctrl-C while it runs) keeps the group's id from being
+        // reused until it is, after the last signal. One reaped by `follow` leaves the id to
+        // members still running, if any; with none, kill finds nothing and this ends here.
+        if self.pgid <= 0 || !signal_group(self.pgid, libc::SIGTERM) {
+            return;
+        }
+        let (pgid, child) = (self.pgid, self.child.take());
+        let finish = move || {
+            let start = Instant::now();
+            while group_alive(pgid) && start.elapsed() < KILL_GRACE {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            signal_group(pgid, libc::SIGKILL);
+            // Dropped only now, so the leader is reaped after the last signal.
+            drop(child);
+        };
+        // On a runtime, off its threads; the runtime's shutdown waits for blocking tasks,
+        // so the SIGKILL still happens when the program is on its way out after Ctrl-C.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(finish)),
+            Err(_) => finish(),
+        }
+    }
+}
+
+/// Sends `signal` to process group `pgid`; false when the group has no process left.
+fn signal_group(pgid: i32, signal: i32) -> bool {
+    // SAFETY: kill has no memory preconditions; a negative id names a process group.
+    unsafe { libc::kill(-pgid, signal) == 0 }
+}
+
+/// Whether a process of group `pgid` is still running. Zombies do not count: a dead
+/// member waiting to be reaped (by us, or by an init that may never do it) is harmless.
+fn group_alive(pgid: i32) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.filter_map(|e| e.ok()).any(|entry| {
+        let name = entry.file_name();
+        let pid = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .is_some_and(|stat| stat_is_live_member(&stat, pgid))
+    })
+}
+
+/// From `/proc/<pid>/stat`: `pid (comm) state ppid pgrp …`; comm may hold spaces and
+/// parentheses, so the fields are counted from the last `)`.
+fn stat_is_live_member(stat: &str, pgid: i32) -> bool {
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().take(3).collect();
+    matches!(fields.as_slice(), [state, _, pgrp] if !matches!(*state, "Z" | "X") && pgrp.parse() == Ok(pgid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +247,86 @@ mod tests {
         assert!(tail.lines.contains(&"out30".to_owned()));
         assert_eq!(tail.status.code(), Some(3));
         assert_eq!(tail.reason(|l| l.starts_with("err")), "err");
+    }
+
+    /// Spawns `script` as a group leader; it prints the pid of a background job first.
+    async fn group_with_job(script: &str) -> (GroupChild, u32) {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.args(["-c", script]).stdout(std::process::Stdio::piped());
+        let mut group = GroupChild::spawn(&mut cmd).unwrap();
+        let stdout = group.child().stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
+        let pid = first.unwrap().unwrap().unwrap().trim().parse().unwrap();
+        assert!(running(pid), "the background job runs");
+        (group, pid)
+    }
+
+    fn running(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+    }
+
+    async fn gone_within(pid: u32, limit: Duration) -> Duration {
+        let start = Instant::now();
+        while running(pid) {
+            assert!(start.elapsed() < limit, "pid {pid} still runs after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        start.elapsed()
+    }
+
+    #[tokio::test]
+    async fn dropping_the_guard_kills_the_background_jobs_too() {
+        let (group, job) = group_with_job("sleep 100 & echo $!; wait").await;
+        drop(group);
+        let took = gone_within(job, Duration::from_secs(3)).await;
+        assert!(took < KILL_GRACE, "SIGTERM was enough, no grace waited ({took:?})");
+    }
+
+    #[tokio::test]
+    async fn a_group_that_ignores_sigterm_is_killed_after_the_grace() {
+        // Ignored signals stay ignored across exec, so the sleep ignores SIGTERM too.
+        let (group, job) = group_with_job("trap '' TERM; sleep 100 & echo $!; wait").await;
+        drop(group);
+        let took = gone_within(job, KILL_GRACE + Duration::from_secs(3)).await;
+        assert!(took >= KILL_GRACE, "killed only after the grace ({took:?})");
+    }
+
+    #[tokio::test]
+    async fn a_finished_group_is_left_alone() {
+        let mut cmd = tokio::process::Command::new("true");
+        let mut group = GroupChild::spawn(&mut cmd).unwrap();
+        assert!(group.child().wait().await.unwrap().success());
+        let pgid = group.pgid;
+        drop(group);
+        assert!(!group_alive(pgid));
+    }
+
+    #[test]
+    fn reads_group_and_state_from_proc_stat() {
+        let stat = "4242 (make (x) y) S 1 4242 4242 0 -1 4194560";
+        assert!(stat_is_live_member(stat, 4242));
+        assert!(!stat_is_live_member(stat, 4243));
+        assert!(!stat_is_live_member(&stat.replace(") S", ") Z"), 4242));
+        assert!(!stat_is_live_member("garbage", 4242));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_future_cancels_the_blocking_work() {
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        let work = off_runtime(move |cancel| {
+            let start = std::time::Instant::now();
+            while !cancel.is_set() && start.elapsed() < std::time::Duration::from_secs(10) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            seen_tx.send(cancel.is_set()).unwrap();
+            Ok(())
+        });
+        // Polled once, so that the work starts, then dropped as guard.rs's select does.
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), work).await.is_err());
+        let seen =
+            tokio::task::spawn_blocking(move || seen_rx.recv_timeout(std::time::Duration::from_secs(5)));
+        assert_eq!(seen.await.unwrap(), Ok(true));
     }
 }

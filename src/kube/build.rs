@@ -82,7 +82,8 @@ pub fn make_commands(mode: BuildMode, version: &KubeVersion, arch: &str) -> Vec<
 
 /// Runs the build, its output going to `log` (and, with `-v`, to the terminal); the
 /// spinner shows the current make target and the last line. A failure ends with the last
-/// 20 lines of the log and its path.
+/// 20 lines of the log and its path. Each command runs in a process group of its own,
+/// killed whole when it fails or when this future is dropped.
 pub async fn run(
     root: &Path,
     mode: BuildMode,
@@ -107,11 +108,12 @@ pub async fn run(
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", command.title()))?;
+            .stderr(Stdio::piped());
+        // Dropped on failure or Ctrl-C: make's whole tree goes with it, not only make.
+        let mut group =
+            process::GroupChild::spawn(&mut cmd).with_context(|| format!("starting {}", command.title()))?;
         let mut stage = String::new();
-        let tail = process::follow(&mut child, |line| {
+        let tail = process::follow(group.child(), |line| {
             writeln!(log_file, "{line}")?;
             reporter.detail(line);
             // Upstream's build announces each stage as `+++ [date] Building go targets ...`.

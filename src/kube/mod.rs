@@ -202,14 +202,14 @@ async fn from_tree(dir: Option<&Path>, opts: &FetchOptions, reporter: &Reporter)
         Some(root) => root,
         None if t.version.is_some() => {
             let cache = download::cache_root().join("kubernetes");
-            tokio::task::block_in_place(|| tree::ensure_clone(&t.kube_repo, &cache, reporter))?
+            tree::ensure_clone(&t.kube_repo, &cache, t.version.as_ref(), reporter).await?
         }
         None => bail!(
             "no Kubernetes tree found (current directory, $GOPATH/src/k8s.io/kubernetes, $GOPATH/src/github.com/kubernetes/kubernetes): pass --kube-root DIR, -k VERSION to clone one, or a release SOURCE"
         ),
     };
     if let Some(version) = &t.version {
-        tokio::task::block_in_place(|| tree::checkout_version(&root, version, reporter))?;
+        tree::checkout_version(&root, version, reporter).await?;
     }
     let status = tree::workspace_status(&root)?;
     reporter.info(format!(

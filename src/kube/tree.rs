@@ -1,14 +1,20 @@
 //! A Kubernetes source tree: finding it, cloning it into the cache, checking out a version
 //! with git2, and the version upstream's build would stamp. Never loses a user's work: a
 //! checkout is refused on a tree with uncommitted changes, and nothing is restored or deleted.
+//! The git work runs off the async runtime and stops when the future awaiting it is dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
-use git2::{FetchOptions, RemoteCallbacks, Repository, StatusOptions};
+use git2::build::CheckoutBuilder;
+use git2::{
+    CheckoutNotificationType, FetchOptions, ObjectType, RemoteCallbacks, Repository, StatusOptions,
+    TreeWalkMode, TreeWalkResult,
+};
 
 use super::KubeVersion;
+use crate::process::{Cancel, Cancelled, Progress, off_runtime, off_runtime_with_progress};
 use crate::progress::Reporter;
 
 pub const DEFAULT_REPO: &str = "https://github.com/kubernetes/kubernetes";
@@ -60,8 +66,22 @@ pub fn uncommitted_changes(repo: &Repository) -> Result<Vec<String>> {
 }
 
 /// Checks out tag `version` detached, fetching it from `origin` when it is not here yet.
-/// Refuses a tree with uncommitted changes, before touching anything.
-pub fn checkout_version(root: &Path, version: &KubeVersion, reporter: &Reporter) -> Result<()> {
+/// Refuses a tree with uncommitted changes, before touching anything. Dropping the future
+/// stops a fetch, and a checkout until it starts writing files (see `checkout_tag`).
+pub async fn checkout_version(root: &Path, version: &KubeVersion, reporter: &Reporter) -> Result<()> {
+    let (r, v) = (root.to_owned(), version.clone());
+    if !off_runtime(move |_| clean_tree_has_tag(&r, &v)).await? {
+        let tag_ref = format!("refs/tags/{version}");
+        fetch_in(root, vec![format!("+{tag_ref}:{tag_ref}")], reporter)
+            .await
+            .with_context(|| format!("fetching tag {version}"))?;
+    }
+    let (root, version) = (root.to_owned(), version.clone());
+    off_runtime(move |cancel| checkout_tag(&root, &version, cancel)).await
+}
+
+/// Whether tag `version` is here; an error for a tree with uncommitted changes.
+fn clean_tree_has_tag(root: &Path, version: &KubeVersion) -> Result<bool> {
     let repo =
         Repository::open(root).with_context(|| format!("{} is not a git repository", root.display()))?;
     let changes = uncommitted_changes(&repo)?;
@@ -74,70 +94,175 @@ pub fn checkout_version(root: &Path, version: &KubeVersion, reporter: &Reporter)
             shown.join(", ")
         );
     }
-    let tag_ref = format!("refs/tags/{version}");
-    if repo.find_reference(&tag_ref).is_err() {
-        fetch(&repo, &[&format!("+{tag_ref}:{tag_ref}")], reporter)
-            .with_context(|| format!("fetching tag {version}"))?;
-    }
+    Ok(repo.find_reference(&format!("refs/tags/{version}")).is_ok())
+}
+
+fn checkout_tag(root: &Path, version: &KubeVersion, cancel: &Cancel) -> Result<()> {
+    let repo = Repository::open(root)?;
     let target = repo
-        .revparse_single(&format!("{tag_ref}^{{commit}}"))
+        .revparse_single(&format!("refs/tags/{version}^{{commit}}"))
         .map_err(|_| anyhow!("no tag {version} in {}", root.display()))?;
-    repo.checkout_tree(&target, Some(git2::build::CheckoutBuilder::new().safe()))
-        .with_context(|| format!("checking out {version}"))?;
+    // libgit2 announces every file it will update before it writes any: the last point
+    // where a checkout can stop. Once writing, it finishes, so that the user's tree is
+    // never left half on one version (tags of one release differ in a few files).
+    let stopped = std::cell::Cell::new(false);
+    let mut checkout = CheckoutBuilder::new();
+    checkout.safe().notify_on(CheckoutNotificationType::UPDATED).notify(|_, _, _, _, _| {
+        stopped.set(cancel.is_set());
+        !stopped.get()
+    });
+    repo.checkout_tree(&target, Some(&mut checkout)).with_context(|| format!("checking out {version}"))?;
+    // git2 reports a checkout its callback stopped as a success, and HEAD must not move
+    // then. `stopped`, not the flag: a flag set once the files are written must not leave
+    // HEAD behind them.
+    if stopped.get() {
+        return Err(Cancelled.into());
+    }
     repo.set_head_detached(target.id())?;
     Ok(())
 }
 
-/// Clones `url` into `cache` the first time; later runs reuse it and fetch only what is
-/// missing. Returns the tree's path.
-pub fn ensure_clone(url: &str, cache: &Path, reporter: &Reporter) -> Result<PathBuf> {
+/// Every branch and tag: what a clone has, and what updating the cached clone fetches.
+const ALL_REFS: [&str; 2] = ["+refs/tags/*:refs/tags/*", "+refs/heads/*:refs/remotes/origin/*"];
+
+/// Clones `url` into `cache` the first time, its work tree at `version` (empty without
+/// one); later runs reuse it and fetch only what is missing. Returns the tree's path.
+/// Dropping the future stops the clone, and a clone that did not complete is removed.
+pub async fn ensure_clone(
+    url: &str,
+    cache: &Path,
+    version: Option<&KubeVersion>,
+    reporter: &Reporter,
+) -> Result<PathBuf> {
     if cache.join(".git").is_dir() {
-        let repo = Repository::open(cache)?;
-        fetch(&repo, &["+refs/tags/*:refs/tags/*", "+refs/heads/*:refs/remotes/origin/*"], reporter)
+        fetch_in(cache, ALL_REFS.map(String::from).to_vec(), reporter)
+            .await
             .with_context(|| format!("updating the Kubernetes clone in {}", cache.display()))?;
         return Ok(cache.to_owned());
     }
     std::fs::create_dir_all(cache.parent().unwrap_or(cache))?;
     let step = reporter.step(format!("cloning {url}"));
-    // Cloned under a temp name, renamed when complete: an interrupted clone is not reused.
-    let partial = cache.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&partial);
-    {
-        let mut builder = git2::build::RepoBuilder::new();
-        builder.fetch_options(fetch_options(&step));
-        builder.clone(url, &partial).with_context(|| format!("cloning {url}"))?;
-    }
-    std::fs::rename(&partial, cache)?;
+    let (source, dest, version) = (url.to_owned(), cache.to_owned(), version.cloned());
+    off_runtime_with_progress(&step, move |cancel, progress| {
+        clone(&source, &dest, version.as_ref(), progress, cancel)
+    })
+    .await
+    .with_context(|| format!("cloning {url}"))?;
     step.finish("done");
     Ok(cache.to_owned())
 }
 
-fn fetch(repo: &Repository, refspecs: &[&str], reporter: &Reporter) -> Result<()> {
-    let step = reporter.step("fetching from origin");
-    let mut remote = repo.find_remote("origin")?;
-    {
-        let mut opts = fetch_options(&step);
-        remote.fetch(refspecs, Some(&mut opts), None)?;
+/// Clones under a temp name, renamed when complete: an interrupted clone is not reused.
+/// One that failed or was cancelled is removed here; one whose process was killed, by the
+/// next run.
+fn clone(
+    url: &str,
+    dest: &Path,
+    version: Option<&KubeVersion>,
+    progress: &Progress,
+    cancel: &Cancel,
+) -> Result<()> {
+    let partial = dest.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    if let Err(e) = clone_into(url, &partial, version, progress, cancel) {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
     }
+    Ok(std::fs::rename(&partial, dest)?)
+}
+
+/// A clone as an init and a fetch of every branch and tag, then `version` written into the
+/// empty work tree: no default branch is checked out only to be replaced by the tag.
+fn clone_into(
+    url: &str,
+    dest: &Path,
+    version: Option<&KubeVersion>,
+    progress: &Progress,
+    cancel: &Cancel,
+) -> Result<()> {
+    let repo = Repository::init(dest)?;
+    repo.remote("origin", url)?;
+    fetch(&repo, &ALL_REFS, progress, cancel)?;
+    // Without the tag, the clone is still worth keeping; checkout_version says what is missing.
+    let Some(commit) = version.and_then(|v| repo.revparse_single(&format!("refs/tags/{v}^{{commit}}")).ok())
+    else {
+        return Ok(());
+    };
+    checkout_in_batches(&repo, &commit.peel_to_tree()?, progress, cancel)?;
+    repo.set_head_detached(commit.id())?;
+    Ok(())
+}
+
+/// Files per libgit2 call when filling a new clone's work tree. libgit2 cannot stop a
+/// checkout once it writes files, and writing Kubernetes takes long on a slow disk; in
+/// batches, a Ctrl-C waits for one batch at most.
+const CHECKOUT_BATCH: usize = 1000;
+
+/// Writes `tree` into the empty work tree of a clone of ours, checking `cancel` between
+/// batches. Forced: nothing of the user's is there, and a cancelled clone is removed whole.
+fn checkout_in_batches(
+    repo: &Repository,
+    tree: &git2::Tree,
+    progress: &Progress,
+    cancel: &Cancel,
+) -> Result<()> {
+    let mut paths: Vec<Vec<u8>> = Vec::new();
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() != Some(ObjectType::Tree) {
+            paths.push([dir.as_bytes(), entry.name_bytes()].concat());
+        }
+        TreeWalkResult::Ok
+    })?;
+    for (i, batch) in paths.chunks(CHECKOUT_BATCH).enumerate() {
+        cancel.check()?;
+        progress.send_replace(format!("checking out: {}/{} files", i * CHECKOUT_BATCH, paths.len()));
+        let mut checkout = CheckoutBuilder::new();
+        checkout.force().disable_pathspec_match(true);
+        for path in batch {
+            checkout.path(path.as_slice());
+        }
+        repo.checkout_tree(tree.as_object(), Some(&mut checkout))?;
+    }
+    Ok(())
+}
+
+/// Fetches `refspecs` from `origin` into the repository at `root`, as a step.
+async fn fetch_in(root: &Path, refspecs: Vec<String>, reporter: &Reporter) -> Result<()> {
+    let step = reporter.step("fetching from origin");
+    let root = root.to_owned();
+    off_runtime_with_progress(&step, move |cancel, progress| {
+        fetch(&Repository::open(root)?, &refspecs, progress, cancel)
+    })
+    .await?;
     step.finish("done");
     Ok(())
 }
 
-/// A progress line with the objects received.
-fn fetch_options(step: &crate::progress::Step) -> FetchOptions<'_> {
+/// Fetches from `origin`, showing the objects received; git2's callbacks abort once
+/// `cancel` is set.
+fn fetch(
+    repo: &Repository,
+    refspecs: &[impl AsRef<str>],
+    progress: &Progress,
+    cancel: &Cancel,
+) -> Result<()> {
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.transfer_progress(move |p| {
-        step.set_message(format!(
+    callbacks.transfer_progress(|p| {
+        progress.send_replace(format!(
             "{}/{} objects, {:.1} MB",
             p.received_objects(),
             p.total_objects(),
             p.received_bytes() as f64 / 1e6
         ));
-        true
+        !cancel.is_set()
     });
+    // Before the first object, the server counts and compresses (minutes for Kubernetes)
+    // and says so on the sideband: a point to stop as well.
+    callbacks.sideband_progress(|_| !cancel.is_set());
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks);
-    opts
+    let refspecs: Vec<&str> = refspecs.iter().map(AsRef::as_ref).collect();
+    repo.find_remote("origin")?.fetch(&refspecs, Some(&mut opts), None).map_err(|e| cancel.explain(e))
 }
 
 /// What upstream's build stamps, from `hack/print-workspace-status.sh`.
@@ -196,22 +321,26 @@ mod tests {
     fn fixture() -> (tempfile::TempDir, Repository) {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init(dir.path()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let mut parent: Option<git2::Oid> = None;
         for (i, tag) in ["v1.0.0", "v1.1.0"].iter().enumerate() {
             std::fs::write(dir.path().join("go.mod"), "module k8s.io/kubernetes\n").unwrap();
             std::fs::write(dir.path().join("VERSION"), format!("{i}\n")).unwrap();
-            let mut index = repo.index().unwrap();
-            index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
-            index.write().unwrap();
-            let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-            let parents: Vec<git2::Commit> = parent.iter().map(|p| repo.find_commit(*p).unwrap()).collect();
-            let refs: Vec<&git2::Commit> = parents.iter().collect();
-            let oid = repo.commit(Some("HEAD"), &sig, &sig, tag, &tree, &refs).unwrap();
-            repo.tag_lightweight(tag, &repo.find_object(oid, None).unwrap(), false).unwrap();
-            parent = Some(oid);
+            commit_and_tag(&repo, tag);
         }
         (dir, repo)
+    }
+
+    /// Commits the whole work tree on HEAD and tags it.
+    fn commit_and_tag(repo: &Repository, tag: &str) -> git2::Oid {
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let parent = repo.head().ok().map(|h| h.peel_to_commit().unwrap());
+        let oid =
+            repo.commit(Some("HEAD"), &sig, &sig, tag, &tree, &parent.iter().collect::<Vec<_>>()).unwrap();
+        repo.tag_lightweight(tag, &repo.find_object(oid, None).unwrap(), false).unwrap();
+        oid
     }
 
     #[test]
@@ -229,23 +358,40 @@ mod tests {
         assert!(err.to_string().contains("not a Kubernetes tree"), "{err}");
     }
 
-    #[test]
-    fn checks_out_a_tag_detached() {
+    fn v(text: &str) -> KubeVersion {
+        KubeVersion::parse(text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn checks_out_a_tag_detached() {
         let (dir, repo) = fixture();
-        checkout_version(dir.path(), &KubeVersion::parse("v1.0.0").unwrap(), &quiet()).unwrap();
+        checkout_version(dir.path(), &v("v1.0.0"), &quiet()).await.unwrap();
         assert!(repo.head_detached().unwrap());
         assert_eq!(std::fs::read_to_string(dir.path().join("VERSION")).unwrap(), "0\n");
-        let err = checkout_version(dir.path(), &KubeVersion::parse("v9.9.9").unwrap(), &quiet()).unwrap_err();
+        let err = checkout_version(dir.path(), &v("v9.9.9"), &quiet()).await.unwrap_err();
         assert!(format!("{err:#}").contains("v9.9.9"), "{err:#}");
     }
 
     #[test]
-    fn refuses_a_dirty_tree_and_touches_nothing() {
+    fn a_cancelled_checkout_stops_before_writing() {
+        let (dir, repo) = fixture();
+        let head = repo.head().unwrap().target();
+        let cancel = Cancel::default();
+        cancel.set();
+        let err = checkout_tag(dir.path(), &v("v1.0.0"), &cancel).unwrap_err();
+        assert!(err.downcast_ref::<Cancelled>().is_some(), "{err:#}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("VERSION")).unwrap(), "1\n");
+        assert_eq!(repo.head().unwrap().target(), head, "HEAD did not move");
+        assert!(uncommitted_changes(&repo).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn refuses_a_dirty_tree_and_touches_nothing() {
         let (dir, repo) = fixture();
         std::fs::write(dir.path().join("VERSION"), "my work\n").unwrap();
         std::fs::write(dir.path().join("new-file.go"), "package x\n").unwrap();
         let head = repo.head().unwrap().target();
-        let err = checkout_version(dir.path(), &KubeVersion::parse("v1.0.0").unwrap(), &quiet()).unwrap_err();
+        let err = checkout_version(dir.path(), &v("v1.0.0"), &quiet()).await.unwrap_err();
         let msg = format!("{err:#}");
         assert!(
             msg.contains("uncommitted changes") && msg.contains("VERSION") && msg.contains("drop -k"),
@@ -256,22 +402,67 @@ mod tests {
         assert_eq!(repo.head().unwrap().target(), head, "HEAD did not move");
     }
 
-    #[test]
-    fn clones_into_the_cache_once_then_fetches_new_tags() {
+    #[tokio::test]
+    async fn clones_into_the_cache_once_then_fetches_new_tags() {
         let (origin, origin_repo) = fixture();
         let cache = tempfile::tempdir().unwrap();
         let dest = cache.path().join("kubernetes");
         let url = format!("file://{}", origin.path().display());
-        ensure_clone(&url, &dest, &quiet()).unwrap();
+        ensure_clone(&url, &dest, Some(&v("v1.0.0")), &quiet()).await.unwrap();
         assert!(is_kubernetes(&dest));
+        assert_eq!(std::fs::read_to_string(dest.join("VERSION")).unwrap(), "0\n", "the tag is checked out");
+        assert!(!cache.path().join("kubernetes.partial").exists());
         let marker = dest.join(".git/nodeimg-marker");
         std::fs::write(&marker, "kept").unwrap();
         // A tag made upstream after the clone arrives with the next run, in the same clone.
         let head = origin_repo.head().unwrap().peel_to_commit().unwrap();
         origin_repo.tag_lightweight("v1.2.0", head.as_object(), false).unwrap();
-        ensure_clone(&url, &dest, &quiet()).unwrap();
+        ensure_clone(&url, &dest, Some(&v("v1.2.0")), &quiet()).await.unwrap();
         assert!(marker.exists(), "the clone was reused, not made again");
-        checkout_version(&dest, &KubeVersion::parse("v1.2.0").unwrap(), &quiet()).unwrap();
+        checkout_version(&dest, &v("v1.2.0"), &quiet()).await.unwrap();
+    }
+
+    #[test]
+    fn a_new_clone_is_written_in_batches_and_is_clean() {
+        use std::os::unix::fs::PermissionsExt;
+        let (origin, origin_repo) = fixture();
+        // More files than a batch, in directories, with an executable and a symlink.
+        let last = origin.path().join(format!("pkg/d{}/f{}.go", CHECKOUT_BATCH % 7, CHECKOUT_BATCH));
+        for i in 0..=CHECKOUT_BATCH {
+            let file = origin.path().join(format!("pkg/d{}/f{i}.go", i % 7));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, format!("package d // {i}\n")).unwrap();
+        }
+        std::fs::write(origin.path().join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(origin.path().join("run.sh"), PermissionsExt::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("run.sh", origin.path().join("run")).unwrap();
+        let oid = commit_and_tag(&origin_repo, "v1.3.0");
+
+        let cache = tempfile::tempdir().unwrap();
+        let dest = cache.path().join("kubernetes");
+        let url = format!("file://{}", origin.path().display());
+        clone(&url, &dest, Some(&v("v1.3.0")), &Progress::new(String::new()), &Cancel::default()).unwrap();
+        let clone = Repository::open(&dest).unwrap();
+        assert_eq!(uncommitted_changes(&clone).unwrap(), Vec::<String>::new());
+        assert_eq!(clone.head().unwrap().target(), Some(oid));
+        assert!(dest.join(last.strip_prefix(origin.path()).unwrap()).is_file(), "the last batch is there");
+        assert_eq!(dest.join("run.sh").metadata().unwrap().permissions().mode() & 0o111, 0o111);
+        assert_eq!(std::fs::read_link(dest.join("run")).unwrap(), Path::new("run.sh"));
+        // Later runs find the tag already there and in place.
+        checkout_tag(&dest, &v("v1.3.0"), &Cancel::default()).unwrap();
+    }
+
+    #[test]
+    fn a_cancelled_clone_leaves_nothing() {
+        let (origin, _repo) = fixture();
+        let cache = tempfile::tempdir().unwrap();
+        let dest = cache.path().join("kubernetes");
+        let url = format!("file://{}", origin.path().display());
+        let cancel = Cancel::default();
+        cancel.set();
+        let err = clone(&url, &dest, Some(&v("v1.0.0")), &Progress::new(String::new()), &cancel).unwrap_err();
+        assert!(err.downcast_ref::<Cancelled>().is_some(), "{err:#}");
+        assert!(!dest.exists() && !cache.path().join("kubernetes.partial").exists());
     }
 
     #[test]
