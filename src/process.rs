@@ -1,18 +1,14 @@
-//! Child processes whose output is shown as it comes and kept in part for error messages;
-//! process groups, and blocking work, that end with the future that started them.
+//! Child processes whose output is shown as it comes and kept in part for error messages,
+//! in process groups that end with the future that started them.
 
 use std::collections::VecDeque;
 use std::process::ExitStatus;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_stream::wrappers::LinesStream;
-
-use crate::progress::Step;
 
 /// How many of the last output lines a failure message shows.
 pub const TAIL_LINES: usize = 20;
@@ -60,80 +56,6 @@ pub async fn follow(
     }
     let status = child.wait().await?;
     Ok(Tail { lines, status })
-}
-
-/// Blocking work stopped because the future awaiting it was dropped (Ctrl-C).
-#[derive(Debug, thiserror::Error)]
-#[error("cancelled")]
-pub struct Cancelled;
-
-/// Set when the future awaiting blocking work is dropped; the work polls it (git2's
-/// callbacks return false once it is set) and stops.
-#[derive(Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    pub fn check(&self) -> Result<(), Cancelled> {
-        if self.is_set() { Err(Cancelled) } else { Ok(()) }
-    }
-
-    /// A callback that stopped a library call makes it fail with a generic error; say why.
-    pub fn explain(&self, err: impl Into<anyhow::Error>) -> anyhow::Error {
-        if self.is_set() { Cancelled.into() } else { err.into() }
-    }
-}
-
-struct CancelOnDrop(Cancel);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.set();
-    }
-}
-
-/// Runs `work` on a blocking thread, so that the runtime keeps answering signals (unlike
-/// `block_in_place`, which stalls the `select!` waiting for them). Dropping the returned
-/// future returns at once and sets the flag; the work stops at its next check and cleans
-/// up behind itself, and the runtime's shutdown waits for it to end.
-pub async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce(&Cancel) -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let cancel = Cancel::default();
-    let _on_drop = CancelOnDrop(cancel.clone());
-    match tokio::task::spawn_blocking(move || work(&cancel)).await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Where blocking work sends its progress messages; the latest one is shown.
-pub type Progress = tokio::sync::watch::Sender<String>;
-
-/// [`off_runtime`] under a step of the caller's, showing the work's messages. The step
-/// stays with the awaiting future, so that a Ctrl-C closes it (and clears its spinner)
-/// before the error is printed, not once the work has wound down.
-pub async fn off_runtime_with_progress<T: Send + 'static>(
-    step: &Step,
-    work: impl FnOnce(&Cancel, &Progress) -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let (progress, mut messages) = tokio::sync::watch::channel(String::new());
-    let work = off_runtime(move |cancel| work(cancel, &progress));
-    tokio::pin!(work);
-    loop {
-        tokio::select! {
-            result = &mut work => return result,
-            Ok(()) = messages.changed() => step.set_message(messages.borrow_and_update().clone()),
-        }
-    }
 }
 
 /// How long a process group has between SIGTERM and SIGKILL: enough for make to remove a
@@ -310,23 +232,5 @@ mod tests {
         assert!(!stat_is_live_member(stat, 4243));
         assert!(!stat_is_live_member(&stat.replace(") S", ") Z"), 4242));
         assert!(!stat_is_live_member("garbage", 4242));
-    }
-
-    #[tokio::test]
-    async fn dropping_the_future_cancels_the_blocking_work() {
-        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-        let work = off_runtime(move |cancel| {
-            let start = std::time::Instant::now();
-            while !cancel.is_set() && start.elapsed() < std::time::Duration::from_secs(10) {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            seen_tx.send(cancel.is_set()).unwrap();
-            Ok(())
-        });
-        // Polled once, so that the work starts, then dropped as guard.rs's select does.
-        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), work).await.is_err());
-        let seen =
-            tokio::task::spawn_blocking(move || seen_rx.recv_timeout(std::time::Duration::from_secs(5)));
-        assert_eq!(seen.await.unwrap(), Ok(true));
     }
 }

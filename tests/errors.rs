@@ -24,7 +24,8 @@ fn unknown_suite_is_named() {
 #[test]
 fn unreachable_mirror_is_named() {
     // --rebuild: a cached image from the same inputs is reused without asking any mirror.
-    let (run, out) = nodeimg("mirror", &["build", "base-image", "--mirror", "http://127.0.0.1:9/", "--rebuild"], &[]);
+    let (run, out) =
+        nodeimg("mirror", &["build", "base-image", "--mirror", "http://127.0.0.1:9/", "--rebuild"], &[]);
     let line = run.assert_failed(&out, "http://127.0.0.1:9");
     assert!(line.contains("unreachable"), "{line}");
 }

@@ -188,7 +188,7 @@ pub async fn fetch(
     // Stopped and waited for if the build is cancelled: an extraction still running after
     // Ctrl-C would re-create the scratch directory the cancellation just removed.
     let artifacts =
-        crate::blocking::run(move |cancel| release::from_tarball(&tarball, &dest, cancel)).await??;
+        crate::blocking::run_drained(move |cancel| release::from_tarball(&tarball, &dest, cancel)).await?;
     step.finish(artifacts.version.to_string());
     Ok(artifacts)
 }

@@ -11,8 +11,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use nodeimg::docker::Docker;
 use nodeimg::archive::image::{self as imagearchive, ImageConfig};
+use nodeimg::docker::Docker;
 use nodeimg::reference::normalize;
 use sha2::{Digest, Sha256, Sha512};
 
