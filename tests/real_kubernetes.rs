@@ -121,6 +121,53 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     assert_nothing_left(&run, &volumes_before);
     drop(_broken);
 
+    // A pause image that is not one (a busybox stand-in under the sandbox image's name, as a
+    // test suite once left in the host's Docker): every pod sandbox exits at once. verify
+    // must say so, naming the image and its digest, well before kubeadm's own timeout.
+    let stand_in_pause = format!("{target}-broken-pause");
+    let _stand_in_pause = support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        let archive = fixtures::ImageArchive::new(&["registry.k8s.io/pause:3.9".to_owned()]);
+        let id = docker.create_container(&ContainerSpec::idle(target)).await.unwrap();
+        docker.start_container(&id).await.unwrap();
+        let tar = std::fs::read(&archive.path).unwrap();
+        let upload = nodeimg::archive::tar_stream(move |t| {
+            nodeimg::archive::append_bytes(t, "tmp/pause.tar", 0o644, &tar)
+        });
+        docker.upload(&id, "/", upload).await.unwrap();
+        let swap = "containerd >/dev/null 2>&1 & for i in $(seq 1 100); do ctr version >/dev/null 2>&1 && break; sleep 0.1; done; \
+                    ctr -n k8s.io images rm registry.k8s.io/pause:3.9 >/dev/null; \
+                    ctr -n k8s.io images import --no-unpack /tmp/pause.tar && rm /tmp/pause.tar && \
+                    pkill -TERM -x containerd; for i in $(seq 1 100); do ps -C containerd -o stat= | grep -qv '^Z' || exit 0; sleep 0.1; done; exit 1";
+        let out = docker.exec(&id, &["sh", "-c", swap]).await.unwrap();
+        assert!(out.success(), "swapping the pause image: {}", out.last_line());
+        let entrypoint = docker.inspect_image(target).await.unwrap().unwrap().entrypoint;
+        let changes = [format!("ENTRYPOINT {}", serde_json::to_string(&entrypoint).unwrap())];
+        let image = docker.commit(&id, &changes).await.unwrap();
+        docker.remove_container(&id).await.unwrap();
+        let copy = TestImage::new(&stand_in_pause, &image);
+        docker.tag_image(&image, &copy.name).await.unwrap();
+        copy
+    });
+    let started = Instant::now();
+    let out = run.output(&["verify", &stand_in_pause, "--cni", "bridge", "--timeout", "5m"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains("every pod sandbox exited") && last.contains("registry.k8s.io/pause:3.9"),
+        "the error names the dying sandboxes and their image:\n{stderr}"
+    );
+    assert!(!last.contains("not in the node"), "the image's digest is named: {last}");
+    assert!(
+        took < Duration::from_secs(60),
+        "caught in under a minute, not after the 5 min timeout: {took:?}"
+    );
+    eprintln!("the stand-in pause image was caught in {took:?}: {last}");
+    assert_nothing_left(&run, &volumes_before);
+    drop(_stand_in_pause);
+
     support::runtime().block_on(async {
         let docker = support::docker(&run.run_id).await;
         let id = docker.create_container(&ContainerSpec::idle(target)).await.unwrap();
