@@ -30,12 +30,10 @@ pub async fn guarded<T>(
     let swept = sweep(docker).await;
     match outcome {
         Ok(result) => {
-            match &swept {
-                Sweep::Removed(names) if !names.is_empty() => {
-                    reporter.detail(format!("removed containers: {}", names.join(", ")))
-                }
-                Sweep::Removed(_) => {}
-                Sweep::Failed(_) => reporter.warn(swept.describe()),
+            if !swept.failed.is_empty() {
+                reporter.warn(swept.describe());
+            } else if !swept.removed.is_empty() {
+                reporter.detail(swept.describe());
             }
             result
         }
@@ -43,27 +41,31 @@ pub async fn guarded<T>(
     }
 }
 
-enum Sweep {
-    Removed(Vec<String>),
-    Failed(String),
+/// What the cleanup removed, and what it could not.
+struct Sweep {
+    removed: Vec<String>,
+    failed: Vec<String>,
 }
 
 impl Sweep {
     fn describe(&self) -> String {
-        match self {
-            Sweep::Removed(names) if names.is_empty() => "no containers were left to remove".into(),
-            Sweep::Removed(names) => format!("removed containers {}", names.join(", ")),
-            Sweep::Failed(why) => {
-                format!("could NOT remove its containers ({why}); `nodeimg clean` removes them")
-            }
+        let removed = if self.removed.is_empty() {
+            "there was nothing to remove".to_owned()
+        } else {
+            format!("removed {}", self.removed.join(", "))
+        };
+        if self.failed.is_empty() {
+            removed
+        } else {
+            format!("{removed}; could NOT remove {} (`nodeimg clean` will)", self.failed.join(", "))
         }
     }
 }
 
 async fn sweep(docker: &Docker) -> Sweep {
-    docker.finish_cleanups(Duration::from_secs(30)).await;
+    let (mut removed, mut failed) = docker.finish_cleanups(Duration::from_secs(30)).await;
     let work = async {
-        let mut removed = Vec::new();
+        let mut swept = Vec::new();
         for c in docker.own_containers().await? {
             if c.host_cgroups {
                 // Best effort: a node that shared the host's cgroup namespace leaves its pods'
@@ -71,13 +73,31 @@ async fn sweep(docker: &Docker) -> Sweep {
                 crate::node::release_host_cgroups(docker, &c.id).await.ok();
             }
             docker.remove_container(&c.id).await?;
-            removed.push(c.name);
+            swept.push(format!("container {}", c.name));
         }
-        anyhow::Ok(removed)
+        anyhow::Ok(swept)
     };
     match tokio::time::timeout(Duration::from_secs(60), work).await {
-        Ok(Ok(removed)) => Sweep::Removed(removed),
-        Ok(Err(e)) => Sweep::Failed(crate::error::one_line(&e)),
-        Err(_) => Sweep::Failed("timed out after 60 s".into()),
+        Ok(Ok(swept)) => removed.extend(swept),
+        Ok(Err(e)) => failed.push(format!("containers ({})", crate::error::one_line(&e))),
+        Err(_) => failed.push("containers (timed out after 60 s)".into()),
+    }
+    Sweep { removed, failed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_says_what_was_and_was_not_removed() {
+        let sweep =
+            Sweep { removed: vec!["container a".into(), "image nodeimg-verify:x".into()], failed: vec![] };
+        assert_eq!(sweep.describe(), "removed container a, image nodeimg-verify:x");
+        let sweep = Sweep { removed: vec![], failed: vec!["containers (timed out after 60 s)".into()] };
+        assert_eq!(
+            sweep.describe(),
+            "there was nothing to remove; could NOT remove containers (timed out after 60 s) (`nodeimg clean` will)"
+        );
     }
 }

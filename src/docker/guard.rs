@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use super::{Docker, Result};
 
+/// Removals started by dropped guards: what each removes, and how it went.
+pub(super) type Cleanups =
+    std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<(String, std::result::Result<(), String>)>>>>;
+
 /// A container of this run.
 pub struct ContainerGuard {
     docker: Docker,
@@ -42,7 +46,8 @@ impl Drop for ContainerGuard {
     fn drop(&mut self) {
         if self.armed {
             let (docker, id) = (self.docker.clone(), std::mem::take(&mut self.id));
-            self.docker.spawn_cleanup(async move { docker.remove_container(&id).await.map(|_| ()) });
+            let what = format!("container {}", super::short_id(&id));
+            self.docker.spawn_cleanup(what, async move { docker.remove_container(&id).await });
         }
     }
 }
@@ -70,28 +75,39 @@ impl Drop for ImageGuard {
     fn drop(&mut self) {
         if self.armed {
             let (docker, reference) = (self.docker.clone(), std::mem::take(&mut self.reference));
-            self.docker.spawn_cleanup(async move { docker.remove_image(&reference).await });
+            let what = format!("image {reference}");
+            self.docker.spawn_cleanup(what, async move { docker.remove_image(&reference).await });
         }
     }
 }
 
 impl Docker {
     /// Runs a guard's cleanup on the runtime; [`Docker::finish_cleanups`] waits for it.
-    fn spawn_cleanup(&self, work: impl Future<Output = Result<()>> + Send + 'static) {
+    fn spawn_cleanup(&self, what: String, work: impl Future<Output = Result<()>> + Send + 'static) {
         // Drop cannot wait. Without a runtime (it is shutting down) the label sweep or
         // `nodeimg clean` does the work instead.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let task = handle.spawn(async move {
-                let _ = work.await;
-            });
+            let task = handle.spawn(async move { (what, work.await.map_err(|e| e.to_string())) });
             self.cleanups.lock().unwrap_or_else(|p| p.into_inner()).push(task);
         }
     }
 
-    /// Waits (at most `limit`) for the cleanups guards started when they were dropped.
-    pub async fn finish_cleanups(&self, limit: Duration) {
+    /// Waits (at most `limit`) for the cleanups guards started when they were dropped;
+    /// returns what was removed and what could not be (with why).
+    pub async fn finish_cleanups(&self, limit: Duration) -> (Vec<String>, Vec<String>) {
         let tasks: Vec<_> = std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
-        let all = futures_util::future::join_all(tasks);
-        let _ = tokio::time::timeout(limit, all).await;
+        let (mut removed, mut failed) = (Vec::new(), Vec::new());
+        match tokio::time::timeout(limit, futures_util::future::join_all(tasks)).await {
+            Ok(done) => {
+                for (what, result) in done.into_iter().flatten() {
+                    match result {
+                        Ok(()) => removed.push(what),
+                        Err(why) => failed.push(format!("{what} ({why})")),
+                    }
+                }
+            }
+            Err(_) => failed.push(format!("removals still running after {} s", limit.as_secs())),
+        }
+        (removed, failed)
     }
 }

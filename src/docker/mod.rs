@@ -36,7 +36,7 @@ pub struct Docker {
     host: String,
     labels: Labels,
     /// Removals that guards started when dropped, for the command-level guard to wait for.
-    cleanups: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    cleanups: guard::Cleanups,
 }
 
 impl Docker {
