@@ -235,11 +235,13 @@ fn a_shared_run_id_does_not_share_cleanup() {
         let docker = support::docker(&run_id).await;
         let mine = docker.create_container(&ContainerSpec::idle(&image)).await.unwrap();
         docker.start_container(&mine).await.unwrap();
-        let out = support::nodeimg()
-            .args(["verify", "nodeimg-test/no-such-node:1", "--timeout", "30s"])
-            .env("NODEIMG_RUN_ID", &run_id)
-            .output()
-            .unwrap();
+        let mut cmd = support::nodeimg();
+        cmd.args(["verify", "nodeimg-test/no-such-node:1", "--timeout", "30s"])
+            .env("NODEIMG_RUN_ID", &run_id);
+        let out =
+            tokio::task::spawn_blocking(move || support::output_within(&mut cmd, support::COMMAND_LIMIT))
+                .await
+                .unwrap();
         assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(
             docker.container_exists(&mine).await.unwrap(),
