@@ -25,6 +25,12 @@ impl ContainerGuard {
         Self { docker: docker.clone(), id, armed: true }
     }
 
+    /// A container kept for debugging (`--keep-container`) whatever happens; only an
+    /// explicit [`ContainerGuard::remove`] removes it.
+    pub fn kept(docker: &Docker, id: String) -> Self {
+        Self { docker: docker.clone(), id, armed: false }
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -220,7 +220,10 @@ async fn create_build_container(docker: &Docker, cfg: &NodeImageConfig) -> Resul
     if cfg.keep_container {
         spec.labels.insert(crate::docker::LABEL_KEEP.into(), "true".into());
     }
-    let container = ContainerGuard::new(docker, docker.create_container(&spec).await?);
+    let id = docker.create_container(&spec).await?;
+    // A kept container stays on failure too: that is when it is wanted.
+    let container =
+        if cfg.keep_container { ContainerGuard::kept(docker, id) } else { ContainerGuard::new(docker, id) };
     docker.start_container(container.id()).await?;
     Ok(container)
 }
