@@ -75,12 +75,22 @@ async fn sweep(docker: &Docker) -> Sweep {
             docker.remove_container(&c.id).await?;
             swept.push(format!("container {}", c.name));
         }
+        // Images this process committed that ended up with no tag (a check cut short while
+        // its node still used the image) are unfinished work.
+        let process = &docker.labels().process;
+        for (id, labels) in docker.list_dangling_images().await? {
+            if labels.get(crate::docker::LABEL_PROCESS) == Some(process)
+                && docker.remove_unused_image(&id).await?
+            {
+                swept.push(format!("image {}", crate::docker::short_id(&id)));
+            }
+        }
         anyhow::Ok(swept)
     };
     match tokio::time::timeout(Duration::from_secs(60), work).await {
         Ok(Ok(swept)) => removed.extend(swept),
-        Ok(Err(e)) => failed.push(format!("containers ({})", crate::error::one_line(&e))),
-        Err(_) => failed.push("containers (timed out after 60 s)".into()),
+        Ok(Err(e)) => failed.push(format!("containers or images ({})", crate::error::one_line(&e))),
+        Err(_) => failed.push("containers or images (timed out after 60 s)".into()),
     }
     Sweep { removed, failed }
 }
