@@ -87,8 +87,13 @@ fn clean_keeps_containers_of_live_runs() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("still running"), "{stderr}");
 
-        clean(&["--all"]);
-        assert!(!docker.container_exists(&id).await.unwrap(), "--all removes it too");
+        // --all would take it too; asked with --dry-run, because a real `clean --all` here
+        // would also remove the containers of whatever else runs on this daemon.
+        let out = clean(&["--all", "--dry-run"]);
+        let name = docker.list_containers(Some(&run.run_id)).await.unwrap().remove(0).name;
+        assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l == name), "--all selects {name}");
+        assert!(docker.container_exists(&id).await.unwrap(), "--dry-run removes nothing");
+        docker.remove_container(&id).await.unwrap();
     });
 }
 
