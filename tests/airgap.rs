@@ -374,7 +374,11 @@ fn extra_images_come_from_an_images_dir_and_are_pinned() {
     )
     .unwrap();
     let extra = extra_image(&run);
-    fixtures::write_image_tar(&layer, &extra, &dir.join("extra.tar"));
+    // Compressed, as `nodeimg save` writes archives: indexed and imported as a stream.
+    let plain = run.files.path().join("extra.tar");
+    fixtures::write_image_tar(&layer, &extra, &plain);
+    let compressed = std::fs::File::create(dir.join("extra.tar.zst")).unwrap();
+    zstd::stream::copy_encode(std::fs::File::open(&plain).unwrap(), compressed, 3).unwrap();
     let list = run.files.path().join("extra-images.txt");
     std::fs::write(&list, format!("# preloaded\n{extra}\n")).unwrap();
     support::runtime().block_on(async {
@@ -388,7 +392,8 @@ fn extra_images_come_from_an_images_dir_and_are_pinned() {
         docker.remove_image(&run.target).await.unwrap();
         assert_pinned(&images, &extra);
         assert!(!docker.image_exists(&extra).await.unwrap(), "the host's Docker was not used for it");
-        assert!(Path::new(&dir).join("extra.tar").exists());
+        assert!(stderr.contains("extra.tar.zst"), "the compressed archive supplied it: {stderr}");
+        assert!(Path::new(&dir).join("extra.tar.zst").exists());
         run.assert_clean();
     });
 }
