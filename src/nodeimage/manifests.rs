@@ -49,10 +49,31 @@ mod tests {
     }
 
     #[test]
-    fn pod_subnet_is_filled_in() {
-        let filled = cni::fill_pod_subnet(&default_manifest(), "10.244.0.0/16");
-        assert!(filled.contains("value: \"10.244.0.0/16\""));
-        assert!(!filled.contains("PodSubnet"));
+    fn the_default_cni_is_filled_and_patched_the_way_kind_does() {
+        let manifest = default_manifest();
+        assert!(manifest.lines().any(|l| l == format!("# {}", cni::TEMPLATE_MARKER)), "{manifest}");
+        assert!(manifest.lines().any(|l| l == format!("# {}", cni::PATCH_MARKER)), "{manifest}");
+        let filled = cni::kind_template(&manifest, "10.244.0.0/16", "172.18.0.2:6443").unwrap();
+        assert!(!cni::unfilled(&filled), "no template action left:\n{filled}");
+        let docs: Vec<serde_yaml_ng::Value> = filled
+            .split("\n---\n")
+            .filter_map(|d| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(d).ok())
+            .filter(|d| !d.is_null())
+            .collect();
+        let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").expect("a DaemonSet");
+        let container = &ds["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["name"], "kindnet-cni");
+        let env: Vec<(String, Option<String>)> = container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_owned(), e["value"].as_str().map(str::to_owned)))
+            .collect();
+        let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["HOST_IP", "POD_IP", "POD_SUBNET", "CONTROL_PLANE_ENDPOINT"]);
+        assert_eq!(env[2].1.as_deref(), Some("10.244.0.0/16"));
+        assert_eq!(env[3].1.as_deref(), Some("172.18.0.2:6443"));
+        assert_eq!(docs.len(), 4, "ClusterRole, ClusterRoleBinding, ServiceAccount, DaemonSet");
     }
 
     #[test]

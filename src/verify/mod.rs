@@ -126,7 +126,8 @@ async fn stages(
 
     let step = reporter.step("installing a CNI and waiting for the node to be Ready");
     let ready = stage(report, "node Ready", Instant::now(), async {
-        let used = install_cni(docker, id, cfg.cni, reporter).await.context("installing the CNI")?;
+        let used =
+            install_cni(docker, id, cfg.cni, &facts.ip, reporter).await.context("installing the CNI")?;
         report_cni(reporter, used);
         wait(timeout, "the node to be Ready", || async {
             let out = kubectl(docker, id, &["get", "node", &facts.name, "-o", READY_JSONPATH]).await?;
@@ -286,7 +287,15 @@ fn kubeadm_error(out: &ExecOutput) -> &str {
         .unwrap_or_else(|| out.last_line())
 }
 
-async fn install_cni(docker: &Docker, id: &str, choice: Cni, reporter: &Reporter) -> Result<Cni> {
+/// The default CNI goes in as kind applies it: [`cni::kind_template`] with the pod subnet and
+/// `<node-ip>:6443`, refused if a template action is left.
+async fn install_cni(
+    docker: &Docker,
+    id: &str,
+    choice: Cni,
+    node_ip: &str,
+    reporter: &Reporter,
+) -> Result<Cni> {
     let manifest = run(docker, id, &["cat", cni::DEFAULT_MANIFEST]).await?;
     let manifest = manifest.success().then_some(manifest.stdout);
     let present = run(docker, id, &["ctr", "-n", "k8s.io", "images", "ls", "-q"]).await?.stdout;
@@ -298,7 +307,13 @@ async fn install_cni(docker: &Docker, id: &str, choice: Cni, reporter: &Reporter
     match used {
         Cni::Default => {
             let manifest = manifest.ok_or_else(|| anyhow!("the image has no {}", cni::DEFAULT_MANIFEST))?;
-            let filled = cni::fill_pod_subnet(&manifest, kubeadm::POD_SUBNET);
+            let filled = cni::kind_template(&manifest, kubeadm::POD_SUBNET, &format!("{node_ip}:6443"))?;
+            if cni::unfilled(&filled) {
+                bail!(
+                    "{} would reach the cluster with an unfilled template ({{{{ left after kind's templating; are its marker lines missing?)",
+                    cni::DEFAULT_MANIFEST
+                );
+            }
             let cmd: Vec<&str> = KUBECTL.iter().copied().chain(["apply", "-f", "-"]).collect();
             let out = docker.exec_with_stdin(id, &cmd, std::io::Cursor::new(filled.into_bytes())).await?;
             if !out.success() {
