@@ -3,6 +3,7 @@
 //! everything again. Each stage is timed; the first one that fails ends the check.
 
 pub mod cni;
+mod diagnose;
 pub mod kubeadm;
 mod report;
 mod sandboxes;
@@ -51,7 +52,7 @@ pub async fn verify(cfg: &VerifyConfig, docker: &Docker, reporter: &Reporter) ->
     report.privilege = Some(node.privilege);
     let result = stages(cfg, docker, reporter, &node, &mut report, step, started).await;
     if result.is_err() {
-        diagnose(docker, &node.id, reporter).await;
+        diagnose::diagnose(docker, &node.id, reporter).await;
     }
     let cleanup = remove_node(docker, &node).await.context("removing the node container");
     let result = match (result, cleanup) {
@@ -271,20 +272,9 @@ async fn kubeadm_init(
         reporter.detail(format!("kubeadm: {line}"));
     }
     if !out.success() {
-        bail!("kubeadm init failed (exit {}): {}", out.code, kubeadm_error(&out));
+        bail!("kubeadm init failed (exit {}): {}", out.code, diagnose::kubeadm_error(&out));
     }
     Ok(())
-}
-
-/// The line of kubeadm's output that says what went wrong (it ends with advice on how to
-/// see a stack trace, which is not it).
-fn kubeadm_error(out: &ExecOutput) -> &str {
-    [&out.stderr, &out.stdout]
-        .into_iter()
-        .flat_map(|s| s.lines().rev())
-        .map(str::trim)
-        .find(|l| l.starts_with("error") || l.contains("couldn't") || l.contains("failed"))
-        .unwrap_or_else(|| out.last_line())
 }
 
 /// The default CNI goes in as kind applies it: [`cni::kind_template`] with the pod subnet and
@@ -348,27 +338,6 @@ async fn run_test_pod(docker: &Docker, id: &str, timeout: Duration) -> Result<()
         Ok(if out.stdout.trim() == "Running" { Ok(()) } else { Err(format!("phase {}", out.stdout.trim())) })
     })
     .await
-}
-
-/// After a failure: what the kubelet said last and the pods' state, to stderr.
-async fn diagnose(docker: &Docker, id: &str, reporter: &Reporter) {
-    // Errors and fatal lines first: a crashing kubelet's last lines are a goroutine dump.
-    let journal = "journalctl -u kubelet -n 400 --no-pager -o cat 2>/dev/null | \
-                   grep -E '^[EF][0-9]{4} |Main process exited|error' | tail -n 12 | grep . || \
-                   journalctl -u kubelet -n 12 --no-pager -o cat";
-    if let Ok(out) = docker.exec(id, &["sh", "-c", journal]).await {
-        reporter.warn("last kubelet journal lines (errors first):");
-        for line in out.stdout.lines() {
-            reporter.warn(format!("  kubelet: {line}"));
-        }
-    }
-    let pods = kubectl(docker, id, &["get", "pods", "-A", "-o", "wide", "--request-timeout=5s"]).await;
-    if let Some(out) = pods.ok().filter(|o| o.success()) {
-        reporter.warn("pods:");
-        for line in out.stdout.lines() {
-            reporter.warn(format!("  {line}"));
-        }
-    }
 }
 
 /// Removes the node container with its /var volume. A node that shared the host's cgroup
