@@ -94,18 +94,8 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     let broken = format!("{target}-broken-kubelet");
     let _broken = support::runtime().block_on(async {
         let docker = support::docker(&run.run_id).await;
-        let id = docker.create_container(&ContainerSpec::idle(target)).await.unwrap();
-        docker.start_container(&id).await.unwrap();
         let stand_in = "printf '#!/bin/sh\\necho F0101 00:00:00.000000 1 stand-in.go:1] stand-in kubelet: failing on purpose >&2\\nexit 1\\n' > /usr/bin/kubelet";
-        assert!(docker.exec(&id, &["sh", "-c", stand_in]).await.unwrap().success());
-        // The container idles with `sleep`; the copy must boot like the original.
-        let entrypoint = docker.inspect_image(target).await.unwrap().unwrap().entrypoint;
-        let changes = [format!("ENTRYPOINT {}", serde_json::to_string(&entrypoint).unwrap())];
-        let image = docker.commit(&id, &changes).await.unwrap();
-        docker.remove_container(&id).await.unwrap();
-        let broken = TestImage::new(&broken, &image);
-        docker.tag_image(&image, &broken.name).await.unwrap();
-        broken
+        modified_copy(&docker, target, &broken, Vec::new(), stand_in).await
     });
     let started = Instant::now();
     let out = run.output(&["verify", &broken, "--cni", "bridge", "--timeout", "40s"]);
@@ -130,26 +120,12 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     let _stand_in_pause = support::runtime().block_on(async {
         let docker = support::docker(&run.run_id).await;
         let archive = fixtures::ImageArchive::new(&["registry.k8s.io/pause:3.9".to_owned()]);
-        let id = docker.create_container(&ContainerSpec::idle(target)).await.unwrap();
-        docker.start_container(&id).await.unwrap();
         let tar = std::fs::read(&archive.path).unwrap();
-        let upload = nodeimg::archive::tar_stream(move |t| {
-            nodeimg::archive::append_bytes(t, "tmp/pause.tar", 0o644, &tar)
-        });
-        docker.upload(&id, "/", upload).await.unwrap();
         let swap = "containerd >/dev/null 2>&1 & for i in $(seq 1 100); do ctr version >/dev/null 2>&1 && break; sleep 0.1; done; \
                     ctr -n k8s.io images rm registry.k8s.io/pause:3.9 >/dev/null; \
                     ctr -n k8s.io images import --no-unpack /tmp/pause.tar && rm /tmp/pause.tar && \
                     pkill -TERM -x containerd; for i in $(seq 1 100); do ps -C containerd -o stat= | grep -qv '^Z' || exit 0; sleep 0.1; done; exit 1";
-        let out = docker.exec(&id, &["sh", "-c", swap]).await.unwrap();
-        assert!(out.success(), "swapping the pause image: {}", out.last_line());
-        let entrypoint = docker.inspect_image(target).await.unwrap().unwrap().entrypoint;
-        let changes = [format!("ENTRYPOINT {}", serde_json::to_string(&entrypoint).unwrap())];
-        let image = docker.commit(&id, &changes).await.unwrap();
-        docker.remove_container(&id).await.unwrap();
-        let copy = TestImage::new(&stand_in_pause, &image);
-        docker.tag_image(&image, &copy.name).await.unwrap();
-        copy
+        modified_copy(&docker, target, &stand_in_pause, vec![("tmp/pause.tar", tar)], swap).await
     });
     let started = Instant::now();
     let out = run.output(&["verify", &stand_in_pause, "--cni", "bridge", "--timeout", "5m"]);
@@ -202,6 +178,35 @@ fn node_image_from_real_kubernetes_v1_20_2() {
             assert!(present.lines().any(|l| l == image), "{image} missing from the node:\n{present}");
         }
     });
+}
+
+/// A copy of the node image `target` under `name`: `files` added, then `script` run in an
+/// idle container of it, committed with the original's entrypoint (the container idles with
+/// `sleep`; the copy must boot like the original).
+async fn modified_copy(
+    docker: &Docker,
+    target: &str,
+    name: &str,
+    files: Vec<(&'static str, Vec<u8>)>,
+    script: &str,
+) -> TestImage {
+    let id = docker.create_container(&ContainerSpec::idle(target)).await.unwrap();
+    docker.start_container(&id).await.unwrap();
+    if !files.is_empty() {
+        let upload = nodeimg::archive::tar_stream(move |t| {
+            files.iter().try_for_each(|(path, data)| nodeimg::archive::append_bytes(t, path, 0o644, data))
+        });
+        docker.upload(&id, "/", upload).await.unwrap();
+    }
+    let out = docker.exec(&id, &["sh", "-c", script]).await.unwrap();
+    assert!(out.success(), "changing the copy {name}: {}", out.last_line());
+    let entrypoint = docker.inspect_image(target).await.unwrap().unwrap().entrypoint;
+    let changes = [format!("ENTRYPOINT {}", serde_json::to_string(&entrypoint).unwrap())];
+    let image = docker.commit(&id, &changes).await.unwrap();
+    docker.remove_container(&id).await.unwrap();
+    let copy = TestImage::new(name, &image);
+    docker.tag_image(&image, &copy.name).await.unwrap();
+    copy
 }
 
 fn volumes() -> Vec<String> {
