@@ -87,6 +87,14 @@ pub enum Error {
     Pull { reference: String, source: Daemon },
     #[error("pushing {reference}")]
     Push { reference: String, source: Daemon },
+    #[error("creating network {name}")]
+    CreateNetwork { name: String, source: Daemon },
+    #[error("removing network {name}")]
+    RemoveNetwork { name: String, source: Daemon },
+    #[error("listing nodeimg networks")]
+    ListNetworks { source: Daemon },
+    #[error("reading the log of container {id}")]
+    Logs { id: String, source: Daemon },
     #[error("running `{cmd}` in container {id}")]
     Exec { cmd: String, id: String, source: Daemon },
     #[error("running `{cmd}` in container {id}: {what}")]
@@ -117,6 +125,10 @@ impl Error {
             | Save { source, .. }
             | Pull { source, .. }
             | Push { source, .. }
+            | CreateNetwork { source, .. }
+            | RemoveNetwork { source, .. }
+            | ListNetworks { source }
+            | Logs { source, .. }
             | Exec { source, .. } => Some(source),
             Unreachable { .. } | ExecIo { .. } | Protocol { .. } => None,
         }

@@ -91,7 +91,13 @@ impl Drop for Cleanup {
         quietly(async {
             let Ok(docker) = Docker::connect(labels(run_id)).await else { return };
             for c in docker.list_containers(Some(run_id)).await.unwrap_or_default() {
+                if let Some(root) = &c.host_cgroups {
+                    nodeimg::node::release_host_cgroups(&docker, &c.id, root).await.ok();
+                }
                 docker.remove_container(&c.id).await.ok();
+            }
+            for n in docker.list_networks(Some(run_id)).await.unwrap_or_default() {
+                docker.remove_network(&n.id).await.ok();
             }
         });
     }
