@@ -4,8 +4,8 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CommitContainerOptions, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    UploadToContainerOptions,
+    CommitContainerOptions, ContainerArchiveInfoOptions, CreateContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, UploadToContainerOptions,
 };
 use bytes::Bytes;
 use futures_util::Stream;
@@ -254,6 +254,17 @@ impl Docker {
             .upload_to_container(id, Some(options), bollard::body_try_stream(tar))
             .await
             .map_err(|e| Error::Upload { id: short(id).into(), path: path.into(), source: Daemon(e) })
+    }
+
+    /// Whether `path` exists in the container's filesystem (a created container will do: the
+    /// image need not have a shell to look with). A symlink counts as there.
+    pub async fn path_exists(&self, id: &str, path: &str) -> Result<bool> {
+        let options = ContainerArchiveInfoOptions { path: path.to_owned() };
+        match self.client.get_container_archive_info(id, Some(options)).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(Error::StatPath { id: short(id).into(), path: path.into(), source: Daemon(e) }),
+        }
     }
 
     /// Commits the container as an untagged image with Dockerfile-style `changes` and this

@@ -65,6 +65,8 @@ pub enum Error {
     ListContainers { source: Daemon },
     #[error("copying files to {path} in container {id}")]
     Upload { id: String, path: String, source: Daemon },
+    #[error("looking for {path} in container {id}")]
+    StatPath { id: String, path: String, source: Daemon },
     #[error("committing container {id}")]
     Commit { id: String, source: Daemon },
     #[error("inspecting image {name}")]
@@ -114,6 +116,7 @@ impl Error {
             | InspectContainer { source, .. }
             | ListContainers { source }
             | Upload { source, .. }
+            | StatPath { source, .. }
             | Commit { source, .. }
             | InspectImage { source, .. }
             | Import { source }
