@@ -202,7 +202,9 @@ fn check_script(check: &str) -> Option<String> {
         "exec" => format!("test -f '{rest}' && test -x '{rest}'"),
         "lines" => {
             let (path, n) = rest.rsplit_once(' ')?;
-            format!("test \"$(wc -l < '{path}')\" = {n} && test \"$(tail -c1 '{path}' | od -An -c | tr -d ' ')\" = '\\n'")
+            format!(
+                "test \"$(wc -l < '{path}')\" = {n} && test \"$(tail -c1 '{path}' | od -An -c | tr -d ' ')\" = '\\n'"
+            )
         }
         "grep" => {
             let (path, text) = rest.split_once(' ')?;
@@ -245,7 +247,8 @@ fn readme_contract_holds_in_a_built_image() {
                 "env" => info.env.iter().any(|e| e == rest),
                 "stopsignal" => info.stop_signal.as_deref() == Some(rest),
                 _ => {
-                    let script = check_script(&row.check).unwrap_or_else(|| panic!("unknown check {:?}", row.check));
+                    let script =
+                        check_script(&row.check).unwrap_or_else(|| panic!("unknown check {:?}", row.check));
                     sh(&docker, &id, &script).await.0
                 }
             };
@@ -266,7 +269,10 @@ fn contract_checks_fail_on_what_is_not_there() {
     );
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].proved_by, [("tests/none.rs".to_owned(), "missing".to_owned())]);
-    let run = std::process::Command::new("sh").args(["-c", &check_script(&rows[0].check).unwrap()]).status().unwrap();
+    let run = std::process::Command::new("sh")
+        .args(["-c", &check_script(&rows[0].check).unwrap()])
+        .status()
+        .unwrap();
     assert!(!run.success());
     let dir = tempfile::tempdir().unwrap();
     let two = dir.path().join("two");
