@@ -30,8 +30,11 @@ async fn preflight_flag(docker: &Docker, id: &str, reporter: &Reporter) -> Resul
 /// kubeadm's wins), created in every hierarchy before the kubelet starts.
 pub async fn own_cgroup_root(docker: &Docker, node: &ClusterNode) -> Result<()> {
     let Some(root) = &node.node.cgroup_root else { return Ok(()) };
+    // As base-image's kubelet-cgroup-root does for /kubelet: cgroup v2 has one tree; v1 has
+    // one per controller directory (the comma-joined names' symlinks are skipped).
     let script = format!(
-        "for d in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do [ -L \"${{d%/}}\" ] || mkdir -p \"$d{root}\" 2>/dev/null; done; \
+        "if [ -f /sys/fs/cgroup/cgroup.controllers ]; then mkdir -p /sys/fs/cgroup/{root}; else \
+           for d in /sys/fs/cgroup/*/; do [ -L \"${{d%/}}\" ] || mkdir -p \"${{d}}{root}\"; done; fi && \
          echo 'KUBELET_EXTRA_ARGS=--cgroup-root=/{root}' > /etc/default/kubelet"
     );
     let out = run(docker, &node.node.id, &["sh", "-c", &script]).await?;
