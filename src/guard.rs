@@ -67,13 +67,17 @@ async fn sweep(docker: &Docker) -> Sweep {
     let work = async {
         let mut swept = Vec::new();
         for c in docker.own_containers().await? {
-            if c.host_cgroups {
+            if let Some(root) = &c.host_cgroups {
                 // Best effort: a node that shared the host's cgroup namespace leaves its pods'
                 // cgroups on the host unless they are removed from inside before it goes.
-                crate::node::release_host_cgroups(docker, &c.id).await.ok();
+                crate::node::release_host_cgroups(docker, &c.id, root).await.ok();
             }
             docker.remove_container(&c.id).await?;
             swept.push(format!("container {}", c.name));
+        }
+        for n in docker.own_networks().await? {
+            docker.remove_network(&n.id).await?;
+            swept.push(format!("network {}", n.name));
         }
         // Images this process committed that ended up with no tag (a check cut short while
         // its node still used the image) are unfinished work.

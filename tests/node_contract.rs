@@ -161,3 +161,124 @@ fn node_on_a_kind_network_honours_kinds_contract() {
         drop(node);
     });
 }
+
+/// One row of node-image/README.md's contract table: its check and the tests it names.
+struct Row {
+    check: String,
+    proved_by: Vec<(String, String)>,
+}
+
+/// The `## kind's node contract` table: the Check column (third) and every
+/// `tests/FILE.rs::name` in Proved by (fourth).
+fn contract_rows(readme: &str) -> Vec<Row> {
+    let table = readme.split("## kind's node contract").nth(1).expect("the contract section");
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "four cells: {line}");
+            let check = cells[2].trim_matches('`').to_owned();
+            let proved_by = cells[3]
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter_map(|t| t.strip_prefix("tests/"))
+                .filter_map(|t| t.split_once(".rs::"))
+                .map(|(file, name)| (format!("tests/{file}.rs"), name.to_owned()))
+                .collect();
+            Row { check, proved_by }
+        })
+        .collect()
+}
+
+/// What a check asks of the image: a shell test inside it, or a look at its config.
+fn check_script(check: &str) -> Option<String> {
+    let (kind, rest) = check.split_once(' ')?;
+    Some(match kind {
+        "file" => format!("test -f '{rest}'"),
+        "exec" => format!("test -f '{rest}' && test -x '{rest}'"),
+        "lines" => {
+            let (path, n) = rest.rsplit_once(' ')?;
+            format!(
+                "test \"$(wc -l < '{path}')\" = {n} && test \"$(tail -c1 '{path}' | od -An -c | tr -d ' ')\" = '\\n'"
+            )
+        }
+        "grep" => {
+            let (path, text) = rest.split_once(' ')?;
+            format!("grep -qF -- '{text}' '{path}'")
+        }
+        "unit" => format!("test -e '/etc/systemd/system/multi-user.target.wants/{rest}'"),
+        _ => return None,
+    })
+}
+
+#[test]
+fn readme_contract_holds_in_a_built_image() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/node-image/README.md")).unwrap();
+    let rows = contract_rows(&readme);
+    assert!(rows.len() >= 20, "the contract table has its rows: {}", rows.len());
+    // Every test a row names exists.
+    for row in &rows {
+        for (file, name) in &row.proved_by {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap_or_default();
+            assert!(text.contains(&format!("fn {name}()")), "{file} has no test {name} (row: {})", row.check);
+        }
+    }
+
+    let run = Run::new("readme");
+    let release = fixtures::server_tarball(&Options::default());
+    let base = support::base_image_with_crictl();
+    assert_success(&run.build(&[&release.build_args()[..], &["-b", &base]].concat()), "build node-image");
+    let failures = support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        let info = docker.inspect_image(&run.target).await.unwrap().unwrap();
+        let id = docker.create_container(&nodeimg::docker::ContainerSpec::idle(&run.target)).await.unwrap();
+        let _node = Container(id.clone());
+        docker.start_container(&id).await.unwrap();
+        let mut failures = Vec::new();
+        for row in rows.iter().filter(|r| r.check != "-") {
+            let (kind, rest) = row.check.split_once(' ').unwrap_or((&row.check, ""));
+            let holds = match kind {
+                "entrypoint" => info.entrypoint.iter().any(|e| e == rest),
+                "env" => info.env.iter().any(|e| e == rest),
+                "stopsignal" => info.stop_signal.as_deref() == Some(rest),
+                _ => {
+                    let script =
+                        check_script(&row.check).unwrap_or_else(|| panic!("unknown check {:?}", row.check));
+                    sh(&docker, &id, &script).await.0
+                }
+            };
+            if !holds {
+                failures.push(row.check.clone());
+            }
+        }
+        failures
+    });
+    assert!(failures.is_empty(), "contract rows that do not hold in {}: {failures:#?}", run.target);
+}
+
+#[test]
+fn contract_checks_fail_on_what_is_not_there() {
+    // The checks themselves must be able to fail, or the test above proves nothing.
+    let rows = contract_rows(
+        "## kind's node contract\n\n| a | b | Check | Proved by |\n|---|---|---|---|\n| x | y | `file /nope` | `tests/none.rs::missing` |\n",
+    );
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].proved_by, [("tests/none.rs".to_owned(), "missing".to_owned())]);
+    let run = std::process::Command::new("sh")
+        .args(["-c", &check_script(&rows[0].check).unwrap()])
+        .status()
+        .unwrap();
+    assert!(!run.success());
+    let dir = tempfile::tempdir().unwrap();
+    let two = dir.path().join("two");
+    std::fs::write(&two, "a\nb\n").unwrap();
+    let one = check_script(&format!("lines {} 1", two.display())).unwrap();
+    assert!(!std::process::Command::new("sh").args(["-c", &one]).status().unwrap().success());
+    let grep = check_script(&format!("grep {} b", two.display())).unwrap();
+    assert!(std::process::Command::new("sh").args(["-c", &grep]).status().unwrap().success());
+}

@@ -18,7 +18,17 @@ use support::fixtures::{self, ImageArchive, TestImage};
 use support::{BUILD_LIMIT, Run, assert_success, docker_cli, output_within, wait_for};
 
 const VERSION: &str = "v1.20.2";
-const STAGES: [&str; 5] = ["boot", "kubeadm init", "API ready", "node Ready", "pod Running"];
+/// `nodeimg verify --nodes 2`: a control plane and a worker that joins it.
+const STAGES: [&str; 8] = [
+    "boot",
+    "kubeadm init",
+    "API ready",
+    "CNI and storage",
+    "kubeadm join",
+    "node Ready",
+    "DNS",
+    "pod Running",
+];
 /// For preparing the tree and for the build (a full Go build on 2 cores, then --verify).
 const REAL_LIMIT: Duration = Duration::from_secs(30 * 60);
 
@@ -76,9 +86,21 @@ fn node_image_from_real_kubernetes_v1_20_2() {
             .join("\n")
     );
 
-    // `nodeimg verify` on its own, for pipelines: JSON with every stage passed.
-    let out = run.output(&["verify", target, "--cni", "bridge", "--output", "json"]);
-    assert_success(&out, "nodeimg verify");
+    // `nodeimg verify` on its own, for pipelines: JSON with every stage passed; two nodes,
+    // the worker joined with kubeadm join, a name resolved through the node's resolver from
+    // a dnsPolicy: Default pod, the test pod Running on the worker.
+    let out = run.output(&["verify", target, "--cni", "bridge", "--nodes", "2", "--output", "json"]);
+    assert_success(&out, "nodeimg verify --nodes 2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().any(|l| l.contains("running a test pod on") && l.contains("-worker: Running")),
+        "{stderr}"
+    );
+    assert!(stderr.lines().any(|l| l.contains("waiting for 2 nodes to be Ready: Ready")), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("from a dnsPolicy: Default pod") && l.contains(": resolved")),
+        "{stderr}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("nodeimg verify: {report}");
     assert_eq!(report["passed"], true);
@@ -221,7 +243,9 @@ fn assert_nothing_left(run: &Run, volumes_before: &[String]) {
     let cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
         .unwrap()
         .flatten()
-        .map(|h| h.path().join("kubelet/kubepods"))
+        .flat_map(|h| std::fs::read_dir(h.path()).into_iter().flatten().flatten())
+        .filter(|d| d.file_name().to_string_lossy().starts_with("kubelet"))
+        .map(|d| d.path().join("kubepods"))
         .filter(|p| p.exists())
         .collect();
     assert!(cgroups.is_empty(), "pod cgroups left on the host: {cgroups:?}");

@@ -128,6 +128,9 @@ fn dirty_tree_without_k_builds_as_it_is_in_host_mode() {
     let out =
         run.build(&["--kube-root", root, "--build-mode", "host", "--component-base-image", &component_base]);
     assert_success(&out, "host-mode build of a dirty tree");
+    // busybox has no iptables: kube-proxy's image is left as it is, and one line says so.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("note: the kube-proxy base image has no iptables").count(), 1, "{stderr}");
     assert_eq!(run.built_version(), "v1.30.1-dirty");
     support::block_on(async {
         let docker = support::docker(&run.run_id).await;

@@ -85,6 +85,18 @@ pub fn append_bytes<W: Write>(
     builder.append_data(&mut header, path, data)
 }
 
+/// Appends a symlink `path` -> `target`, owned by root.
+pub fn append_symlink<W: Write>(builder: &mut Builder<W>, path: &str, target: &str) -> io::Result<()> {
+    let mut header = Header::new_gnu();
+    header.set_entry_type(EntryType::Symlink);
+    header.set_mode(0o777);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(0);
+    builder.append_link(&mut header, path, target)
+}
+
 /// Appends the regular file at `path` as `name`, owned by root with `mode`, streamed from
 /// disk.
 pub fn append_file<W: Write>(

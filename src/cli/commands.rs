@@ -11,6 +11,10 @@ pub struct VerifyArgs {
     pub image: String,
     #[command(flatten)]
     pub options: VerifyOptions,
+    /// Leave the cluster (nodes and network) running, on success and on failure, for
+    /// debugging; prints how to reach and remove it (`nodeimg clean` removes it too).
+    #[arg(long)]
+    pub keep: bool,
     /// Print the result as text or as JSON (stages, timings, verdict) on stdout.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
@@ -34,6 +38,10 @@ pub struct VerifyOptions {
     /// that one (default), or a bridge conflist written for the check (bridge) [default: auto].
     #[arg(long, value_enum)]
     pub cni: Option<crate::verify::Cni>,
+    /// Nodes in the cluster: one control plane plus N-1 workers that join it with
+    /// `kubeadm join`, as kind's multi-node clusters (1 to 10) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub nodes: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -76,16 +76,25 @@ Examples:
     /// The images a node image will hold: list them, or save them to one archive.
     #[command(subcommand)]
     Images(ImagesCommand),
-    /// Boot a node image like kind does, bring up a one-node control plane with kubeadm, run
-    /// a pod, and remove everything again. Exit code 0 only if every stage passed.
+    /// Boot a node image as current kind does, bring up a control plane (and workers) with
+    /// kubeadm, check DNS and run a pod, and remove everything again. Exit code 0 only if
+    /// every stage passed.
     #[command(after_help = "\
-Stages, each timed: boot (systemd and containerd up), kubeadm init, API ready (/readyz),
-node Ready (after installing a CNI), pod Running (a pod of the node's pause image).
-When the daemon refuses --privileged (\"unable to apply caps\"), the node runs with every
-capability but CAP_SYS_RESOURCE and the host's cgroup namespace, and says so.
+The nodes run as kind runs them: on a network of their own (like kind's `kind` network),
+--restart=on-failure:1, --init=false, /lib/modules read-only, kind's labels and node
+environment; each must log kind's boot line (Reached target Multi-User System) within 30 s.
+
+Stages, each timed: boot (kind's boot line, then systemd and containerd up), kubeadm init,
+API ready (/readyz), CNI and storage (/kind/manifests/default-cni.yaml templated as kind
+does, default-storage.yaml; or a bridge conflist), kubeadm join (with --nodes > 1), node
+Ready (every node), DNS (a dnsPolicy: Default pod resolves a node's name through the node's
+resolver), pod Running (a pod of the node's pause image, on a worker if there is one).
+When the daemon refuses --privileged (\"unable to apply caps\"), the nodes run with every
+capability but CAP_SYS_RESOURCE and the host's cgroup namespace, and say so.
 
 Examples:
   nodeimg verify kindest/node:v1.30.0
+  nodeimg verify kindest/node:v1.30.0 --nodes 2 --keep
   nodeimg verify kindest/node:v1.30.0 --cni bridge --timeout 10m --output json")]
     Verify(VerifyArgs),
     /// Write an image to a tarball (docker-save format; plain, gzip or zstd by the name) with

@@ -68,7 +68,8 @@ pub struct SourceArgs {
     #[arg(long, value_enum, default_value_t = crate::kube::build::BuildMode::Docker)]
     pub build_mode: crate::kube::build::BuildMode,
     /// Base of the control-plane images in host mode [default: the one upstream uses for
-    /// that version, from build/common.sh; kube-proxy needs iptables in it].
+    /// that version, from build/common.sh; kube-proxy needs iptables in it, and nodeimg adds
+    /// an iptables wrapper if it has none].
     #[arg(long, value_name = "IMAGE")]
     pub component_base_image: Option<String>,
     /// Base URL of Kubernetes releases (dl.k8s.io layout), e.g. an internal mirror.

@@ -62,13 +62,28 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
             _ => {}
         }
         if !cfg.dry_run {
-            if c.host_cgroups {
-                crate::node::release_host_cgroups(docker, &c.id).await.ok();
+            if let Some(root) = &c.host_cgroups {
+                crate::node::release_host_cgroups(docker, &c.id, root).await.ok();
             }
             docker.remove_container(&c.id).await?;
         }
         reporter.detail(format!("container {} ({}, run {})", c.name, c.state, c.run_id));
         removed.push(c.name);
+    }
+    // After the containers: a network with a node still attached cannot go.
+    for n in docker.list_networks(None).await? {
+        match verdict(n.host.as_deref(), n.pid, &this_host, process_alive) {
+            Verdict::Keep(why) if !cfg.all => {
+                reporter.info(format!("kept network {} (run {}): {why}; --all removes it", n.name, n.run_id));
+                continue;
+            }
+            _ => {}
+        }
+        if !cfg.dry_run {
+            docker.remove_network(&n.id).await?;
+        }
+        reporter.detail(format!("network {} (run {})", n.name, n.run_id));
+        removed.push(n.name);
     }
     for (id, labels) in docker.list_dangling_images().await? {
         let pid = labels.get(LABEL_PID).and_then(|p| p.parse().ok());
@@ -143,7 +158,7 @@ mod tests {
             host: host.map(str::to_owned),
             keep: false,
             process: None,
-            host_cgroups: false,
+            host_cgroups: None,
         }
     }
 

@@ -16,6 +16,8 @@ pub use node_image::{node_image, sources};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    #[error("invalid --nodes {0}: expected 1 to 10 (one control plane plus workers)")]
+    Nodes(usize),
     #[error("invalid Debian suite {0:?}: use a name like bookworm or trixie")]
     Suite(String),
     #[error("invalid mirror {0:?}: expected an http:// or https:// URL")]
@@ -87,15 +89,23 @@ pub fn verify(args: VerifyArgs) -> Result<crate::verify::VerifyConfig, ConfigErr
     if !crate::reference::is_image_id(&args.image) && !crate::reference::is_valid(&args.image) {
         return Err(ConfigError::ImageOrId(args.image));
     }
-    Ok(verify_options(args.options, args.image))
+    let mut cfg = verify_options(args.options, args.image)?;
+    cfg.keep = args.keep;
+    Ok(cfg)
 }
 
-fn verify_options(options: VerifyOptions, image: String) -> crate::verify::VerifyConfig {
-    crate::verify::VerifyConfig {
+fn verify_options(options: VerifyOptions, image: String) -> Result<crate::verify::VerifyConfig, ConfigError> {
+    let nodes = options.nodes.unwrap_or(1);
+    if !(1..=10).contains(&nodes) {
+        return Err(ConfigError::Nodes(nodes));
+    }
+    Ok(crate::verify::VerifyConfig {
         image,
         timeout: options.timeout.unwrap_or(std::time::Duration::from_secs(300)),
         cni: options.cni.unwrap_or(crate::verify::Cni::Auto),
-    }
+        nodes,
+        keep: false,
+    })
 }
 
 /// `save IMAGE -o FILE`: where it writes, checked before Docker is touched.

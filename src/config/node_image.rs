@@ -23,13 +23,15 @@ pub fn node_image(args: NodeImageArgs) -> Result<(NodeImageConfig, Option<SaveTa
         Some("--timeout")
     } else if args.verify_options.cni.is_some() {
         Some("--cni")
+    } else if args.verify_options.nodes.is_some() {
+        Some("--nodes")
     } else {
         None
     };
     if let (false, Some(flag)) = (args.verify, given) {
         return Err(ConfigError::OnlyWith(flag, "--verify"));
     }
-    cfg.check = args.verify.then(|| verify_options(args.verify_options, String::new()));
+    cfg.check = if args.verify { Some(verify_options(args.verify_options, String::new())?) } else { None };
     Ok((cfg, save))
 }
 

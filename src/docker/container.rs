@@ -1,9 +1,11 @@
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
-    CommitContainerOptions, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    UploadToContainerOptions,
+    CommitContainerOptions, ContainerArchiveInfoOptions, CreateContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, UploadToContainerOptions,
 };
 use bytes::Bytes;
 use futures_util::Stream;
@@ -43,6 +45,10 @@ pub struct ContainerSpec {
     pub network_mode: Option<String>,
     pub stop_signal: Option<String>,
     pub labels: HashMap<String, String>,
+    /// `--restart=on-failure:N` (kind: 1).
+    pub restart_on_failure: Option<i64>,
+    /// `--init` / `--init=false`; `None` leaves the daemon's default.
+    pub init: Option<bool>,
 }
 
 impl ContainerSpec {
@@ -75,6 +81,11 @@ impl ContainerSpec {
             },
             device_cgroup_rules: list(&self.device_cgroup_rules),
             network_mode: self.network_mode.clone(),
+            restart_policy: self.restart_on_failure.map(|n| RestartPolicy {
+                name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                maximum_retry_count: Some(n),
+            }),
+            init: self.init,
             ..HostConfig::default()
         };
         ContainerCreateBody {
@@ -106,8 +117,9 @@ pub struct ContainerSummary {
     pub keep: bool,
     /// The process token of the nodeimg process that created it.
     pub process: Option<String>,
-    /// A node sharing the host's cgroup namespace (see `node::release_host_cgroups`).
-    pub host_cgroups: bool,
+    /// A node sharing the host's cgroup namespace: the kubelet's cgroup root there (see
+    /// `node::release_host_cgroups`).
+    pub host_cgroups: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -222,7 +234,10 @@ impl Docker {
                     host: labels.get(LABEL_HOST).cloned(),
                     keep: labels.contains_key(super::LABEL_KEEP),
                     process: labels.get(LABEL_PROCESS).cloned(),
-                    host_cgroups: labels.contains_key(super::LABEL_HOST_CGROUPS),
+                    host_cgroups: labels.get(super::LABEL_HOST_CGROUPS).map(|root| {
+                        // Nodes labelled before roots were per node say "true".
+                        if root == "true" { "kubelet".to_owned() } else { root.clone() }
+                    }),
                 }
             })
             .collect())
@@ -239,6 +254,17 @@ impl Docker {
             .upload_to_container(id, Some(options), bollard::body_try_stream(tar))
             .await
             .map_err(|e| Error::Upload { id: short(id).into(), path: path.into(), source: Daemon(e) })
+    }
+
+    /// Whether `path` exists in the container's filesystem (a created container will do: the
+    /// image need not have a shell to look with). A symlink counts as there.
+    pub async fn path_exists(&self, id: &str, path: &str) -> Result<bool> {
+        let options = ContainerArchiveInfoOptions { path: path.to_owned() };
+        match self.client.get_container_archive_info(id, Some(options)).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(Error::StatPath { id: short(id).into(), path: path.into(), source: Daemon(e) }),
+        }
     }
 
     /// Commits the container as an untagged image with Dockerfile-style `changes` and this

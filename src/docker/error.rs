@@ -65,6 +65,8 @@ pub enum Error {
     ListContainers { source: Daemon },
     #[error("copying files to {path} in container {id}")]
     Upload { id: String, path: String, source: Daemon },
+    #[error("looking for {path} in container {id}")]
+    StatPath { id: String, path: String, source: Daemon },
     #[error("committing container {id}")]
     Commit { id: String, source: Daemon },
     #[error("inspecting image {name}")]
@@ -87,6 +89,14 @@ pub enum Error {
     Pull { reference: String, source: Daemon },
     #[error("pushing {reference}")]
     Push { reference: String, source: Daemon },
+    #[error("creating network {name}")]
+    CreateNetwork { name: String, source: Daemon },
+    #[error("removing network {name}")]
+    RemoveNetwork { name: String, source: Daemon },
+    #[error("listing nodeimg networks")]
+    ListNetworks { source: Daemon },
+    #[error("reading the log of container {id}")]
+    Logs { id: String, source: Daemon },
     #[error("running `{cmd}` in container {id}")]
     Exec { cmd: String, id: String, source: Daemon },
     #[error("running `{cmd}` in container {id}: {what}")]
@@ -106,6 +116,7 @@ impl Error {
             | InspectContainer { source, .. }
             | ListContainers { source }
             | Upload { source, .. }
+            | StatPath { source, .. }
             | Commit { source, .. }
             | InspectImage { source, .. }
             | Import { source }
@@ -117,6 +128,10 @@ impl Error {
             | Save { source, .. }
             | Pull { source, .. }
             | Push { source, .. }
+            | CreateNetwork { source, .. }
+            | RemoveNetwork { source, .. }
+            | ListNetworks { source }
+            | Logs { source, .. }
             | Exec { source, .. } => Some(source),
             Unreachable { .. } | ExecIo { .. } | Protocol { .. } => None,
         }

@@ -8,6 +8,7 @@ mod exec;
 mod guard;
 mod image;
 mod labels;
+mod network;
 
 pub use container::{CgroupNs, ContainerNetwork, ContainerSpec, ContainerSummary, short as short_id};
 pub use error::{Daemon, Error};
@@ -18,6 +19,7 @@ pub use labels::{
     LABEL_BUILD, LABEL_HOST, LABEL_HOST_CGROUPS, LABEL_KEEP, LABEL_PID, LABEL_PROCESS, LABEL_VERSION, Labels,
     hostname as labels_hostname,
 };
+pub use network::NetworkSummary;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

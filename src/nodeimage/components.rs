@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow};
 
 use super::TEMP_REPO;
 use super::images::BuiltImage;
+use super::iptables;
 use crate::archive;
 use crate::docker::{ContainerGuard, ContainerSpec, Docker};
 use crate::kube::ComponentBinaries;
@@ -78,7 +79,7 @@ pub async fn make_images(
                 .await
                 .with_context(|| format!("component base image {base} is not here and cannot be pulled"))?;
         }
-        let image = make_one(docker, &base, &binaries.bin_dir.join(component), component)
+        let image = make_image(docker, &base, &binaries.bin_dir.join(component), component, reporter)
             .await
             .with_context(|| format!("making the {component} image"))?;
         let temp = format!("{TEMP_REPO}/{component}:{}", docker.labels().process);
@@ -99,8 +100,15 @@ pub async fn make_images(
     Ok(built)
 }
 
-/// A container of `base` with the binary added as its entrypoint, committed untagged.
-async fn make_one(docker: &Docker, base: &str, binary: &Path, component: &str) -> Result<String> {
+/// A container of `base` with the binary added as its entrypoint (and, for kube-proxy, the
+/// iptables wrapper), committed untagged; returns the image ID.
+pub async fn make_image(
+    docker: &Docker,
+    base: &str,
+    binary: &Path,
+    component: &str,
+    reporter: &Reporter,
+) -> Result<String> {
     let entrypoint = format!("/usr/local/bin/{component}");
     let spec = ContainerSpec {
         image: base.to_owned(),
@@ -111,6 +119,9 @@ async fn make_one(docker: &Docker, base: &str, binary: &Path, component: &str) -
     let (binary, name) = (binary.to_owned(), PathBuf::from(entrypoint.trim_start_matches('/')));
     let tar = archive::tar_stream(move |t| archive::append_file(t, &binary, &name, 0o755));
     docker.upload(container.id(), "/", tar).await?;
+    if component == "kube-proxy" {
+        iptables::prepare(docker, container.id(), reporter).await?;
+    }
     let image = docker.commit(container.id(), &[format!("ENTRYPOINT [\"{entrypoint}\"]")]).await?;
     container.remove().await?;
     Ok(image)

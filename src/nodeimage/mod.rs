@@ -6,6 +6,7 @@ mod bundle;
 mod commit;
 pub mod components;
 pub mod images;
+pub mod iptables;
 pub mod manifests;
 pub mod mirror;
 mod scratch;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::kube::KubeVersion;
 
 const TEMPLATE: &str = include_str!("../../templates/kubeadm.yaml.hbs");
+const JOIN_TEMPLATE: &str = include_str!("../../templates/kubeadm-join.yaml.hbs");
 pub const POD_SUBNET: &str = "10.244.0.0/16";
 /// The part of [`POD_SUBNET`] the single node hands out (what kube-controller-manager
 /// would allocate to the first node).
@@ -67,6 +68,33 @@ pub fn render(node: &NodeFacts, control_plane_timeout: Duration) -> Result<Strin
     Ok(crate::templates::render(TEMPLATE, &vars)?)
 }
 
+#[derive(Serialize)]
+struct JoinVars<'a> {
+    api_version: &'static str,
+    node_name: &'a str,
+    node_ip: &'a str,
+    cri_socket: &'static str,
+    control_plane_endpoint: &'a str,
+}
+
+/// The worker `node` joins the control plane at `control_plane_endpoint` (`ip:6443`).
+pub fn render_join(node: &NodeFacts, control_plane_endpoint: &str) -> Result<String> {
+    let vars = JoinVars {
+        api_version: api_version(&node.version),
+        node_name: &node.name,
+        node_ip: &node.ip,
+        cri_socket: cri_socket(&node.version),
+        control_plane_endpoint,
+    };
+    Ok(crate::templates::render(JOIN_TEMPLATE, &vars)?)
+}
+
+/// The bridge conflist's subnet for node `index` (0 is the control plane): one /24 each,
+/// as kube-controller-manager would hand them out, so no two nodes give out one address.
+pub fn node_pod_subnet(index: usize) -> String {
+    format!("10.244.{index}.0/24")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +149,23 @@ mod tests {
             Some("unix:///run/containerd/containerd.sock")
         );
         assert_eq!(docs[2]["cgroupDriver"].as_str(), Some("systemd"));
+    }
+
+    #[test]
+    fn workers_join_with_the_init_token() {
+        let init = documents(&render(&facts("v1.20.2", false), Duration::from_secs(60)).unwrap());
+        let worker = NodeFacts { name: "w1".into(), ip: "172.18.0.3".into(), ..facts("v1.20.2", false) };
+        let join = documents(&render_join(&worker, "172.18.0.2:6443").unwrap());
+        assert_eq!(join[0]["kind"].as_str(), Some("JoinConfiguration"));
+        assert_eq!(join[0]["apiVersion"].as_str(), Some("kubeadm.k8s.io/v1beta2"));
+        let token = &join[0]["discovery"]["bootstrapToken"];
+        assert_eq!(token["token"], init[1]["bootstrapTokens"][0]["token"]);
+        assert_eq!(token["apiServerEndpoint"].as_str(), Some("172.18.0.2:6443"));
+        assert_eq!(token["unsafeSkipCAVerification"].as_bool(), Some(true));
+        assert_eq!(join[0]["nodeRegistration"]["name"].as_str(), Some("w1"));
+        assert_eq!(join[0]["nodeRegistration"]["kubeletExtraArgs"]["node-ip"].as_str(), Some("172.18.0.3"));
+        assert_eq!(node_pod_subnet(0), NODE_POD_SUBNET);
+        assert_ne!(node_pod_subnet(1), node_pod_subnet(2));
     }
 
     #[test]

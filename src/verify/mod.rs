@@ -1,10 +1,16 @@
-//! `nodeimg verify IMAGE`: boots the node image the way kind does, brings up a single-node
-//! control plane with kubeadm, waits for the node to be Ready and a pod to run, and removes
-//! everything again. Each stage is timed; the first one that fails ends the check.
+//! `nodeimg verify IMAGE`: boots the node image the way current kind does (its own
+//! network, kind's run flags and environment, kind's boot-log wait), brings up a control
+//! plane with kubeadm and `--nodes N`-1 workers that join it, applies the image's own CNI
+//! and storage manifests as kind would, waits for every node to be Ready, resolves a name
+//! through the node's resolver from a pod, runs a pod, and removes everything again
+//! (unless `--keep`). Each stage is timed; the first one that fails ends the check.
 
+mod bootstrap;
+pub mod cluster;
 pub mod cni;
 mod diagnose;
 pub mod kubeadm;
+mod pods;
 mod report;
 mod sandboxes;
 
@@ -13,19 +19,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use self::cluster::{Cluster, ClusterNode};
 pub use self::cni::Cni;
 pub use self::report::{Report, Stage};
 use crate::docker::{Docker, ExecOutput};
 use crate::kube::KubeVersion;
-use crate::node::{self, Node, Privilege};
 use crate::node::{containerd, files};
 use crate::progress::Reporter;
 
-const KUBEADM_CONFIG: &str = "/kind/kubeadm.conf";
 /// Every kubectl call is bounded: an API server that accepts the connection and never
 /// answers must not stall a stage past its timeout.
 const KUBECTL: [&str; 3] = ["kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "--request-timeout=20s"];
-const POD_TEMPLATE: &str = include_str!("../../templates/verify-pod.yaml.hbs");
 
 #[derive(Clone, Debug)]
 pub struct VerifyConfig {
@@ -33,6 +37,10 @@ pub struct VerifyConfig {
     /// The limit of every wait (boot, control plane, API, node Ready, pod).
     pub timeout: Duration,
     pub cni: Cni,
+    /// One control plane plus `nodes - 1` workers.
+    pub nodes: usize,
+    /// Leave the cluster running (on success and failure alike) for debugging.
+    pub keep: bool,
 }
 
 /// Verifies `cfg.image`. The report is complete either way (stages passed, the one that
@@ -40,21 +48,26 @@ pub struct VerifyConfig {
 pub async fn verify(cfg: &VerifyConfig, docker: &Docker, reporter: &Reporter) -> (Report, Result<()>) {
     let mut report = Report::new(&cfg.image);
     let started = Instant::now();
-    let step = reporter.step(format!("booting a node from {}", cfg.image));
-    let node = match node::start(docker, &cfg.image, Some(&node_name()), reporter).await {
-        Ok(node) => node,
+    let what = if cfg.nodes > 1 { format!("{} nodes", cfg.nodes) } else { "a node".to_owned() };
+    let step = reporter.step(format!("booting {what} from {} as kind does", cfg.image));
+    let cluster = match cluster::create(docker, &cfg.image, cfg.nodes, cfg.keep, reporter).await {
+        Ok(cluster) => cluster,
         Err(err) => {
             step.fail("failed");
             report.failed("boot", started.elapsed());
             return (report, Err(err.context("boot")));
         }
     };
-    report.privilege = Some(node.privilege);
-    let result = stages(cfg, docker, reporter, &node, &mut report, step, started).await;
+    report.privilege = Some(cluster.privilege());
+    let result = stages(cfg, docker, reporter, &cluster, &mut report, step, started).await;
     if result.is_err() {
-        diagnose::diagnose(docker, &node.id, reporter).await;
+        diagnose::diagnose(docker, &cluster.control_plane().node.id, reporter).await;
     }
-    let cleanup = remove_node(docker, &node).await.context("removing the node container");
+    if cluster.keep {
+        reporter.info(cluster::kept_message(&cluster));
+        return (report, result);
+    }
+    let cleanup = cluster::remove(docker, &cluster).await.context("removing the cluster");
     let result = match (result, cleanup) {
         (Err(err), _) => Err(err),
         (Ok(()), cleanup) => cleanup,
@@ -67,25 +80,15 @@ async fn stages(
     cfg: &VerifyConfig,
     docker: &Docker,
     reporter: &Reporter,
-    node: &Node,
+    cluster: &Cluster,
     report: &mut Report,
     step: crate::progress::Step,
     started: Instant,
 ) -> Result<()> {
-    let id = node.id.as_str();
     let timeout = cfg.timeout;
-    let booted = stage(report, "boot", started, async {
-        wait(timeout, "systemd to finish booting", || async {
-            let state = run(docker, id, &["systemctl", "is-system-running"]).await?.stdout;
-            let state = state.trim().to_owned();
-            let containerd = run(docker, id, &["ctr", "version"]).await?.success();
-            Ok((matches!(state.as_str(), "running" | "degraded") && containerd)
-                .then_some(state.clone())
-                .ok_or(format!("systemd {state}, containerd {}", if containerd { "up" } else { "down" })))
-        })
-        .await
-    })
-    .await;
+    let cp = cluster.control_plane();
+    let id = cp.node.id.as_str();
+    let booted = stage(report, "boot", started, boot(docker, cluster, timeout)).await;
     let booted = match booted {
         Ok(state) => {
             step.finish(format!("systemd {state}"));
@@ -104,11 +107,12 @@ async fn stages(
         ));
     }
 
-    let facts = node_facts(docker, node).await.context("reading the node")?;
+    let facts = node_facts(docker, cp).await.context("reading the node")?;
+    let endpoint = format!("{}:6443", facts.ip);
     report.kubernetes_version = Some(facts.version.text.clone());
     let step = reporter.step(format!("kubeadm init (Kubernetes {})", facts.version));
     let init =
-        stage(report, "kubeadm init", Instant::now(), kubeadm_init(docker, id, &facts, timeout, reporter))
+        stage(report, "kubeadm init", Instant::now(), bootstrap::init(docker, cp, &facts, timeout, reporter))
             .await;
     close(step, &init, "done");
     init?;
@@ -125,25 +129,93 @@ async fn stages(
     close(step, &ready, "ok");
     ready?;
 
-    let step = reporter.step("installing a CNI and waiting for the node to be Ready");
-    let ready = stage(report, "node Ready", Instant::now(), async {
-        let used =
-            install_cni(docker, id, cfg.cni, &facts.ip, reporter).await.context("installing the CNI")?;
-        report_cni(reporter, used);
-        wait(timeout, "the node to be Ready", || async {
-            let out = kubectl(docker, id, &["get", "node", &facts.name, "-o", READY_JSONPATH]).await?;
-            Ok(if out.stdout.trim() == "True" { Ok(used) } else { Err(not_ready(&out)) })
+    let step = reporter.step("applying the CNI and storage manifests as kind does");
+    let used = stage(report, "CNI and storage", Instant::now(), async {
+        let used = bootstrap::install_cni(docker, &cluster.nodes, cfg.cni, &endpoint, reporter)
+            .await
+            .context("installing the CNI")?;
+        bootstrap::install_storage(docker, id, reporter).await.context("installing the storage")?;
+        Ok(used)
+    })
+    .await;
+    close(step, &used, "applied");
+    let used = used?;
+    report_cni(reporter, used);
+    report.cni = Some(used);
+
+    if !cluster.workers().is_empty() {
+        let step = reporter.step(format!("kubeadm join ({} workers)", cluster.workers().len()));
+        let joined = stage(report, "kubeadm join", Instant::now(), async {
+            for worker in cluster.workers() {
+                let facts =
+                    node_facts(docker, worker).await.with_context(|| format!("reading {}", worker.name))?;
+                bootstrap::join(docker, worker, &facts, &endpoint, timeout, reporter).await?;
+            }
+            Ok(())
         })
-        .await
+        .await;
+        close(step, &joined, "joined");
+        joined?;
+    }
+
+    let step = reporter.step(format!("waiting for {} to be Ready", plural(cluster.nodes.len(), "node")));
+    let ready = stage(report, "node Ready", Instant::now(), async {
+        for node in &cluster.nodes {
+            wait(timeout, &format!("node {} to be Ready", node.name), || async {
+                let out = kubectl(docker, id, &["get", "node", &node.name, "-o", READY_JSONPATH]).await?;
+                Ok(if out.stdout.trim() == "True" { Ok(()) } else { Err(not_ready(&out)) })
+            })
+            .await?;
+        }
+        Ok(())
     })
     .await;
     close(step, &ready, "Ready");
-    report.cni = Some(ready?);
+    ready?;
 
-    let step = reporter.step("running a test pod");
-    let pod = stage(report, "pod Running", Instant::now(), run_test_pod(docker, id, timeout)).await;
+    // Pods land on a worker when there is one: kind's most common multi-node case.
+    let on = cluster.workers().first().unwrap_or(cp);
+    let step = reporter.step(format!("resolving {} from a dnsPolicy: Default pod on {}", cp.name, on.name));
+    let dns = stage(
+        report,
+        "DNS",
+        Instant::now(),
+        pods::check_dns(docker, id, (&on.name, &on.node.id), &cp.name, &facts.ip, timeout),
+    )
+    .await;
+    close(step, &dns, "resolved");
+    dns?;
+
+    let step = reporter.step(format!("running a test pod on {}", on.name));
+    let target = (cluster.nodes.len() > 1).then_some(on.name.as_str());
+    let pod =
+        stage(report, "pod Running", Instant::now(), pods::run_test_pod(docker, id, target, timeout)).await;
     close(step, &pod, "Running");
     pod
+}
+
+/// kind's boot-log wait on every node, then systemd and containerd up in each.
+async fn boot(docker: &Docker, cluster: &Cluster, timeout: Duration) -> Result<String> {
+    cluster::wait_for_boot_lines(docker, cluster).await?;
+    let mut states = Vec::new();
+    for node in &cluster.nodes {
+        let id = node.node.id.as_str();
+        let state = wait(timeout, &format!("systemd in {} to finish booting", node.name), || async {
+            let state = run(docker, id, &["systemctl", "is-system-running"]).await?.stdout;
+            let state = state.trim().to_owned();
+            let containerd = run(docker, id, &["ctr", "version"]).await?.success();
+            Ok((matches!(state.as_str(), "running" | "degraded") && containerd)
+                .then_some(state.clone())
+                .ok_or(format!("systemd {state}, containerd {}", if containerd { "up" } else { "down" })))
+        })
+        .await?;
+        states.push(state);
+    }
+    Ok(if states.iter().any(|s| s == "degraded") { "degraded".into() } else { "running".into() })
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 { format!("the {what}") } else { format!("{n} {what}s") }
 }
 
 fn close<T>(step: crate::progress::Step, result: &Result<T>, outcome: &str) {
@@ -221,135 +293,18 @@ async fn kubectl(docker: &Docker, id: &str, args: &[&str]) -> Result<ExecOutput>
     run(docker, id, &cmd).await
 }
 
-fn node_name() -> String {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    format!("nodeimg-verify-{}-{:x}", std::process::id(), nanos & 0xffff)
-}
-
-async fn node_facts(docker: &Docker, node: &Node) -> Result<kubeadm::NodeFacts> {
-    let version = run(docker, &node.id, &["cat", "/kind/version"]).await?;
+async fn node_facts(docker: &Docker, node: &ClusterNode) -> Result<kubeadm::NodeFacts> {
+    let id = node.node.id.as_str();
+    let version = run(docker, id, &["cat", "/kind/version"]).await?;
     if !version.success() {
         bail!("the image has no /kind/version: is it a node image?");
     }
     let version = KubeVersion::parse(&version.stdout).context("reading /kind/version")?;
-    let config = files::read(docker, &node.id, containerd::CONFIG).await?;
-    let systemd_cgroup = containerd::systemd_cgroup(&config)?;
-    let network = docker.container_network(&node.id).await?;
-    let ip = network.ip.ok_or_else(|| anyhow!("the node container has no IP address"))?;
-    let name = run(docker, &node.id, &["hostname"]).await?.stdout.trim().to_owned();
-    Ok(kubeadm::NodeFacts { version, name, ip, systemd_cgroup })
-}
-
-async fn kubeadm_init(
-    docker: &Docker,
-    id: &str,
-    facts: &kubeadm::NodeFacts,
-    timeout: Duration,
-    reporter: &Reporter,
-) -> Result<()> {
-    files::write(docker, id, KUBEADM_CONFIG, kubeadm::render(facts, timeout)?).await?;
-    let mut cmd = vec!["kubeadm", "init", "--config", KUBEADM_CONFIG, "--skip-token-print"];
-    if run(docker, id, &["sh", "-c", "command -v crictl"]).await?.success() {
-        // The checks still run and are reported; a container fails some of them (kernel
-        // config, swap) that do not matter to a kind node.
-        cmd.push("--ignore-preflight-errors=all");
-    } else {
-        reporter.info("the image has no crictl: skipping kubeadm's preflight phase, which needs it");
-        cmd.push("--skip-phases=preflight");
-    }
-    // kubeadm waits for the control plane with the configured timeout; this bounds the rest.
-    let limit = timeout * 2 + Duration::from_secs(60);
-    let init = tokio::time::timeout(limit, run(docker, id, &cmd));
-    // A pause image that exits shows in kubeadm only as a control plane that never comes up.
-    let out = tokio::select! {
-        out = init => out.map_err(|_| {
-            anyhow!("kubeadm init did not finish within {}", crate::progress::format_duration(limit))
-        })??,
-        dead = sandboxes::watch(docker, id) => return Err(dead),
-    };
-    for line in out.stdout.lines() {
-        reporter.detail(format!("kubeadm: {line}"));
-    }
-    if !out.success() {
-        bail!("kubeadm init failed (exit {}): {}", out.code, diagnose::kubeadm_error(&out));
-    }
-    Ok(())
-}
-
-/// The default CNI goes in as kind applies it: [`cni::kind_template`] with the pod subnet and
-/// `<node-ip>:6443`, refused if a template action is left.
-async fn install_cni(
-    docker: &Docker,
-    id: &str,
-    choice: Cni,
-    node_ip: &str,
-    reporter: &Reporter,
-) -> Result<Cni> {
-    let manifest = run(docker, id, &["cat", cni::DEFAULT_MANIFEST]).await?;
-    let manifest = manifest.success().then_some(manifest.stdout);
-    let present = run(docker, id, &["ctr", "-n", "k8s.io", "images", "ls", "-q"]).await?.stdout;
-    let present: Vec<String> = present.lines().map(crate::reference::normalize).collect();
-    let (used, why) = cni::decide(choice, manifest.as_deref(), &present);
-    if let Some(why) = why {
-        reporter.info(format!("CNI: bridge, because {why}"));
-    }
-    match used {
-        Cni::Default => {
-            let manifest = manifest.ok_or_else(|| anyhow!("the image has no {}", cni::DEFAULT_MANIFEST))?;
-            let filled = cni::kind_template(&manifest, kubeadm::POD_SUBNET, &format!("{node_ip}:6443"))?;
-            if cni::unfilled(&filled) {
-                bail!(
-                    "{} would reach the cluster with an unfilled template ({{{{ left after kind's templating; are its marker lines missing?)",
-                    cni::DEFAULT_MANIFEST
-                );
-            }
-            let cmd: Vec<&str> = KUBECTL.iter().copied().chain(["apply", "-f", "-"]).collect();
-            let out = docker.exec_with_stdin(id, &cmd, std::io::Cursor::new(filled.into_bytes())).await?;
-            if !out.success() {
-                bail!("kubectl apply -f {}: {}", cni::DEFAULT_MANIFEST, out.last_line());
-            }
-        }
-        _ => {
-            files::write(docker, id, cni::BRIDGE_CONFLIST, cni::bridge_conflist(kubeadm::NODE_POD_SUBNET)?)
-                .await?
-        }
-    }
-    Ok(used)
-}
-
-/// A pod from the sandbox image (in every node image, never pulled), tolerating the
-/// control-plane taint; Running means the kubelet, containerd, runc and the CNI all work.
-async fn run_test_pod(docker: &Docker, id: &str, timeout: Duration) -> Result<()> {
     let config = files::read(docker, id, containerd::CONFIG).await?;
-    let image = containerd::sandbox_image(&config)?;
-    let pod = crate::templates::render(POD_TEMPLATE, &serde_json::json!({ "image": image }))?;
-    let cmd: Vec<&str> = KUBECTL.iter().copied().chain(["apply", "-f", "-"]).collect();
-    // The default service account appears shortly after the API; admission refuses pods
-    // until then.
-    wait(timeout, "the test pod to be accepted", || async {
-        let out = docker.exec_with_stdin(id, &cmd, std::io::Cursor::new(pod.clone().into_bytes())).await?;
-        Ok(if out.success() { Ok(()) } else { Err(out.last_line().to_owned()) })
-    })
-    .await?;
-    wait(timeout, &format!("the test pod ({image}) to be Running"), || async {
-        let out =
-            kubectl(docker, id, &["get", "pod", "nodeimg-verify", "-o", "jsonpath={.status.phase}"]).await?;
-        Ok(if out.stdout.trim() == "Running" { Ok(()) } else { Err(format!("phase {}", out.stdout.trim())) })
-    })
-    .await
-}
-
-/// Removes the node container with its /var volume. A node that shared the host's cgroup
-/// namespace leaves its pods' cgroups under the host's /sys/fs/cgroup/*/kubelet: those are
-/// released from inside first.
-async fn remove_node(docker: &Docker, node: &Node) -> Result<()> {
-    let host_cgroups = node.privilege == Privilege::Restricted
-        || docker.container_network(&node.id).await.map(|n| n.host_cgroupns).unwrap_or(false);
-    let cgroups = if host_cgroups { node::release_host_cgroups(docker, &node.id).await } else { Ok(()) };
-    // The container goes whatever happened to the cgroups.
-    docker.remove_container(&node.id).await?;
-    cgroups
+    let systemd_cgroup = containerd::systemd_cgroup(&config)?;
+    let network = docker.container_network(id).await?;
+    let ip = network.ip.ok_or_else(|| anyhow!("the node container has no IP address"))?;
+    Ok(kubeadm::NodeFacts { version, name: node.name.clone(), ip, systemd_cgroup })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod process;
 pub mod registry;
 mod run;
 
+use sha2::Digest;
 use std::fs::File;
 use std::future::Future;
 use std::os::fd::AsRawFd;
@@ -91,7 +92,13 @@ impl Drop for Cleanup {
         quietly(async {
             let Ok(docker) = Docker::connect(labels(run_id)).await else { return };
             for c in docker.list_containers(Some(run_id)).await.unwrap_or_default() {
+                if let Some(root) = &c.host_cgroups {
+                    nodeimg::node::release_host_cgroups(&docker, &c.id, root).await.ok();
+                }
                 docker.remove_container(&c.id).await.ok();
+            }
+            for n in docker.list_networks(Some(run_id)).await.unwrap_or_default() {
+                docker.remove_network(&n.id).await.ok();
             }
         });
     }
@@ -117,21 +124,35 @@ impl Drop for RemoveImage {
 /// folder is a cache hit. A file lock keeps parallel test binaries from building it twice.
 pub fn base_image() -> String {
     static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| build_base(&[])).clone()
+}
+
+/// [`base_image`] with a stand-in crictl (busybox-static, an ELF executable) installed by
+/// `--crictl`: for checks that crictl and its config are where kind looks. Not for booting a
+/// control plane (kubeadm's preflight would run the stand-in).
+pub fn base_image_with_crictl() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE
         .get_or_init(|| {
-            let lock = File::create(std::env::temp_dir().join("nodeimg-test-base-image.lock")).unwrap();
-            let start = Instant::now();
-            // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
-            while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                let waited = start.elapsed();
-                assert!(waited < BUILD_LIMIT * 2, "the base image lock is still held after {waited:?}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let out = output_within(nodeimg().args(["build", "base-image"]), BUILD_LIMIT);
-            assert_success(&out, "nodeimg build base-image");
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+            let data = std::fs::read("/bin/busybox").expect("busybox-static (scripts/setup.sh installs it)");
+            let sha: String = sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+            build_base(&["--crictl", "/bin/busybox", "--crictl-sha256", &sha])
         })
         .clone()
+}
+
+fn build_base(args: &[&str]) -> String {
+    let lock = File::create(std::env::temp_dir().join("nodeimg-test-base-image.lock")).unwrap();
+    let start = Instant::now();
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let waited = start.elapsed();
+        assert!(waited < BUILD_LIMIT * 2, "the base image lock is still held after {waited:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = output_within(nodeimg().args(["build", "base-image"]).args(args), BUILD_LIMIT);
+    assert_success(&out, &format!("nodeimg build base-image {}", args.join(" ")));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 pub fn assert_success(out: &Output, what: &str) {

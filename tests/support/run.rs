@@ -71,12 +71,18 @@ impl Run {
         super::output_within(&mut self.build_command(args), BUILD_LIMIT)
     }
 
-    /// No container of the run is left and the scratch dir is empty.
+    /// No container or network of the run is left and the scratch dir is empty.
     pub fn assert_clean(&self) {
         let run_id = &self.run_id;
-        let left =
-            block_on(async { super::docker(run_id).await.list_containers(Some(run_id)).await.unwrap() });
+        let (left, networks) = block_on(async {
+            let docker = super::docker(run_id).await;
+            (
+                docker.list_containers(Some(run_id)).await.unwrap(),
+                docker.list_networks(Some(run_id)).await.unwrap(),
+            )
+        });
         assert!(left.is_empty(), "containers left: {left:?}");
+        assert!(networks.is_empty(), "networks left: {networks:?}");
         let scratch: Vec<_> =
             std::fs::read_dir(self.tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
         assert!(scratch.is_empty(), "scratch left behind: {scratch:?}");
