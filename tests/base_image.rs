@@ -132,16 +132,15 @@ fn crictl_in(image: &str) -> String {
     docker_cli(&["run", "--rm", "--entrypoint", "/bin/sh", image, "-c", script])
 }
 
-fn assert_crictl_image(run: &Run, binary_sha: &str, label_sha: &str, version: Option<&str>) {
-    let target = &run.target;
-    let inside = crictl_in(target);
+fn assert_crictl_image(image: &str, run: &Run, binary_sha: &str, label_sha: &str, version: Option<&str>) {
+    let inside = crictl_in(image);
     let mut lines = inside.lines();
     assert_eq!(lines.next(), Some(binary_sha), "{inside}");
     assert_eq!(lines.next(), Some("755"), "{inside}");
     assert!(inside.contains("runtime-endpoint: unix:///run/containerd/containerd.sock"), "{inside}");
     assert!(inside.contains("image-endpoint: unix:///run/containerd/containerd.sock"), "{inside}");
     let info = support::block_on(async {
-        support::docker(&run.run_id).await.inspect_image(target).await.unwrap().expect("the image exists")
+        support::docker(&run.run_id).await.inspect_image(image).await.unwrap().expect("the image exists")
     });
     assert_eq!(info.labels.get("io.nodeimg.crictl.sha256").map(String::as_str), Some(label_sha));
     assert_eq!(info.labels.get("io.nodeimg.crictl.version").map(String::as_str), version);
@@ -149,25 +148,15 @@ fn assert_crictl_image(run: &Run, binary_sha: &str, label_sha: &str, version: Op
     run.assert_clean();
 }
 
+/// The tests' shared base with `--crictl /bin/busybox` (a file): crictl where kind runs it,
+/// its config, its label, and a tag of its own.
 #[test]
-fn crictl_from_a_file_is_installed_with_its_config_and_label() {
+fn base_image_with_crictl_has_it_and_its_config() {
+    let image = support::base_image_with_crictl();
     let run = Run::new("crictl-file");
-    let (crictl, sha) = fake_crictl(&run);
-    let out = run.output(&[
-        "build",
-        "base-image",
-        "-i",
-        &run.target,
-        "--crictl",
-        crictl.to_str().unwrap(),
-        "--crictl-sha256",
-        &sha,
-    ]);
-    assert_success(&out, "build base-image --crictl FILE");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("installing crictl: /usr/local/bin/crictl"), "{stderr}");
-    assert!(!stderr.contains("no crictl"), "{stderr}");
-    assert_crictl_image(&run, &sha, &sha, None);
+    let sha = sha256_of(std::path::Path::new("/bin/busybox"));
+    assert_crictl_image(&image, &run, &sha, &sha, None);
+    assert_ne!(image, support::base_image(), "with and without crictl are different tags");
 }
 
 #[test]
@@ -202,7 +191,10 @@ fn crictl_from_a_release_tarball_url_is_unpacked() {
     ]);
     assert_success(&out, "build base-image --crictl URL");
     drop(crictl);
-    assert_crictl_image(&run, &binary_sha, &tarball_sha, Some("v1.30.0"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("installing crictl: /usr/local/bin/crictl (v1.30.0"), "{stderr}");
+    assert!(!stderr.contains("no crictl"), "{stderr}");
+    assert_crictl_image(&run.target, &run, &binary_sha, &tarball_sha, Some("v1.30.0"));
 }
 
 #[test]
