@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use nodeimg::progress::{Reporter, Verbosity};
-use support::{BUILD_LIMIT, Run, assert_success, fixtures, output_within, wait_for};
+use sha2::{Digest, Sha256};
+use support::{BUILD_LIMIT, Run, assert_success, docker_cli, fixtures, output_within, wait_for};
 
 #[test]
 fn base_image_has_kinds_configuration_in_one_layer() {
@@ -34,6 +35,7 @@ fn second_build_reuses_the_image() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("up to date"), "{stderr}");
     assert!(!stderr.contains("debootstrap bookworm"), "no debootstrap on a cache hit: {stderr}");
+    assert!(stderr.contains("no crictl: kind load reloads images every time"), "the note: {stderr}");
 }
 
 #[test]
@@ -108,4 +110,134 @@ fn dockerfile_build_goes_through_the_engine() {
         assert_eq!(info.labels.get("io.nodeimg.build"), Some(&run.run_id));
         run.assert_clean();
     });
+}
+
+/// A stand-in crictl: busybox-static, a small ELF executable, in the test's files.
+fn fake_crictl(run: &Run) -> (std::path::PathBuf, String) {
+    let path = run.files.path().join("crictl");
+    std::fs::copy("/bin/busybox", &path).expect("busybox-static is installed (scripts/setup.sh)");
+    let sha = sha256_of(&path);
+    (path, sha)
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// What the image holds at /usr/local/bin/crictl and /etc/crictl.yaml, read in a `--rm`
+/// container: `<sha256> <mode>` then the config.
+fn crictl_in(image: &str) -> String {
+    let script = "set -e; sha256sum /usr/local/bin/crictl | cut -d' ' -f1; \
+                  stat -c %a /usr/local/bin/crictl; cat /etc/crictl.yaml";
+    docker_cli(&["run", "--rm", "--entrypoint", "/bin/sh", image, "-c", script])
+}
+
+fn assert_crictl_image(image: &str, run: &Run, binary_sha: &str, label_sha: &str, version: Option<&str>) {
+    let inside = crictl_in(image);
+    let mut lines = inside.lines();
+    assert_eq!(lines.next(), Some(binary_sha), "{inside}");
+    assert_eq!(lines.next(), Some("755"), "{inside}");
+    assert!(inside.contains("runtime-endpoint: unix:///run/containerd/containerd.sock"), "{inside}");
+    assert!(inside.contains("image-endpoint: unix:///run/containerd/containerd.sock"), "{inside}");
+    let info = support::block_on(async {
+        support::docker(&run.run_id).await.inspect_image(image).await.unwrap().expect("the image exists")
+    });
+    assert_eq!(info.labels.get("io.nodeimg.crictl.sha256").map(String::as_str), Some(label_sha));
+    assert_eq!(info.labels.get("io.nodeimg.crictl.version").map(String::as_str), version);
+    assert_eq!(info.layers, 1, "crictl is in the one layer");
+    run.assert_clean();
+}
+
+/// The tests' shared base with `--crictl /bin/busybox` (a file): crictl where kind runs it,
+/// its config, its label, and a tag of its own.
+#[test]
+fn base_image_with_crictl_has_it_and_its_config() {
+    let image = support::base_image_with_crictl();
+    let run = Run::new("crictl-file");
+    let sha = sha256_of(std::path::Path::new("/bin/busybox"));
+    assert_crictl_image(&image, &run, &sha, &sha, None);
+    assert_ne!(image, support::base_image(), "with and without crictl are different tags");
+}
+
+#[test]
+fn crictl_from_a_release_tarball_url_is_unpacked() {
+    let run = Run::new("crictl-url");
+    let (crictl, binary_sha) = fake_crictl(&run);
+    let served = tempfile::tempdir().unwrap();
+    let name = "crictl-v1.30.0-linux-amd64.tar.gz";
+    let tarball = served.path().join(name);
+    let tar = output_within(
+        std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(run.files.path())
+            .arg("crictl"),
+        support::COMMAND_LIMIT,
+    );
+    assert_success(&tar, "tar -czf");
+    let tarball_sha = sha256_of(&tarball);
+    let server = fixtures::HttpServer::serve(served.path());
+    let url = format!("{}/{name}", server.url);
+    let out = run.output(&[
+        "build",
+        "base-image",
+        "-i",
+        &run.target,
+        "--crictl",
+        &url,
+        "--crictl-sha256",
+        &tarball_sha,
+    ]);
+    assert_success(&out, "build base-image --crictl URL");
+    drop(crictl);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("installing crictl: /usr/local/bin/crictl (v1.30.0"), "{stderr}");
+    assert!(!stderr.contains("no crictl"), "{stderr}");
+    assert_crictl_image(&run.target, &run, &binary_sha, &tarball_sha, Some("v1.30.0"));
+}
+
+#[test]
+fn bad_crictl_inputs_fail_in_one_line_and_leave_nothing() {
+    let run = Run::new("crictl-bad");
+    let (crictl, sha) = fake_crictl(&run);
+    let crictl = crictl.to_str().unwrap();
+    let wrong = "0".repeat(64);
+    let base = ["build", "base-image", "-i", &run.target];
+    let attempt = |extra: &[&str]| run.output(&[&base[..], extra].concat());
+
+    let line =
+        run.assert_failed(&attempt(&["--crictl", crictl, "--crictl-sha256", &wrong]), "sha256 mismatch");
+    assert!(
+        line.contains(crictl) && line.contains(&wrong) && line.contains(&sha),
+        "names both digests: {line}"
+    );
+
+    let script = run.files.path().join("not-elf");
+    std::fs::write(&script, "#!/bin/sh\necho crictl\n").unwrap();
+    let script_sha = sha256_of(&script);
+    let not_elf = script.to_str().unwrap();
+    let line =
+        run.assert_failed(&attempt(&["--crictl", not_elf, "--crictl-sha256", &script_sha]), "not an ELF");
+    assert!(line.contains(not_elf), "{line}");
+
+    let missing = run.files.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    run.assert_failed(&attempt(&["--crictl", missing, "--crictl-sha256", &sha]), "no such file");
+    run.assert_failed(&attempt(&["--crictl", crictl]), "needs --crictl-sha256");
+
+    // A URL with the wrong sha256: the download is refused and not kept in the cache.
+    let server = fixtures::HttpServer::serve(run.files.path());
+    let url = format!("{}/crictl", server.url);
+    let line =
+        run.assert_failed(&attempt(&["--crictl", &url, "--crictl-sha256", &wrong]), "checksum mismatch");
+    assert!(line.contains(&url) && line.contains(&sha), "{line}");
+    let cached: Vec<_> = walk(run.cache.path());
+    assert!(cached.is_empty(), "nothing cached: {cached:?}");
+    assert_eq!(run.labelled_images(), "", "no image of the run");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
 }

@@ -15,12 +15,14 @@ for cmd in bash systemctl containerd ctr runc iptables ip6tables ip conntrack so
 done
 for file in /sbin/init /usr/local/bin/entrypoint /usr/local/bin/kubelet-cgroup-root /opt/cni/bin/bridge /opt/cni/bin/host-local \
             /opt/cni/bin/loopback /opt/cni/bin/portmap /etc/containerd/config.toml \
-            /etc/systemd/system/kubelet.service /etc/systemd/system/kubelet.service.d/10-kubeadm.conf; do
+            /etc/systemd/system/kubelet.service /etc/systemd/system/kubelet.service.d/10-kubeadm.conf \
+            /etc/crictl.yaml; do
   [ -e "$file" ] || missing="$missing $file"
 done
 [ -d /kind ] || missing="$missing /kind"
 [ -z "$missing" ] || { echo "missing:$missing" >&2; exit 1; }
-echo "containerd $(containerd --version | cut -d' ' -f3), $(runc --version | head -n1)"
+crictl="no crictl"; [ ! -x /usr/local/bin/crictl ] || crictl="crictl installed"
+echo "containerd $(containerd --version | cut -d' ' -f3), $(runc --version | head -n1), $crictl"
 "#;
 
 pub async fn run(docker: &Docker, image: &str, reporter: &Reporter) -> Result<()> {

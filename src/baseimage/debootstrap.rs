@@ -7,6 +7,7 @@ use std::process::Stdio;
 use anyhow::{Context, Result, bail};
 
 use super::assets;
+use super::crictl::{self, Crictl};
 use super::rootfs::Rootfs;
 use crate::archive::image::{self, ImageConfig};
 use crate::docker::Docker;
@@ -18,15 +19,27 @@ pub const FALLBACK_MIRROR: &str = "http://deb.debian.org/debian";
 pub async fn build(
     suite: &str,
     mirror: &str,
+    crictl: Option<&Crictl>,
     config: &ImageConfig,
     docker: &Docker,
     reporter: &Reporter,
 ) -> Result<String> {
     preflight(suite, mirror).await?;
     let scratch = Rootfs::new().context("creating a scratch directory for the root filesystem")?;
+    // Before debootstrap: a wrong crictl fails in seconds, not after a minute of packages.
+    let crictl_binary = match crictl {
+        Some(c) => Some(crictl::prepare(c, scratch.path(), reporter).await.context("getting crictl")?),
+        None => None,
+    };
     let root = scratch.path().join("rootfs");
     run_debootstrap(&scratch, &root, suite, mirror, reporter).await?;
     add_files(&root).context("adding base-image/files")?;
+    if let (Some(binary), Some(crictl)) = (crictl_binary, crictl) {
+        let step = reporter.step("installing crictl");
+        crictl::install(&binary, &root).context("installing crictl in the root filesystem")?;
+        let version = crictl.version.as_deref().unwrap_or("version unknown");
+        step.finish(format!("/{} ({version}, sha256 {})", crictl::INSTALL_PATH, &crictl.sha256[..12]));
+    }
     run_setup(&scratch, &root, reporter).await?;
 
     let step = reporter.step("writing the image layer");

@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 
 use super::assets;
+use super::crictl::Crictl;
 use crate::archive;
 use crate::docker::Docker;
 use crate::progress::Reporter;
 
 pub async fn build(
     debian_image: &str,
+    crictl: Option<&Crictl>,
     labels: &[(&str, String)],
     docker: &Docker,
     reporter: &Reporter,
@@ -31,7 +33,7 @@ pub async fn build(
         }
         Ok(())
     });
-    let args = HashMap::from([("BASE_IMAGE".to_owned(), debian_image.to_owned())]);
+    let args = build_args(debian_image, crictl);
     let labels = labels.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let id = docker
         .build_image(context, args, labels, &mut |line| {
@@ -41,4 +43,44 @@ pub async fn build(
         .await?;
     step.finish(crate::docker::short_id(&id));
     Ok(id)
+}
+
+/// The Dockerfile's ARGs. Without crictl, CRICTL_VERSION stays empty and the Dockerfile
+/// skips the download; with one, the Dockerfile fetches upstream's release tarball of that
+/// version and checks it with `sha256sum -c`.
+fn build_args(debian_image: &str, crictl: Option<&Crictl>) -> HashMap<String, String> {
+    let mut args = HashMap::from([("BASE_IMAGE".to_owned(), debian_image.to_owned())]);
+    if let Some(Crictl { version: Some(version), sha256, .. }) = crictl {
+        args.insert("CRICTL_VERSION".to_owned(), version.clone());
+        args.insert("CRICTL_SHA256".to_owned(), sha256.clone());
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseimage::crictl::Input;
+
+    #[test]
+    fn crictl_reaches_the_dockerfile_as_build_args() {
+        let none = build_args("debian:12", None);
+        assert_eq!(none, HashMap::from([("BASE_IMAGE".to_owned(), "debian:12".to_owned())]));
+        let crictl = Crictl {
+            input: Input::Url(Crictl::release_url("v1.30.0", "amd64")),
+            sha256: "ab".repeat(32),
+            version: Some("v1.30.0".into()),
+        };
+        let args = build_args("debian:12", Some(&crictl));
+        assert_eq!(args["CRICTL_VERSION"], "v1.30.0");
+        assert_eq!(args["CRICTL_SHA256"], "ab".repeat(32));
+        let dockerfile = std::str::from_utf8(assets::get("Dockerfile").contents).unwrap();
+        for arg in args.keys() {
+            assert!(
+                dockerfile.lines().any(|l| l.starts_with(&format!("ARG {arg}"))),
+                "Dockerfile lacks ARG {arg}"
+            );
+        }
+        assert!(dockerfile.contains("sha256sum -c"), "the Dockerfile checks the tarball");
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod assets;
 mod check;
+pub mod crictl;
 mod debootstrap;
 mod dockerfile;
 mod rootfs;
@@ -12,6 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+pub use crictl::Crictl;
 pub use debootstrap::{default_mirror, mirror_from_apt_sources};
 
 use crate::archive::image::{self, ImageConfig};
@@ -34,6 +36,8 @@ pub struct BaseImageConfig {
     /// The name to give the result; by default one derived from the inputs.
     pub image: Option<String>,
     pub rebuild: bool,
+    /// The crictl to install; none leaves the image without one.
+    pub crictl: Option<Crictl>,
 }
 
 impl BaseImageConfig {
@@ -47,6 +51,11 @@ impl BaseImageConfig {
         match &self.source {
             Source::Debootstrap { suite, .. } => hash.update(format!("\0debootstrap\0{suite}")),
             Source::Dockerfile { debian_image } => hash.update(format!("\0dockerfile\0{debian_image}")),
+        }
+        // The sha256 pins crictl's content wherever it came from: with and without one (or
+        // with another) are different images, under different default tags.
+        if let Some(crictl) = &self.crictl {
+            hash.update(format!("\0crictl\0{}", crictl.sha256));
         }
         hex::encode(hash.finalize())[..16].to_owned()
     }
@@ -64,7 +73,25 @@ impl BaseImageConfig {
 
     /// Labels that describe the image's inputs.
     fn image_labels(&self) -> Vec<(&'static str, String)> {
-        vec![(LABEL_KEY, self.key()), (LABEL_SOURCE, self.source_name().to_owned())]
+        let mut labels = vec![(LABEL_KEY, self.key()), (LABEL_SOURCE, self.source_name().to_owned())];
+        if let Some(crictl) = &self.crictl {
+            labels.push((crictl::LABEL_SHA256, crictl.sha256.clone()));
+            if let Some(version) = &crictl.version {
+                labels.push((crictl::LABEL_VERSION, version.clone()));
+            }
+        }
+        labels
+    }
+
+    /// The one-line note for a build without crictl, naming the flag of its source.
+    fn no_crictl_note(&self) -> Option<String> {
+        let flag = match self.source {
+            Source::Debootstrap { .. } => "--crictl",
+            Source::Dockerfile { .. } => "--crictl-version",
+        };
+        self.crictl.is_none().then(|| {
+            format!("no crictl: kind load reloads images every time, kind export logs' crictl step fails; pass {flag}")
+        })
     }
 
     /// The image configuration as kind's base image has it (the Dockerfile says the same),
@@ -90,6 +117,7 @@ pub fn default_base_image() -> String {
         source: Source::Debootstrap { suite: "bookworm".into(), mirror: default_mirror() },
         image: None,
         rebuild: false,
+        crictl: None,
     };
     cfg.target()
 }
@@ -108,6 +136,9 @@ pub struct BaseImage {
 pub async fn build(cfg: &BaseImageConfig, docker: &Docker, reporter: &Reporter) -> Result<BaseImage> {
     let target = cfg.target();
     let started = Instant::now();
+    if let Some(note) = cfg.no_crictl_note() {
+        reporter.info(format!("note: {note}"));
+    }
     if !cfg.rebuild
         && let Some(existing) = docker.inspect_image(&target).await?
         && existing.labels.get(LABEL_KEY) == Some(&cfg.key())
@@ -118,14 +149,15 @@ pub async fn build(cfg: &BaseImageConfig, docker: &Docker, reporter: &Reporter) 
     }
     let id = match &cfg.source {
         Source::Debootstrap { suite, mirror } => {
-            debootstrap::build(suite, mirror, &cfg.image_config(docker), docker, reporter)
+            let crictl = cfg.crictl.as_ref();
+            debootstrap::build(suite, mirror, crictl, &cfg.image_config(docker), docker, reporter)
                 .await
                 .with_context(|| {
                     format!("building the base image with debootstrap ({suite} from {mirror})")
                 })?
         }
         Source::Dockerfile { debian_image } => {
-            dockerfile::build(debian_image, &cfg.image_labels(), docker, reporter)
+            dockerfile::build(debian_image, cfg.crictl.as_ref(), &cfg.image_labels(), docker, reporter)
                 .await
                 .with_context(|| format!("building base-image/Dockerfile from {debian_image}"))?
         }
@@ -159,6 +191,7 @@ mod tests {
             source: Source::Debootstrap { suite: suite.into(), mirror: "http://m/debian".into() },
             image: None,
             rebuild: false,
+            crictl: None,
         }
     }
 
@@ -177,6 +210,26 @@ mod tests {
         let dockerfile =
             BaseImageConfig { source: Source::Dockerfile { debian_image: "debian:12".into() }, ..cfg("x") };
         assert_ne!(dockerfile.key(), cfg("bookworm").key());
+    }
+
+    #[test]
+    fn crictl_enters_the_key_and_the_labels() {
+        let crictl = |sha: &str| Crictl {
+            input: crictl::Input::File("/tmp/crictl".into()),
+            sha256: sha.repeat(64),
+            version: Some("v1.30.0".into()),
+        };
+        let with = BaseImageConfig { crictl: Some(crictl("a")), ..cfg("bookworm") };
+        assert_ne!(with.key(), cfg("bookworm").key(), "with and without crictl share no tag");
+        assert_ne!(with.key(), BaseImageConfig { crictl: Some(crictl("b")), ..cfg("bookworm") }.key());
+        let elsewhere = Crictl { input: crictl::Input::Url("http://x/crictl".into()), ..crictl("a") };
+        assert_eq!(with.key(), BaseImageConfig { crictl: Some(elsewhere), ..cfg("bookworm") }.key());
+        let labels = with.image_labels();
+        assert!(labels.contains(&("io.nodeimg.crictl.sha256", "a".repeat(64))), "{labels:?}");
+        assert!(labels.contains(&("io.nodeimg.crictl.version", "v1.30.0".into())), "{labels:?}");
+        assert!(!cfg("bookworm").image_labels().iter().any(|(k, _)| k.contains("crictl")));
+        assert_eq!(with.no_crictl_note(), None);
+        assert!(cfg("bookworm").no_crictl_note().is_some_and(|n| n.ends_with("pass --crictl")));
     }
 
     #[test]

@@ -102,4 +102,17 @@ pub struct BaseImageArgs {
     /// Build even when an image from the same inputs already exists.
     #[arg(long)]
     pub rebuild: bool,
+    /// Install this crictl at /usr/local/bin/crictl (`kind load` and `kind export logs` run
+    /// it): a file, or an http(s) URL of upstream's crictl-VERSION-linux-ARCH.tar.gz or of a
+    /// bare binary. With --from debootstrap; needs --crictl-sha256.
+    #[arg(long, value_name = "FILE|URL", help_heading = "crictl")]
+    pub crictl: Option<String>,
+    /// Install upstream's crictl release VERSION (e.g. v1.30.0) from GitHub: fetched by the
+    /// Dockerfile with --from dockerfile, by nodeimg otherwise. Needs --crictl-sha256.
+    #[arg(long, value_name = "VERSION", help_heading = "crictl")]
+    pub crictl_version: Option<String>,
+    /// sha256 of what --crictl names (the .tar.gz or the binary) or of upstream's
+    /// crictl-VERSION-linux-ARCH.tar.gz for --crictl-version; a mismatch fails the build.
+    #[arg(long, value_name = "HEX", help_heading = "crictl")]
+    pub crictl_sha256: Option<String>,
 }

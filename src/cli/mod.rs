@@ -23,8 +23,13 @@ Examples:
   # Same, from an internal Debian mirror, under a name of your choice
   sudo nodeimg build base-image --mirror http://apt.internal/debian -i registry.internal/kind/base:v1
 
-  # Build base-image/Dockerfile through the Docker Engine (needs debian:bookworm-slim)
-  nodeimg build base-image --from dockerfile
+  # With crictl in the node (kind load and kind export logs run it): upstream's release
+  # tarball, on disk or at a URL, pinned by the sha256 upstream publishes beside it
+  sudo nodeimg build base-image --crictl ./crictl-v1.30.0-linux-amd64.tar.gz --crictl-sha256 HEX
+
+  # Build base-image/Dockerfile through the Docker Engine (needs debian:bookworm-slim);
+  # the Dockerfile fetches crictl itself, so it takes a version
+  nodeimg build base-image --from dockerfile --crictl-version v1.30.0 --crictl-sha256 HEX
 
   # Remove containers left behind by a killed nodeimg run
   nodeimg clean

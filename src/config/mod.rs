@@ -2,6 +2,7 @@
 //! pipelines. Every check that needs no daemon happens here, so a bad flag fails with one
 //! line before anything touches Docker.
 
+mod crictl;
 pub mod file;
 mod node_image;
 
@@ -45,6 +46,8 @@ pub enum ConfigError {
     File(String),
     #[error("invalid {flag} {given:?}: expected [registry/]name[:tag] in lowercase")]
     ExtraImage { flag: String, given: String },
+    #[error(transparent)]
+    Crictl(#[from] crictl::CrictlConfigError),
 }
 
 /// `build base-image`.
@@ -52,6 +55,7 @@ pub fn base_image(args: BaseImageArgs) -> Result<BaseImageConfig, ConfigError> {
     if let Some(image) = &args.image {
         validate_image(image)?;
     }
+    let crictl = crictl::crictl(&args)?;
     let source = match args.from {
         From::Debootstrap => {
             if args.debian_image.is_some() {
@@ -77,7 +81,7 @@ pub fn base_image(args: BaseImageArgs) -> Result<BaseImageConfig, ConfigError> {
             Source::Dockerfile { debian_image }
         }
     };
-    Ok(BaseImageConfig { source, image: args.image, rebuild: args.rebuild })
+    Ok(BaseImageConfig { source, image: args.image, rebuild: args.rebuild, crictl })
 }
 
 /// `verify IMAGE`.

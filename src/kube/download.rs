@@ -96,6 +96,22 @@ fn cache_path(url: &str, checksum: Option<&Checksum>) -> PathBuf {
 pub async fn fetch(url: &str, verify: bool, reporter: &Reporter) -> Result<PathBuf> {
     let client = client()?;
     let checksum = if verify { Some(published_checksum(&client, url).await?) } else { None };
+    fetch_checked(&client, url, checksum, "published", reporter).await
+}
+
+/// Downloads `url` (or reuses the cached copy), which must have the sha256 the user gave.
+pub async fn fetch_sha256(url: &str, sha256: &str, reporter: &Reporter) -> Result<PathBuf> {
+    fetch_checked(&client()?, url, Some(Checksum::Sha256(sha256.to_owned())), "expected", reporter).await
+}
+
+/// `fetch` against a known checksum; `origin` says where it came from, for the error.
+async fn fetch_checked(
+    client: &reqwest::Client,
+    url: &str,
+    checksum: Option<Checksum>,
+    origin: &str,
+    reporter: &Reporter,
+) -> Result<PathBuf> {
     let dest = cache_path(url, checksum.as_ref());
     if dest.is_file() {
         if let Some(sum) = &checksum {
@@ -111,13 +127,13 @@ pub async fn fetch(url: &str, verify: bool, reporter: &Reporter) -> Result<PathB
     }
     std::fs::create_dir_all(dest.parent().expect("cache path has a parent"))
         .with_context(|| format!("creating {}", cache_dir().display()))?;
-    let (sha512, sha256) = download(&client, url, &dest, reporter).await?;
+    let (sha512, sha256) = download(client, url, &dest, reporter).await?;
     if let Some(sum) = &checksum
         && !sum.matches(&sha512, &sha256)
     {
         std::fs::remove_file(&dest).ok();
         bail!(
-            "checksum mismatch for {url}: published {}, downloaded file has {}",
+            "checksum mismatch for {url}: {origin} {}, downloaded file has {}",
             sum.hex(),
             match sum {
                 Checksum::Sha512(_) => &sha512,
