@@ -301,9 +301,11 @@ async fn node_facts(docker: &Docker, node: &ClusterNode) -> Result<kubeadm::Node
     }
     let version = KubeVersion::parse(&version.stdout).context("reading /kind/version")?;
     let systemd_cgroup = containerd::read_config(docker, id).await?.systemd_cgroup()?;
+    // The node sees the host's cgroup version: cgroup v2 has cgroup.controllers at the root.
+    let cgroup_v1 = !run(docker, id, &["test", "-e", "/sys/fs/cgroup/cgroup.controllers"]).await?.success();
     let network = docker.container_network(id).await?;
     let ip = network.ip.ok_or_else(|| anyhow!("the node container has no IP address"))?;
-    Ok(kubeadm::NodeFacts { version, name: node.name.clone(), ip, systemd_cgroup })
+    Ok(kubeadm::NodeFacts { version, name: node.name.clone(), ip, systemd_cgroup, cgroup_v1 })
 }
 
 #[cfg(test)]
