@@ -41,7 +41,7 @@ fn process_alive(pid: u32) -> bool {
 
 pub async fn run(args: CleanArgs, reporter: &Reporter) -> Result<()> {
     let cfg = CleanConfig { all: args.all, dry_run: args.dry_run };
-    let docker = super::connect().await?;
+    let docker = super::connect(reporter).await?;
     for name in clean(cfg, &docker, reporter).await? {
         println!("{name}");
     }

@@ -53,6 +53,11 @@ pub enum Error {
         "cannot reach the Docker daemon at {host}: {reason} (is dockerd running? DOCKER_HOST selects another daemon)"
     )]
     Unreachable { host: String, reason: String },
+    #[error(
+        "the engine at {host} is {engine}: nodeimg needs Engine API {}.{} or newer (Docker 20.10, Podman 4.0)",
+        super::MIN_API.0, super::MIN_API.1
+    )]
+    ApiTooOld { host: String, engine: super::Engine },
     #[error("creating a container from {image}")]
     CreateContainer { image: String, source: Daemon },
     #[error("starting container {id}")]
@@ -133,7 +138,7 @@ impl Error {
             | ListNetworks { source }
             | Logs { source, .. }
             | Exec { source, .. } => Some(source),
-            Unreachable { .. } | ExecIo { .. } | Protocol { .. } => None,
+            Unreachable { .. } | ApiTooOld { .. } | ExecIo { .. } | Protocol { .. } => None,
         }
     }
 
