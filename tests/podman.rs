@@ -30,6 +30,12 @@ struct Podman {
 
 impl Podman {
     fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// `host_limits`: configure the containers' rlimits to what the host grants (else
+    /// Podman's defaults, which a host without CAP_SYS_RESOURCE refuses).
+    fn start_with(host_limits: bool) -> Self {
         let dir = tempfile::Builder::new().prefix("nodeimg-podman-").tempdir().unwrap();
         // Podman raises RLIMIT_NOFILE/NPROC of every container to 1048576/4194304; a host
         // without CAP_SYS_RESOURCE (this sandbox) refuses that ("error setting rlimit"). The
@@ -38,15 +44,12 @@ impl Podman {
         let pid_max: u64 =
             std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
         let conf = dir.path().join("containers.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "[containers]\ndefault_ulimits = [\"nofile={0}:{0}\", \"nproc={1}:{1}\"]\n",
-                hard_limit(libc::RLIMIT_NOFILE),
-                hard_limit(libc::RLIMIT_NPROC).min(pid_max)
-            ),
-        )
-        .unwrap();
+        let limits = format!(
+            "[containers]\ndefault_ulimits = [\"nofile={0}:{0}\", \"nproc={1}:{1}\"]\n",
+            hard_limit(libc::RLIMIT_NOFILE),
+            hard_limit(libc::RLIMIT_NPROC).min(pid_max)
+        );
+        std::fs::write(&conf, if host_limits { limits } else { String::new() }).unwrap();
         let socket = dir.path().join("podman.sock");
         let host = format!("unix://{}", socket.display());
         let log = std::fs::File::create(dir.path().join("service.log")).unwrap();
@@ -188,6 +191,22 @@ fn node_image_through_podman_round_trips_into_docker() {
     let release = fixtures::server_tarball(&Options::default());
     let base = base_into(&podman, &run);
 
+    // images list and images save: the plan and the bundle, through Podman.
+    let [tarball, flag, archive] = release.build_args();
+    let list = ["images", "list", tarball, "-b", &base, flag, archive];
+    let out = output_within(&mut podman.nodeimg(&run, &list), BUILD_LIMIT);
+    assert_success(&out, "images list through Podman");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().count(), 4 + fixtures::needed_images().len(), "{listed}");
+    assert!(listed.contains(&format!("registry.k8s.io/kube-apiserver:{VERSION}\tbuilt")), "{listed}");
+    let bundle = run.files.path().join("bundle.tar");
+    let save = ["images", "save", tarball, "-b", &base, flag, archive, "-o", bundle.to_str().unwrap()];
+    let out = output_within(&mut podman.nodeimg(&run, &save), BUILD_LIMIT);
+    assert_success(&out, "images save through Podman");
+    assert!(std::fs::metadata(&bundle).unwrap().len() > 0);
+    std::fs::remove_file(&bundle).unwrap();
+    run.assert_clean();
+
     let start = Instant::now();
     let mut build = podman.nodeimg(&run, &["build", "node-image", "-i", &run.target, "-b", &base]);
     let out = output_within(build.args(release.build_args()), BUILD_LIMIT);
@@ -233,6 +252,46 @@ fn node_image_through_podman_round_trips_into_docker() {
     assert_eq!(in_docker.labels, info.labels);
     assert_eq!(in_docker.entrypoint, info.entrypoint);
     assert_all_pinned(&images);
+
+    // verify as kind runs clusters on Podman: nodes boot (systemd, kind's boot line), then
+    // the fixture's kubeadm refuses `init`; the kept cluster is Podman's, and clean removes it.
+    let mut verify =
+        podman.nodeimg(&run, &["verify", &run.target, "--nodes", "2", "--keep", "--timeout", "60s"]);
+    let out = output_within(&mut verify, BUILD_LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(last.contains("kubeadm init") && last.contains("unsupported: init"), "{stderr}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.lines().any(|l| l.contains("boot") && l.ends_with("ok")),
+        "nodes booted:\n{report}\n{stderr}"
+    );
+    let running = podman.cli(&[
+        "ps",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=io.nodeimg.build={}", run.run_id),
+    ]);
+    assert_eq!(running.lines().count(), 2, "two nodes kept:\n{running}");
+    for node in running.lines() {
+        // kind's /var on Podman: a named volume mounted suid,dev (containerd unpacks there).
+        let var = podman.cli(&["exec", node, "sh", "-c", "grep ' /var ' /proc/self/mountinfo"]);
+        assert!(!var.contains("nosuid") && !var.contains("nodev") && var.contains("nodeimg-vol-"), "{var}");
+    }
+    let out = output_within(&mut podman.nodeimg(&run, &["clean"]), COMMAND_LIMIT);
+    assert_success(&out, "nodeimg clean through Podman");
+    let removed = String::from_utf8_lossy(&out.stdout);
+    for node in running.lines() {
+        assert!(removed.contains(node), "{node} removed:\n{removed}");
+    }
+    let left = podman.cli(&["ps", "--all", "--quiet"]);
+    assert_eq!(left.trim(), "", "no container left in Podman");
+    let networks = podman.cli(&["network", "ls", "--format", "{{.Name}}"]);
+    assert_eq!(networks.trim(), "podman", "only Podman's own network left");
+    assert_eq!(podman.cli(&["volume", "ls", "--quiet"]).trim(), "", "the nodes' volumes went with them");
 }
 
 /// `ctr images ls` in a throwaway node container of `image`.
@@ -253,5 +312,127 @@ fn assert_all_pinned(images: &str) {
                 .any(|l| l.starts_with(&format!("{name} ")) && l.contains("io.cri-containerd.pinned=pinned")),
             "{name} missing or unpinned:\n{images}"
         );
+    }
+}
+
+#[test]
+fn base_image_through_podman() {
+    let podman = Podman::start();
+    let run = Run::new("podman-base");
+    let name = format!("nodeimg-test/base-podman:{}", run.unique);
+    let start = Instant::now();
+    let out = output_within(&mut podman.nodeimg(&run, &["build", "base-image", "-i", &name]), BUILD_LIMIT);
+    assert_success(&out, "build base-image through Podman");
+    eprintln!("base image through Podman: {:?}", start.elapsed());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name);
+    let config = podman.cli(&[
+        "image",
+        "inspect",
+        &name,
+        "--format",
+        "{{json .Config.Entrypoint}} {{.Config.StopSignal}}",
+    ]);
+    assert_eq!(config.trim(), r#"["/usr/local/bin/entrypoint","/sbin/init"] SIGRTMIN+3"#);
+    // Found again by its name: a second build is a cache hit.
+    let out = output_within(&mut podman.nodeimg(&run, &["build", "base-image", "-i", &name]), COMMAND_LIMIT);
+    assert_success(&out, "build base-image through Podman, again");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("debootstrap"), "cached");
+    run.assert_clean();
+}
+
+#[test]
+fn a_missing_socket_is_one_error_line() {
+    let run = Run::new("podman-gone");
+    let dir = tempfile::tempdir().unwrap();
+    let host = format!("unix://{}", dir.path().join("podman.sock").display());
+    let mut cmd = run.command(&["images", "list", VERSION]);
+    let out = output_within(cmd.env("DOCKER_HOST", &host), COMMAND_LIMIT);
+    let line = assert_one_error_line(&out, &host);
+    assert!(line.contains("cannot reach"), "{line}");
+}
+
+#[test]
+fn an_engine_with_an_old_api_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("old.sock");
+    let _server = OldPodman::serve(&socket);
+    let run = Run::new("podman-old");
+    let host = format!("unix://{}", socket.display());
+    let mut cmd = run.command(&["clean"]);
+    let out = output_within(cmd.env("DOCKER_HOST", &host), COMMAND_LIMIT);
+    let line = assert_one_error_line(&out, &host);
+    assert!(line.contains("Podman 3.4.4 (API 1.40)") && line.contains("needs Engine API 1.41"), "{line}");
+}
+
+/// Where the host withholds CAP_SYS_RESOURCE (this sandbox), Podman's default rlimits cannot
+/// be applied: one line naming the step and the fix, not the runtime's words. Elsewhere
+/// there is nothing to refuse, and the test says so.
+#[test]
+fn podmans_default_limits_refused_is_one_error_line() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+    // Bit 24: CAP_SYS_RESOURCE.
+    if u64::from_str_radix(caps, 16).unwrap() & (1 << 24) != 0 {
+        eprintln!("skipped: this host grants CAP_SYS_RESOURCE, so Podman's default limits apply");
+        return;
+    }
+    let podman = Podman::start_with(false);
+    let run = Run::new("podman-limits");
+    let release = fixtures::server_tarball(&Options::default());
+    let base = base_into(&podman, &run);
+    let mut build = podman.nodeimg(&run, &["build", "node-image", "-i", &run.target, "-b", &base]);
+    let out = output_within(build.args(release.build_args()), BUILD_LIMIT);
+    let line = assert_one_error_line(&out, "creating the build container");
+    assert!(line.contains("Podman cannot raise") && line.contains("default_ulimits"), "{line}");
+    assert!(!line.contains("OCI"), "not the runtime's words: {line}");
+    assert_eq!(podman.cli(&["ps", "--all", "--quiet"]).trim(), "", "no container left");
+    assert_eq!(podman.cli(&["volume", "ls", "--quiet"]).trim(), "", "no volume left");
+}
+
+/// A Podman 3 stand-in: answers every request with its `/version` (API 1.40), one request
+/// per connection, until dropped.
+struct OldPodman {
+    socket: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OldPodman {
+    fn serve(socket: &Path) -> Self {
+        let listener = UnixListener::bind(socket).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let body = r#"{"Version":"3.4.4","ApiVersion":"1.40","MinAPIVersion":"1.24","Components":[{"Name":"Podman Engine","Version":"3.4.4","Details":{"APIVersion":"3.4.4"}}]}"#;
+            for stream in listener.incoming() {
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nApi-Version: 1.40\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(response.as_bytes()).ok();
+            }
+        });
+        OldPodman { socket: socket.to_owned(), stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for OldPodman {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the accept loop so it sees the flag.
+        std::os::unix::net::UnixStream::connect(&self.socket).ok();
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
     }
 }

@@ -75,7 +75,7 @@ impl Docker {
     }
 
     /// Loads a docker-save archive stream (`docker load`); returns what the daemon reports
-    /// loading (image IDs and tags).
+    /// loading (image IDs and tags, as a user would write them).
     pub async fn load_image<S>(&self, archive: S) -> Result<Vec<String>>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
@@ -91,11 +91,22 @@ impl Docker {
             for line in info.stream.iter().flat_map(|s| s.lines()) {
                 if let Some((_, what)) = line.split_once(": ").filter(|(k, _)| k.starts_with("Loaded image"))
                 {
-                    loaded.push(what.trim().to_owned());
+                    loaded.extend(self.loaded_names(what));
                 }
             }
         }
         Ok(loaded)
+    }
+
+    /// The names in one "Loaded image: …" line. Docker writes a line per name; Podman one
+    /// line for all, joined by commas, and qualified (`localhost/x` for a name without a
+    /// registry, which Podman finds again by `x`).
+    fn loaded_names(&self, what: &str) -> Vec<String> {
+        what.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| if self.engine.is_podman() { super::familiar(n) } else { n }.to_owned())
+            .collect()
     }
 
     /// Builds a Dockerfile from a build-context tar stream; returns the untagged image's ID.
@@ -178,7 +189,9 @@ impl Docker {
     }
 
     /// Tags that start with `prefix` (`nodeimg-verify:`, `nodeimg-tmp/`) on images nodeimg
-    /// created, with the images' labels. `pattern` is the daemon-side reference filter.
+    /// created, with the images' labels. `pattern` is the daemon-side reference filter; the
+    /// prefix is compared with the name as a user writes it (Podman reports
+    /// `docker.io/nodeimg-verify:…`), the tag returned as the engine reports it.
     pub async fn list_tags(
         &self,
         pattern: &str,
@@ -200,7 +213,10 @@ impl Docker {
             .into_iter()
             .flat_map(|i| {
                 let labels = i.labels;
-                i.repo_tags.into_iter().filter(|t| t.starts_with(prefix)).map(move |t| (t, labels.clone()))
+                i.repo_tags
+                    .into_iter()
+                    .filter(|t| super::familiar(t).starts_with(prefix))
+                    .map(move |t| (t, labels.clone()))
             })
             .collect())
     }

@@ -10,6 +10,7 @@ mod guard;
 mod image;
 mod labels;
 mod network;
+mod volume;
 
 pub use container::{CgroupNs, ContainerNetwork, ContainerSpec, ContainerSummary, short as short_id};
 pub use engine::{Engine, EngineKind, MIN_API, familiar};
@@ -22,6 +23,7 @@ pub use labels::{
     hostname as labels_hostname,
 };
 pub use network::NetworkSummary;
+pub use volume::VolumeSummary;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
