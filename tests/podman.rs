@@ -211,9 +211,19 @@ fn node_image_through_podman_round_trips_into_docker() {
     let mut build = podman.nodeimg(&run, &["build", "node-image", "-i", &run.target, "-b", &base]);
     let out = output_within(build.args(release.build_args()), BUILD_LIMIT);
     assert_success(&out, "build node-image through Podman");
-    eprintln!("build through Podman: {:?}", start.elapsed());
+    let through_podman = start.elapsed();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), run.target);
     run.assert_clean();
+    // The same build through Docker, for comparison (a name of its own, removed on drop).
+    let in_docker = fixtures::TestImage::new(&format!("{}-docker", run.target), "");
+    let start = Instant::now();
+    let mut build = run.command(&["build", "node-image", "-i", &in_docker.name, "-b", &base]);
+    assert_success(
+        &output_within(build.args(release.build_args()), BUILD_LIMIT),
+        "the same build through Docker",
+    );
+    eprintln!("build node-image: through Podman {through_podman:?}, through Docker {:?}", start.elapsed());
+    drop(in_docker);
 
     // In Podman's store (qualified the Podman way), with every image pinned inside.
     let listed = podman.cli(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
@@ -263,6 +273,8 @@ fn node_image_through_podman_round_trips_into_docker() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(last.contains("kubeadm init") && last.contains("unsupported: init"), "{stderr}");
+    let kept = stderr.lines().find(|l| l.contains("kept cluster ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(kept.contains("`podman exec ") && kept.contains("`nodeimg clean`"), "Podman's CLI: {kept}");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         report.lines().any(|l| l.contains("boot") && l.ends_with("ok")),
@@ -298,6 +310,9 @@ fn node_image_through_podman_round_trips_into_docker() {
 async fn pinned_images(docker: &Docker, image: &str) -> String {
     let id = support::with_containerd(docker, image).await;
     let images = docker.exec(&id, &["ctr", "-n", "k8s.io", "images", "ls"]).await.unwrap().stdout;
+    // Exit codes come through as they are (nodeimg judges every step by them).
+    let failed = docker.exec(&id, &["sh", "-c", "echo out; echo err >&2; exit 3"]).await.unwrap();
+    assert_eq!((failed.code, failed.stdout.as_str(), failed.stderr.as_str()), (3, "out\n", "err\n"));
     docker.remove_container(&id).await.unwrap();
     images
 }
