@@ -28,8 +28,22 @@ fn base_into(podman: &Podman, run: &Run) -> String {
         engine.contains("engine: Podman 4.") && engine.ends_with(&format!("at {}", podman.host)),
         "a line names the engine: {stderr}"
     );
+    let loaded = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(loaded.trim(), base, "printed as written, not as Podman's localhost/…");
     std::fs::remove_file(&archive).unwrap();
     base
+}
+
+/// The names in a docker-save archive's manifest.
+fn archive_tags(path: &std::path::Path) -> Vec<String> {
+    let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+    let entry = archive
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path().unwrap().to_str() == Some("manifest.json"));
+    let manifest: serde_json::Value = serde_json::from_reader(entry.expect("a manifest.json")).unwrap();
+    manifest[0]["RepoTags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect()
 }
 
 #[test]
@@ -38,6 +52,19 @@ fn node_image_through_podman_round_trips_into_docker() {
     let run = Run::new("podman");
     let release = fixtures::server_tarball(&Options::default());
     let base = base_into(&podman, &run);
+
+    // Loaded without a registry, Podman holds it as localhost/…; saved from Podman it still
+    // carries the name Docker loads as the base's own (Podman's temporary tag gone again).
+    let archive = run.files.path().join("base-from-podman.tar");
+    let out = output_within(
+        &mut podman.nodeimg(&run, &["save", &base, "-o", archive.to_str().unwrap()]),
+        BUILD_LIMIT,
+    );
+    assert_success(&out, "nodeimg save (base image, from Podman)");
+    assert_eq!(archive_tags(&archive), vec![format!("docker.io/{base}")]);
+    std::fs::remove_file(&archive).unwrap();
+    let names = podman.cli(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(names.trim(), format!("localhost/{base}"));
 
     // images list and images save: the plan and the bundle, through Podman.
     let [tarball, flag, archive] = release.build_args();
@@ -117,7 +144,6 @@ fn node_image_through_podman_round_trips_into_docker() {
         podman.nodeimg(&run, &["verify", &run.target, "--nodes", "2", "--keep", "--timeout", "60s"]);
     let out = output_within(&mut verify, BUILD_LIMIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(last.contains("kubeadm init") && last.contains("unsupported: init"), "{stderr}");

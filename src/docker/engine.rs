@@ -69,6 +69,18 @@ pub fn familiar(name: &str) -> &str {
     name
 }
 
+/// `name` (without a registry) as Docker reads it: on Docker Hub, official images under
+/// `library/`.
+pub fn docker_qualified(name: &str) -> String {
+    let first = name.split('/').next().unwrap_or_default();
+    let has_registry = name.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+    match (has_registry, name.contains('/')) {
+        (true, _) => name.to_owned(),
+        (false, true) => format!("docker.io/{name}"),
+        (false, false) => format!("docker.io/library/{name}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +131,16 @@ mod tests {
         assert_eq!(familiar("docker.io/kindest/node:v1"), "kindest/node:v1");
         assert_eq!(familiar("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
         assert_eq!(familiar("localhost:5000/x:1"), "localhost:5000/x:1");
+    }
+
+    #[test]
+    fn names_are_qualified_as_docker_reads_them() {
+        assert_eq!(docker_qualified("nodeimg/base:1"), "docker.io/nodeimg/base:1");
+        assert_eq!(docker_qualified("debian:bookworm"), "docker.io/library/debian:bookworm");
+        assert_eq!(docker_qualified("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
+        assert_eq!(docker_qualified("localhost:5000/x:1"), "localhost:5000/x:1");
+        for name in ["nodeimg/base:1", "debian:bookworm"] {
+            assert_eq!(familiar(&docker_qualified(name)), name);
+        }
     }
 }

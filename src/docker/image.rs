@@ -23,6 +23,8 @@ pub struct ImageInfo {
     pub env: Vec<String>,
     pub stop_signal: Option<String>,
     pub layers: usize,
+    /// The names the engine holds it under, as it reports them (Podman's are qualified).
+    pub names: Vec<String>,
 }
 
 impl Docker {
@@ -40,6 +42,7 @@ impl Docker {
                     env: config.env.unwrap_or_default(),
                     stop_signal: config.stop_signal,
                     layers: img.root_fs.and_then(|r| r.layers).map(|l| l.len()).unwrap_or_default(),
+                    names: img.repo_tags.unwrap_or_default(),
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),
@@ -230,6 +233,28 @@ impl Docker {
             Err(e) if is_not_found(&e) => Ok(true),
             Err(e) => Err(Error::RemoveImage { name: short(id).into(), source: Daemon(e) }),
         }
+    }
+
+    /// The name to save `name` (inspected as `info`) under, so that the archive loads into
+    /// Docker as `name`, and a temporary tag to remove after the save. Podman holds an image
+    /// loaded without a registry as `localhost/x` and writes that into archives, which Docker
+    /// would load as `localhost/x`; saved under `docker.io/…` (Docker's reading of `x`), it
+    /// loads as `x` into either engine. Only when that name is free or already this image's.
+    pub async fn portable_name(&self, name: &str, info: &ImageInfo) -> Result<(String, Option<String>)> {
+        let short = super::familiar(name);
+        let local = format!("localhost/{short}");
+        if !self.engine.is_podman() || name.starts_with("localhost/") || !info.names.contains(&local) {
+            return Ok((name.to_owned(), None));
+        }
+        let qualified = super::engine::docker_qualified(short);
+        if info.names.contains(&qualified) {
+            return Ok((qualified, None));
+        }
+        if self.image_exists(&qualified).await? {
+            return Ok((name.to_owned(), None));
+        }
+        self.tag_image(&info.id, &qualified).await?;
+        Ok((qualified.clone(), Some(qualified)))
     }
 
     /// `docker save` as a byte stream (a docker-archive tar), read as the consumer pulls it.
