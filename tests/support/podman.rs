@@ -57,6 +57,8 @@ impl Podman {
             .stderr(log)
             .spawn()
             .expect("podman is installed (scripts/setup.sh)");
+        // From here the drop removes what the service leaves on the host.
+        HostTraces::enter();
         let podman = Podman { child: Some(child), dir: Some(dir), host };
         let start = Instant::now();
         while !ping(&socket) {
@@ -113,6 +115,37 @@ impl Drop for Podman {
             Command::new("umount").args(["-l", &m]).status().ok();
         }
         dir.close().ok();
+        HostTraces::leave();
+    }
+}
+
+/// What Podman writes outside the flags' dirs whatever they say: containers/image's blob
+/// info cache (root's is always /var/lib/containers/cache) and CNI's lock in /etc/cni/net.d.
+/// Those that were not there when the first service of this process started are removed
+/// when the last one stops (services of parallel tests share them).
+const HOST_TRACES: [&str; 2] = ["/var/lib/containers", "/etc/cni/net.d/cni.lock"];
+
+struct HostTraces;
+
+static TRACES: std::sync::Mutex<(usize, Vec<&str>)> = std::sync::Mutex::new((0, Vec::new()));
+
+impl HostTraces {
+    fn enter() {
+        let mut traces = TRACES.lock().unwrap_or_else(|p| p.into_inner());
+        if traces.0 == 0 {
+            traces.1 = HOST_TRACES.into_iter().filter(|p| !Path::new(p).exists()).collect();
+        }
+        traces.0 += 1;
+    }
+
+    fn leave() {
+        let mut traces = TRACES.lock().unwrap_or_else(|p| p.into_inner());
+        traces.0 -= 1;
+        if traces.0 == 0 {
+            for path in traces.1.drain(..) {
+                std::fs::remove_dir_all(path).or_else(|_| std::fs::remove_file(path)).ok();
+            }
+        }
     }
 }
 
