@@ -64,7 +64,7 @@ pub async fn verify(cfg: &VerifyConfig, docker: &Docker, reporter: &Reporter) ->
         diagnose::diagnose(docker, &cluster.control_plane().node.id, reporter).await;
     }
     if cluster.keep {
-        reporter.info(cluster::kept_message(&cluster));
+        reporter.info(cluster::kept_message(&cluster, docker.engine()));
         return (report, result);
     }
     let cleanup = cluster::remove(docker, &cluster).await.context("removing the cluster");
