@@ -116,6 +116,29 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     assert!(report["stages"].as_array().unwrap().iter().all(|s| s["passed"] == true));
     assert_nothing_left(&run, &volumes_before);
 
+    // The same image through Podman (issue 15): saved from Docker, loaded into a Podman
+    // service of the test's own (its store in a temp dir), verified there as kind on Podman
+    // would run it.
+    {
+        let podman = support::podman::Podman::start();
+        let archive = run.files.path().join("real-node.tar");
+        let archive = archive.to_str().unwrap();
+        assert_success(&run.output(&["save", target, "-o", archive]), "nodeimg save");
+        let load = output_within(&mut podman.nodeimg(&run, &["load", "-i", archive]), REAL_LIMIT);
+        assert_success(&load, "nodeimg load into Podman");
+        std::fs::remove_file(archive).unwrap();
+        let started = Instant::now();
+        let verify = ["verify", target, "--cni", "default", "--output", "json"];
+        let out = output_within(&mut podman.nodeimg(&run, &verify), REAL_LIMIT);
+        assert_success(&out, "nodeimg verify through Podman");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["passed"], true, "{report}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("engine: Podman"), "{stderr}");
+        eprintln!("verified through Podman in {:?}: {report}", started.elapsed());
+    }
+    assert_nothing_left(&run, &volumes_before);
+
     // A kubelet that exits at once: kubeadm init gives up after the timeout, the check
     // names that stage, and the node goes away all the same.
     let broken = format!("{target}-broken-kubelet");
