@@ -13,6 +13,9 @@ pub struct Stage {
     pub name: &'static str,
     pub seconds: f64,
     pub passed: bool,
+    /// Why the stage checked nothing (it still counts as passed: nothing was found wrong).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -50,11 +53,18 @@ impl Report {
     }
 
     pub fn passed(&mut self, name: &'static str, took: Duration) {
-        self.stages.push(Stage { name, seconds: round(took), passed: true });
+        self.stages.push(Stage { name, seconds: round(took), passed: true, skipped: None });
+    }
+
+    /// Marks the last stage as one that checked nothing, and why.
+    pub fn skipped(&mut self, why: String) {
+        if let Some(stage) = self.stages.last_mut() {
+            stage.skipped = Some(why);
+        }
     }
 
     pub fn failed(&mut self, name: &'static str, took: Duration) {
-        self.stages.push(Stage { name, seconds: round(took), passed: false });
+        self.stages.push(Stage { name, seconds: round(took), passed: false, skipped: None });
     }
 
     /// Records how the check ended (`error` is None when every stage passed).
@@ -86,7 +96,11 @@ impl Report {
         }
         out.push_str(")\n");
         for stage in &self.stages {
-            let mark = if stage.passed { "ok" } else { "FAILED" };
+            let mark = match (&stage.skipped, stage.passed) {
+                (Some(why), _) => format!("skipped: {why}"),
+                (None, true) => "ok".to_owned(),
+                (None, false) => "FAILED".to_owned(),
+            };
             let _ = writeln!(out, "  {:<14}{:>8.1}s  {mark}", stage.name, stage.seconds);
         }
         let _ = writeln!(out, "  {:<14}{:>8.1}s", "total", self.total_seconds());
@@ -124,6 +138,20 @@ mod tests {
         assert_eq!(v["stages"][2]["passed"], false);
         assert_eq!(v["total_seconds"], 79.1);
         assert_eq!(v["error"], "API ready: timed out");
+    }
+
+    #[test]
+    fn a_skipped_stage_says_why() {
+        let mut r = report();
+        r.passed("DNS", Duration::from_millis(200));
+        r.skipped("the node's own resolver (nameserver 10.0.0.1) does not know the node names".into());
+        r.finish(None);
+        assert!(
+            r.to_text().lines().any(|l| l.contains("DNS") && l.contains("skipped: the node's own resolver"))
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert!(v["stages"][2]["skipped"].as_str().unwrap().contains("nameserver 10.0.0.1"));
+        assert!(v["stages"][0].get("skipped").is_none(), "only a skipped stage carries it");
     }
 
     #[test]
