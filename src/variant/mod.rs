@@ -1,0 +1,211 @@
+//! `nodeimg build node-variant` and `nodeimg images add`: an existing node image with one
+//! thing changed (a binary, a file, more images), without rebuilding it. One pipeline,
+//! [`run`]: a build container from the node image, the changes, one commit with the node
+//! image's own entrypoint, command, stop signal and labels, and the target tag only on
+//! success (after `--verify` when asked). The source image and its tags are never touched.
+
+pub mod contents;
+pub mod elf;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::archive;
+use crate::docker::{ContainerGuard, ContainerSpec, Docker, ImageInfo, quote, short_id};
+use crate::node::{containerd, files};
+use crate::nodeimage::{ImageSources, archives, check_then_tag, sources};
+use crate::progress::Reporter;
+
+/// The ID of the image a variant was made from.
+pub const LABEL_VARIANT_OF: &str = "io.nodeimg.variant.of";
+/// What makes an image a node image: kind reads it, every build writes it.
+pub const KIND_VERSION: &str = "/kind/version";
+
+/// A Kubernetes binary for /usr/bin, with the architecture its ELF header names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binary {
+    /// `kubeadm`, `kubelet` or `kubectl`.
+    pub name: &'static str,
+    pub path: PathBuf,
+    pub arch: &'static str,
+}
+
+/// A validated `build node-variant` (or `images add`).
+#[derive(Clone, Debug)]
+pub struct VariantConfig {
+    /// The node image to start from.
+    pub from: String,
+    /// The variant's name; may be `from` itself (`images add` without `-i`).
+    pub image: String,
+    pub binaries: Vec<Binary>,
+    /// `--with-path SRC:DST`, DST absolute.
+    pub paths: Vec<(PathBuf, String)>,
+    /// `--with-images` as archives, `--with-image` as extra images, mirrors, `--offline`.
+    pub images: ImageSources,
+    pub check: Option<crate::verify::VerifyConfig>,
+}
+
+#[derive(Debug)]
+pub struct Variant {
+    pub reference: String,
+    pub id: String,
+    pub from_id: String,
+    pub version: String,
+    pub added: Vec<sources::Planned>,
+}
+
+/// The pipeline. Only a fully successful run creates or moves the target tag.
+pub async fn run(cfg: &VariantConfig, docker: &Docker, reporter: &Reporter) -> Result<Variant> {
+    // 1. The node image's architecture and config, from the engine.
+    let source = docker
+        .inspect_image(&cfg.from)
+        .await?
+        .ok_or_else(|| anyhow!("--from-node {}: no such image in the engine", cfg.from))?;
+    // 2. Binaries for another architecture are refused before anything is written.
+    for b in &cfg.binaries {
+        if b.arch != source.architecture {
+            bail!(
+                "--with-{} {}: an {} binary, but {} is {}",
+                b.name,
+                b.path.display(),
+                b.arch,
+                cfg.from,
+                source.architecture
+            );
+        }
+    }
+    // 3. The images to add and where each comes from, as a build plans them: --offline
+    //    fails here, naming every image it cannot find.
+    let platform = format!("linux/{}", source.architecture);
+    let found = archives::collect(&cfg.images.archive_files, &cfg.images.archive_dirs)?;
+    let archives = archives::index_all(&found).context("reading --with-images")?;
+    let mut wanted: Vec<String> = archives.iter().flat_map(|a| a.images.keys().cloned()).collect();
+    wanted.extend(cfg.images.extra.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    wanted.retain(|i| seen.insert(i.clone()));
+    let plan = sources::plan(docker, &[], &wanted, &archives, &cfg.images, &platform)
+        .await
+        .context("planning the images to add")?;
+    sources::check_offline(&plan)?;
+    // 4. The build container, from the node image by ID (its tag may move meanwhile); an
+    //    image without /kind/version is no node image, seen before the container starts.
+    let container = create_container(docker, &source.id).await.context("creating the build container")?;
+    let id = container.id().to_owned();
+    if !docker.path_exists(&id, KIND_VERSION).await? {
+        bail!("--from-node {}: not a node image (it has no {KIND_VERSION})", cfg.from);
+    }
+    docker.start_container(&id).await.context("starting the build container")?;
+    let version = files::read(docker, &id, KIND_VERSION).await?.trim().to_owned();
+    // 5. kubeadm, kubelet, kubectl into /usr/bin.
+    add_files(docker, &id, &cfg.binaries, &cfg.paths, reporter).await.context("copying the files in")?;
+    // 6. The images, imported and pinned as a build does. containerd runs only for them, so
+    //    a variant of a binary leaves containerd's state as it was.
+    if !plan.is_empty() {
+        let step = reporter.step("starting containerd in the build container");
+        containerd::start(docker, &id).await?;
+        step.finish("ready");
+        let step = reporter.step(format!("importing {} images ({})", plan.len(), sources::summary(&plan)));
+        sources::import(docker, &id, &plan, &[], &archives, &platform, reporter)
+            .await
+            .context("importing the images")?;
+        step.finish("pinned");
+        containerd::stop(docker, &id).await?;
+    }
+    // 7. Commit with the node image's own config, check (--verify), and only then tag.
+    let step = reporter.step("committing the variant");
+    let image_id = docker.commit(&id, &changes(&source)).await.context("committing the variant")?;
+    step.finish(short_id(&image_id));
+    check_then_tag(docker, &image_id, Some(container), &cfg.image, cfg.check.as_ref(), reporter).await?;
+    Ok(Variant { reference: cfg.image.clone(), id: image_id, from_id: source.id, version, added: plan })
+}
+
+async fn create_container(docker: &Docker, image_id: &str) -> Result<ContainerGuard> {
+    let mut spec = ContainerSpec::idle(image_id);
+    // As the build container: containerd runs in it for the imports.
+    spec.security_opt = vec!["seccomp=unconfined".into()];
+    let id = docker.create_container(&spec).await?;
+    Ok(ContainerGuard::new(docker, id))
+}
+
+/// Every binary and `--with-path` in one streamed tar, unpacked at `/`.
+async fn add_files(
+    docker: &Docker,
+    id: &str,
+    binaries: &[Binary],
+    paths: &[(PathBuf, String)],
+    reporter: &Reporter,
+) -> Result<()> {
+    if binaries.is_empty() && paths.is_empty() {
+        return Ok(());
+    }
+    let step = reporter.step(format!("copying {} file(s) in", binaries.len() + paths.len()));
+    let binaries: Vec<(PathBuf, PathBuf)> =
+        binaries.iter().map(|b| (b.path.clone(), Path::new("usr/bin").join(b.name))).collect();
+    let paths: Vec<(PathBuf, PathBuf)> =
+        paths.iter().map(|(src, dst)| (src.clone(), PathBuf::from(dst.trim_start_matches('/')))).collect();
+    let tar = archive::tar_stream(move |tar| {
+        for (src, dst) in &binaries {
+            archive::append_file(tar, src, dst, 0o755)?;
+        }
+        for (src, dst) in &paths {
+            if src.is_dir() {
+                tar.follow_symlinks(false);
+                tar.append_dir_all(dst, src)?;
+            } else {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(src)?.permissions().mode() & 0o7777;
+                archive::append_file(tar, src, dst, mode)?;
+            }
+        }
+        Ok(())
+    });
+    docker.upload(id, "/", tar).await?;
+    step.finish("done");
+    Ok(())
+}
+
+/// The node image's own entrypoint, command, stop signal and labels (the build container
+/// idles under another entrypoint), and where the variant came from. The run's labels are
+/// added by the commit and replace the source's.
+fn changes(source: &ImageInfo) -> Vec<String> {
+    let json = |v: &[String]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+    let mut changes = vec![format!("ENTRYPOINT {}", json(&source.entrypoint))];
+    // After ENTRYPOINT, which resets the command.
+    if !source.cmd.is_empty() {
+        changes.push(format!("CMD {}", json(&source.cmd)));
+    }
+    if let Some(signal) = &source.stop_signal {
+        changes.push(format!("STOPSIGNAL {signal}"));
+    }
+    let mut labels: Vec<(&String, &String)> = source.labels.iter().collect();
+    labels.sort();
+    changes.extend(labels.into_iter().map(|(k, v)| format!("LABEL {k}={}", quote(v))));
+    changes.push(format!("LABEL {LABEL_VARIANT_OF}={}", quote(&source.id)));
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_keep_the_node_images_config() {
+        let source = ImageInfo {
+            id: "sha256:abc".into(),
+            entrypoint: vec!["/usr/local/bin/entrypoint".into(), "/sbin/init".into()],
+            stop_signal: Some("SIGRTMIN+3".into()),
+            labels: [("io.nodeimg.kubernetes.version".to_owned(), "v1.30.0".to_owned())].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            changes(&source),
+            vec![
+                r#"ENTRYPOINT ["/usr/local/bin/entrypoint","/sbin/init"]"#,
+                "STOPSIGNAL SIGRTMIN+3",
+                r#"LABEL io.nodeimg.kubernetes.version="v1.30.0""#,
+                r#"LABEL io.nodeimg.variant.of="sha256:abc""#,
+            ]
+        );
+    }
+}
