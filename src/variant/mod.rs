@@ -90,7 +90,7 @@ pub async fn run(cfg: &VariantConfig, docker: &Docker, reporter: &Reporter) -> R
     sources::check_offline(&plan)?;
     // 4. The build container, from the node image by ID (its tag may move meanwhile); an
     //    image without /kind/version is no node image, seen before the container starts.
-    let container = create_container(docker, &source.id).await.context("creating the build container")?;
+    let container = create_container(docker, &source).await.context("creating the build container")?;
     let id = container.id().to_owned();
     if !docker.path_exists(&id, KIND_VERSION).await? {
         bail!("--from-node {}: not a node image (it has no {KIND_VERSION})", cfg.from);
@@ -120,8 +120,11 @@ pub async fn run(cfg: &VariantConfig, docker: &Docker, reporter: &Reporter) -> R
     Ok(Variant { reference: cfg.image.clone(), id: image_id, from_id: source.id, version, added: plan })
 }
 
-async fn create_container(docker: &Docker, image_id: &str) -> Result<ContainerGuard> {
-    let mut spec = ContainerSpec::idle(image_id);
+async fn create_container(docker: &Docker, source: &ImageInfo) -> Result<ContainerGuard> {
+    let mut spec = ContainerSpec::idle(&source.id);
+    // The engine takes no STOPSIGNAL among a commit's changes: the container carries the
+    // node image's into the commit (systemd's SIGRTMIN+3 for kind).
+    spec.stop_signal = source.stop_signal.clone();
     // As the build container: containerd runs in it for the imports.
     spec.security_opt = vec!["seccomp=unconfined".into()];
     let id = docker.create_container(&spec).await?;
@@ -165,8 +168,8 @@ async fn add_files(
     Ok(())
 }
 
-/// The node image's own entrypoint, command, stop signal and labels (the build container
-/// idles under another entrypoint), and where the variant came from. The run's labels are
+/// The node image's own entrypoint, command and labels (the build container idles under
+/// another entrypoint; the stop signal comes with the container), and where the variant came from. The run's labels are
 /// added by the commit and replace the source's.
 fn changes(source: &ImageInfo) -> Vec<String> {
     let json = |v: &[String]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
@@ -174,9 +177,6 @@ fn changes(source: &ImageInfo) -> Vec<String> {
     // After ENTRYPOINT, which resets the command.
     if !source.cmd.is_empty() {
         changes.push(format!("CMD {}", json(&source.cmd)));
-    }
-    if let Some(signal) = &source.stop_signal {
-        changes.push(format!("STOPSIGNAL {signal}"));
     }
     let mut labels: Vec<(&String, &String)> = source.labels.iter().collect();
     labels.sort();
@@ -202,7 +202,6 @@ mod tests {
             changes(&source),
             vec![
                 r#"ENTRYPOINT ["/usr/local/bin/entrypoint","/sbin/init"]"#,
-                "STOPSIGNAL SIGRTMIN+3",
                 r#"LABEL io.nodeimg.kubernetes.version="v1.30.0""#,
                 r#"LABEL io.nodeimg.variant.of="sha256:abc""#,
             ]
