@@ -160,3 +160,44 @@ fn refusals_write_nothing() {
     let now = support::block_on(docker.inspect_image(&source.target)).unwrap().unwrap().id;
     assert_eq!(now, old, "the node image's tag is untouched");
 }
+
+#[test]
+fn upgrade_artifacts_go_under_kind_upgrade_with_their_images_pinned() {
+    let run = Run::new("variant-upgrade");
+    let release = fixtures::server_tarball(&Options::default());
+    assert_success(&run.build(&release.build_args()), "build node-image");
+    let next = fixtures::server_tarball(&Options { version: Some("v1.30.1"), ..Default::default() });
+    let variant = format!("nodeimg-test/node:upgrade-{}", run.unique);
+    let _variant = RemoveImage(variant.clone());
+    let out = run.output(&[
+        "build",
+        "node-variant",
+        "--from-node",
+        &run.target,
+        "-i",
+        &variant,
+        "--with-upgrade-artifacts",
+        next.tarball.to_str().unwrap(),
+    ]);
+    assert_success(&out, "build node-variant --with-upgrade-artifacts");
+    run.assert_clean();
+    let docker = support::block_on(support::docker(&run.run_id));
+    let (before, after) =
+        support::block_on(async { (sums(&docker, &run.target).await, sums(&docker, &variant).await) });
+    assert_eq!(before, after, "the node's own binaries and version are unchanged");
+    let upgrade = support::block_on(async {
+        let id = docker.create_container(&nodeimg::docker::ContainerSpec::idle(&variant)).await.unwrap();
+        docker.start_container(&id).await.unwrap();
+        let out =
+            docker.exec(&id, &["sh", "-c", "ls /kind/upgrade/v1.30.1; /kind/upgrade/v1.30.1/kubelet"]).await;
+        docker.remove_container(&id).await.unwrap();
+        out.unwrap().stdout
+    });
+    assert_eq!(upgrade, "kubeadm\nkubectl\nkubelet\nKubernetes v1.30.1\n");
+    let listed = list(&run, &variant);
+    for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"] {
+        let line = listed.lines().find(|l| l.starts_with(&format!("registry.k8s.io/{c}:v1.30.1\t")));
+        assert!(line.is_some_and(|l| l.ends_with("\tpinned")), "{c} v1.30.1 pinned:\n{listed}");
+        assert!(listed.contains(&format!("registry.k8s.io/{c}:v1.30.0\t")), "{c} v1.30.0 kept:\n{listed}");
+    }
+}

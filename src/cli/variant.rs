@@ -48,6 +48,11 @@ pub struct NodeVariantArgs {
     /// Copy a file or directory of this machine to DST (absolute) in the node (repeatable).
     #[arg(long, value_name = "SRC:DST")]
     pub with_path: Vec<String>,
+    /// A second Kubernetes release, for upgrade tests: a release tarball or an extracted
+    /// kubernetes/ directory (with kubernetes/server/bin). Its kubeadm, kubelet and kubectl go
+    /// to /kind/upgrade/<version>/, its control-plane images into containerd, pinned.
+    #[arg(long, value_name = "SOURCE")]
+    pub with_upgrade_artifacts: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub common: VariantOptions,
 }

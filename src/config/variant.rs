@@ -46,7 +46,11 @@ pub fn node_variant(args: NodeVariantArgs) -> Result<VariantConfig, ConfigError>
         exists("--with-images", path)?;
         if path.is_dir() { &mut images.archive_dirs } else { &mut images.archive_files }.push(path.clone());
     }
-    if binaries.is_empty() && paths.is_empty() && images.extra.is_empty() && args.with_images.is_empty() {
+    if let Some(path) = &args.with_upgrade_artifacts {
+        exists("--with-upgrade-artifacts", path)?;
+    }
+    let nothing = args.with_images.is_empty() && args.with_upgrade_artifacts.is_none();
+    if binaries.is_empty() && paths.is_empty() && images.extra.is_empty() && nothing {
         return Err(VariantError::Nothing.into());
     }
     Ok(VariantConfig {
@@ -55,6 +59,7 @@ pub fn node_variant(args: NodeVariantArgs) -> Result<VariantConfig, ConfigError>
         binaries,
         paths,
         images,
+        upgrade: args.with_upgrade_artifacts,
         check: checked_if(args.common.verify, args.common.verify_options)?,
     })
 }
@@ -75,6 +80,7 @@ pub fn images_add(args: ImagesAddArgs) -> Result<VariantConfig, ConfigError> {
         binaries: vec![],
         paths: vec![],
         images,
+        upgrade: None,
         check: checked_if(args.common.verify, args.common.verify_options)?,
     })
 }

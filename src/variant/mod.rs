@@ -6,6 +6,7 @@
 
 pub mod contents;
 pub mod elf;
+pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,8 @@ pub struct VariantConfig {
     pub paths: Vec<(PathBuf, String)>,
     /// `--with-images` as archives, `--with-image` as extra images, mirrors, `--offline`.
     pub images: ImageSources,
+    /// `--with-upgrade-artifacts`: a release tarball or extracted `kubernetes/` directory.
+    pub upgrade: Option<PathBuf>,
     pub check: Option<crate::verify::VerifyConfig>,
 }
 
@@ -84,7 +87,18 @@ pub async fn run(cfg: &VariantConfig, docker: &Docker, reporter: &Reporter) -> R
     wanted.extend(cfg.images.extra.iter().cloned());
     let mut seen = std::collections::HashSet::new();
     wanted.retain(|i| seen.insert(i.clone()));
-    let plan = sources::plan(docker, &[], &wanted, &archives, &cfg.images, &platform)
+    //    The upgrade release's images are imported from its tars, as a build's built ones.
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let upgrade = match &cfg.upgrade {
+        Some(path) => Some(
+            upgrade::read(path, &source.architecture, scratch.path(), reporter)
+                .await
+                .with_context(|| format!("reading --with-upgrade-artifacts {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let built = upgrade.as_ref().map(|u| u.images.clone()).unwrap_or_default();
+    let plan = sources::plan(docker, &built, &wanted, &archives, &cfg.images, &platform)
         .await
         .context("planning the images to add")?;
     sources::check_offline(&plan)?;
@@ -97,8 +111,19 @@ pub async fn run(cfg: &VariantConfig, docker: &Docker, reporter: &Reporter) -> R
     }
     docker.start_container(&id).await.context("starting the build container")?;
     let version = files::read(docker, &id, KIND_VERSION).await?.trim().to_owned();
-    // 5. kubeadm, kubelet, kubectl into /usr/bin.
-    add_files(docker, &id, &cfg.binaries, &cfg.paths, reporter).await.context("copying the files in")?;
+    // 5. kubeadm, kubelet, kubectl into /usr/bin, --with-path, the upgrade binaries.
+    let mut copies: Vec<(PathBuf, PathBuf, Option<u32>)> = cfg
+        .binaries
+        .iter()
+        .map(|b| (b.path.clone(), Path::new("usr/bin").join(b.name), Some(0o755)))
+        .collect();
+    copies.extend(
+        cfg.paths.iter().map(|(src, dst)| (src.clone(), PathBuf::from(dst.trim_start_matches('/')), None)),
+    );
+    for (src, dst) in upgrade.iter().flat_map(|u| &u.binaries) {
+        copies.push((src.clone(), dst.clone(), Some(0o755)));
+    }
+    add_files(docker, &id, copies, reporter).await.context("copying the files in")?;
     // 6. The images, imported and pinned as a build does. containerd runs only for them, so
     //    a variant of a binary leaves containerd's state as it was.
     if !plan.is_empty() {
@@ -106,7 +131,7 @@ pub async fn run(cfg: &VariantConfig, docker: &Docker, reporter: &Reporter) -> R
         containerd::start(docker, &id).await?;
         step.finish("ready");
         let step = reporter.step(format!("importing {} images ({})", plan.len(), sources::summary(&plan)));
-        sources::import(docker, &id, &plan, &[], &archives, &platform, reporter)
+        sources::import(docker, &id, &plan, &built, &archives, &platform, reporter)
             .await
             .context("importing the images")?;
         step.finish("pinned");
@@ -117,6 +142,7 @@ pub async fn run(cfg: &VariantConfig, docker: &Docker, reporter: &Reporter) -> R
     let image_id = docker.commit(&id, &changes(&source)).await.context("committing the variant")?;
     step.finish(short_id(&image_id));
     check_then_tag(docker, &image_id, Some(container), &cfg.image, cfg.check.as_ref(), reporter).await?;
+    drop(scratch);
     Ok(Variant { reference: cfg.image.clone(), id: image_id, from_id: source.id, version, added: plan })
 }
 
@@ -131,33 +157,29 @@ async fn create_container(docker: &Docker, source: &ImageInfo) -> Result<Contain
     Ok(ContainerGuard::new(docker, id))
 }
 
-/// Every binary and `--with-path` in one streamed tar, unpacked at `/`.
+/// Every file in one streamed tar, unpacked at `/`: (source, path in the node without the
+/// leading `/`, mode; `None` keeps the source's). A directory goes in whole.
 async fn add_files(
     docker: &Docker,
     id: &str,
-    binaries: &[Binary],
-    paths: &[(PathBuf, String)],
+    copies: Vec<(PathBuf, PathBuf, Option<u32>)>,
     reporter: &Reporter,
 ) -> Result<()> {
-    if binaries.is_empty() && paths.is_empty() {
+    if copies.is_empty() {
         return Ok(());
     }
-    let step = reporter.step(format!("copying {} file(s) in", binaries.len() + paths.len()));
-    let binaries: Vec<(PathBuf, PathBuf)> =
-        binaries.iter().map(|b| (b.path.clone(), Path::new("usr/bin").join(b.name))).collect();
-    let paths: Vec<(PathBuf, PathBuf)> =
-        paths.iter().map(|(src, dst)| (src.clone(), PathBuf::from(dst.trim_start_matches('/')))).collect();
+    let step = reporter.step(format!("copying {} file(s) in", copies.len()));
     let tar = archive::tar_stream(move |tar| {
-        for (src, dst) in &binaries {
-            archive::append_file(tar, src, dst, 0o755)?;
-        }
-        for (src, dst) in &paths {
+        for (src, dst, mode) in &copies {
             if src.is_dir() {
                 tar.follow_symlinks(false);
                 tar.append_dir_all(dst, src)?;
             } else {
                 use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(src)?.permissions().mode() & 0o7777;
+                let mode = match mode {
+                    Some(m) => *m,
+                    None => std::fs::metadata(src)?.permissions().mode() & 0o7777,
+                };
                 archive::append_file(tar, src, dst, mode)?;
             }
         }
