@@ -113,6 +113,19 @@ fn a_variant_changes_one_binary_and_images_add_pins_an_image() {
         made.id,
         "-i leaves --to alone"
     );
+
+    // Without -i, the node image's own tag moves, to an image that adds to it (the image it
+    // left, untagged, is the new one's parent and goes with it when the guard removes it).
+    let before_add = support::block_on(docker.inspect_image(&added)).unwrap().unwrap().id;
+    let second = support::block_on(fixtures::busybox_image(
+        &docker,
+        &format!("nodeimg-test/busybox:again-{}", run.unique),
+    ));
+    assert_success(&run.output(&["images", "add", &second.name, "--to", &added]), "images add without -i");
+    run.assert_clean();
+    let moved = support::block_on(docker.inspect_image(&added)).unwrap().unwrap();
+    assert_eq!(moved.labels.get("io.nodeimg.variant.of"), Some(&before_add));
+    assert!(list(&run, &added).contains(&format!("docker.io/{}\t", second.name)));
 }
 
 #[test]

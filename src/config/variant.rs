@@ -22,7 +22,7 @@ pub enum VariantError {
     #[error("{flag} {path}: no such file or directory")]
     Missing { flag: &'static str, path: String },
     #[error(
-        "nothing to change: give --with-kubeadm, --with-kubelet, --with-kubectl, --with-images, --with-image or --with-path"
+        "nothing to change: give --with-kubeadm, --with-kubelet, --with-kubectl, --with-images, --with-image, --with-path or --with-upgrade-artifacts"
     )]
     Nothing,
 }
