@@ -32,6 +32,12 @@ fn list(run: &Run, image: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `build node-variant --from-node <the run's node image> -i NEW ARGS`.
+fn node_variant(run: &Run, new: &str, args: &[&str]) -> std::process::Output {
+    let base = ["build", "node-variant", "--from-node", &run.target, "-i", new];
+    run.output(&[&base[..], args].concat())
+}
+
 #[test]
 fn a_variant_changes_one_binary_and_images_add_pins_an_image() {
     let run = Run::new("variant");
@@ -53,16 +59,7 @@ fn a_variant_changes_one_binary_and_images_add_pins_an_image() {
     let variant = format!("nodeimg-test/node:variant-of-{}", run.unique);
     let _variant = RemoveImage(variant.clone());
     let started = Instant::now();
-    let out = run.output(&[
-        "build",
-        "node-variant",
-        "--from-node",
-        &run.target,
-        "-i",
-        &variant,
-        "--with-kubelet",
-        kubelet.to_str().unwrap(),
-    ]);
+    let out = node_variant(&run, &variant, &["--with-kubelet", kubelet.to_str().unwrap()]);
     let variant_time = started.elapsed();
     assert_success(&out, "build node-variant --with-kubelet");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), variant);
@@ -182,16 +179,7 @@ fn upgrade_artifacts_go_under_kind_upgrade_with_their_images_pinned() {
     let next = fixtures::server_tarball(&Options { version: Some("v1.30.1"), ..Default::default() });
     let variant = format!("nodeimg-test/node:upgrade-{}", run.unique);
     let _variant = RemoveImage(variant.clone());
-    let out = run.output(&[
-        "build",
-        "node-variant",
-        "--from-node",
-        &run.target,
-        "-i",
-        &variant,
-        "--with-upgrade-artifacts",
-        next.tarball.to_str().unwrap(),
-    ]);
+    let out = node_variant(&run, &variant, &["--with-upgrade-artifacts", next.tarball.to_str().unwrap()]);
     assert_success(&out, "build node-variant --with-upgrade-artifacts");
     run.assert_clean();
     let docker = support::block_on(support::docker(&run.run_id));
