@@ -1,7 +1,7 @@
 //! nodeimg: builds node images for kind. `main.rs` is a thin shell over [`run`].
 //!
 //! Arrows point one way: `cli` (clap only) → `config` (validated configs) → `commands` (one
-//! per subcommand) → pipelines (`nodeimage`, `baseimage`, `verify`, `transfer`, `kube`) →
+//! per subcommand) → pipelines (`nodeimage`, `variant`, `baseimage`, `verify`, `transfer`, `kube`) →
 //! shared pieces (`node`, `reference`, `archive`, `docker`, `progress`, `error`).
 
 #![warn(clippy::unwrap_used, clippy::dbg_macro, clippy::todo, clippy::unimplemented)]
@@ -23,6 +23,7 @@ pub mod progress;
 pub mod reference;
 pub mod templates;
 pub mod transfer;
+pub mod variant;
 pub mod verify;
 
 pub use commands::run;

@@ -13,6 +13,10 @@ pub enum BuildCommand {
     /// Build a kind node image from Kubernetes release artifacts or a source tree.
     #[command(after_help = NODE_EXAMPLES)]
     NodeImage(Box<NodeImageArgs>),
+    /// A node image with a binary, a file or images changed, without rebuilding it
+    /// (kinder's `build node-image-variant`).
+    #[command(after_help = super::variant::VARIANT_EXAMPLES)]
+    NodeVariant(Box<super::NodeVariantArgs>),
 }
 
 const NODE_EXAMPLES: &str = "\

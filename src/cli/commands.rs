@@ -67,12 +67,14 @@ pub struct LoadArgs {
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
     /// Print every image the node image will contain and where each will come from, one
-    /// per line (`IMAGE<TAB>SOURCE`). Gets Kubernetes as a build does (a download, or `make`
+    /// per line (`IMAGE<TAB>SOURCE`). Given an existing node image instead, print what its
+    /// containerd holds (`IMAGE<TAB>DIGEST<TAB>pinned|unpinned`). Gets Kubernetes as a build does (a download, or `make`
     /// on a source tree) and asks its kubeadm, but imports and commits nothing. Use it to
     /// pre-seed a mirror.
     #[command(after_help = "\
 Examples:
   nodeimg images list v1.30.0
+  nodeimg images list kindest/node:v1.30.0     # what an existing node image holds
   nodeimg images list ./kubernetes-server-linux-amd64.tar.gz -b nodeimg/base:abc | cut -f1")]
     List(Box<SourceArgs>),
     /// Write every image a node image needs (except those built from the Kubernetes
@@ -86,6 +88,17 @@ Examples:
   # On the air-gapped machine
   nodeimg build node-image v1.30.0 --offline --image-archive bundle.tar -i kindest/node:v1.30.0")]
     Save(Box<BundleArgs>),
+    /// Preload more images into an existing node image, pinned, from the same sources as
+    /// `build node-image --extra-image`: `build node-variant --with-image` for each REF.
+    #[command(after_help = "\
+Examples:
+  # Move kindest/node:v1.30.0 to an image that also holds nginx (only on success)
+  nodeimg images add docker.io/library/nginx:1.27 --to kindest/node:v1.30.0
+
+  # Into a new image, from an archive, without network pulls
+  nodeimg images add my/app:dev --to kindest/node:v1.30.0 -i kindest/node:app \\
+    --image-archive app.tar --offline")]
+    Add(Box<super::ImagesAddArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 mod build;
 mod commands;
 mod source;
+mod variant;
 
 use clap::{Parser, Subcommand};
 
@@ -12,6 +13,7 @@ pub use commands::{
     BundleArgs, CleanArgs, ImagesCommand, LoadArgs, Output, SaveArgs, VerifyArgs, VerifyOptions,
 };
 pub use source::{ImageSourceArgs, SourceArgs};
+pub use variant::{ImagesAddArgs, NodeVariantArgs, VariantOptions};
 
 use crate::progress::Verbosity;
 

@@ -4,7 +4,9 @@
 
 mod build_base_image;
 mod build_node_image;
+mod build_node_variant;
 pub mod clean;
+mod images_add;
 mod images_list;
 mod images_save;
 mod load;
@@ -23,6 +25,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(BuildCommand::BaseImage(args)) => build_base_image::run(args, &reporter).await,
         Command::Build(BuildCommand::NodeImage(args)) => build_node_image::run(*args, &reporter).await,
+        Command::Build(BuildCommand::NodeVariant(args)) => build_node_variant::run(*args, &reporter).await,
+        Command::Images(ImagesCommand::Add(args)) => images_add::run(*args, &reporter).await,
         Command::Images(ImagesCommand::List(args)) => images_list::run(*args, &reporter).await,
         Command::Images(ImagesCommand::Save(args)) => images_save::run(*args, &reporter).await,
         Command::Save(args) => save::run(args, &reporter).await,

@@ -5,6 +5,7 @@
 mod crictl;
 pub mod file;
 mod node_image;
+mod variant;
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use crate::cli::{BaseImageArgs, From, SaveArgs, VerifyArgs, VerifyOptions};
 use crate::transfer::SaveTarget;
 
 pub use node_image::{node_image, sources};
+pub use variant::{VariantError, images_add, node_variant};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -48,6 +50,8 @@ pub enum ConfigError {
     ExtraImage { flag: String, given: String },
     #[error(transparent)]
     Crictl(#[from] crictl::CrictlConfigError),
+    #[error(transparent)]
+    Variant(#[from] variant::VariantError),
 }
 
 /// `build base-image`.
@@ -92,6 +96,27 @@ pub fn verify(args: VerifyArgs) -> Result<crate::verify::VerifyConfig, ConfigErr
     let mut cfg = verify_options(args.options, args.image)?;
     cfg.keep = args.keep;
     Ok(cfg)
+}
+
+/// `--verify` and the options that tune it (which alone are refused): what
+/// `build node-image` and `build node-variant` check before tagging.
+fn checked_if(
+    verify: bool,
+    options: VerifyOptions,
+) -> Result<Option<crate::verify::VerifyConfig>, ConfigError> {
+    let given = if options.timeout.is_some() {
+        Some("--timeout")
+    } else if options.cni.is_some() {
+        Some("--cni")
+    } else if options.nodes.is_some() {
+        Some("--nodes")
+    } else {
+        None
+    };
+    if let (false, Some(flag)) = (verify, given) {
+        return Err(ConfigError::OnlyWith(flag, "--verify"));
+    }
+    if verify { Ok(Some(verify_options(options, String::new())?)) } else { Ok(None) }
 }
 
 fn verify_options(options: VerifyOptions, image: String) -> Result<crate::verify::VerifyConfig, ConfigError> {

@@ -1,7 +1,7 @@
 //! `build node-image`, `images list` and `images save`: where Kubernetes, the base image and
 //! the node's images come from, from flags and the `--config` file.
 
-use super::{ConfigError, archive_target, file, validate_image, validate_mirror, verify_options};
+use super::{ConfigError, archive_target, checked_if, file, validate_image, validate_mirror};
 use crate::cli::{ImageSourceArgs, NodeImageArgs, SourceArgs};
 use crate::kube::{self, KubeVersion, SourceError};
 use crate::nodeimage::mirror::{Mirror, MirrorError, NodeMirror};
@@ -19,19 +19,7 @@ pub fn node_image(args: NodeImageArgs) -> Result<(NodeImageConfig, Option<SaveTa
     for given in &args.node_registry_mirrors {
         cfg.node_mirrors.push(NodeMirror::parse(given)?);
     }
-    let given = if args.verify_options.timeout.is_some() {
-        Some("--timeout")
-    } else if args.verify_options.cni.is_some() {
-        Some("--cni")
-    } else if args.verify_options.nodes.is_some() {
-        Some("--nodes")
-    } else {
-        None
-    };
-    if let (false, Some(flag)) = (args.verify, given) {
-        return Err(ConfigError::OnlyWith(flag, "--verify"));
-    }
-    cfg.check = if args.verify { Some(verify_options(args.verify_options, String::new())?) } else { None };
+    cfg.check = checked_if(args.verify, args.verify_options)?;
     Ok((cfg, save))
 }
 

@@ -64,14 +64,15 @@ pub async fn check_then_tag(
     docker: &Docker,
     image_id: &str,
     container: Option<ContainerGuard>,
-    cfg: &NodeImageConfig,
+    target: &str,
+    check: Option<&crate::verify::VerifyConfig>,
     reporter: &Reporter,
 ) -> Result<()> {
     if let Some(container) = container {
         container.remove().await.context("removing the build container")?;
     }
-    let Some(check) = &cfg.check else {
-        docker.tag_image(image_id, &cfg.image).await?;
+    let Some(check) = check else {
+        docker.tag_image(image_id, target).await?;
         return Ok(());
     };
     let temp = format!("{VERIFY_REPO}:{}-{}", short_id(image_id), std::process::id());
@@ -86,7 +87,7 @@ pub async fn check_then_tag(
             reporter.info(line);
         }
         result.context("verifying the node image")?;
-        docker.tag_image(image_id, &cfg.image).await?;
+        docker.tag_image(image_id, target).await?;
         anyhow::Ok(())
     }
     .await;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 pub use bundle::Saved;
-pub use commit::{LABEL_KUBE_SOURCE, LABEL_KUBE_VERSION, TEMP_REPO, VERIFY_REPO};
+pub use commit::{LABEL_KUBE_SOURCE, LABEL_KUBE_VERSION, TEMP_REPO, VERIFY_REPO, check_then_tag};
 pub use sources::ImageSources;
 
 use crate::archive;
@@ -169,7 +169,7 @@ pub async fn run(
     } else {
         Some(container)
     };
-    commit::check_then_tag(docker, &image_id, container, cfg, reporter).await?;
+    commit::check_then_tag(docker, &image_id, container, &cfg.image, cfg.check.as_ref(), reporter).await?;
     let size = docker.inspect_image(&image_id).await?.map(|i| i.size).unwrap_or_default();
     Ok(Outcome::Built(NodeImage {
         reference: cfg.image.clone(),
