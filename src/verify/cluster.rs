@@ -155,10 +155,11 @@ pub async fn remove(docker: &Docker, cluster: &Cluster) -> Result<()> {
 }
 
 async fn remove_node(docker: &Docker, node: &Node) -> Result<()> {
-    let cgroups = match &node.cgroup_root {
-        Some(root) => node::release_host_cgroups(docker, &node.id, root).await,
-        None => Ok(()),
-    };
+    // Also for a privileged node: an engine may hand it part of the host's cgroup tree
+    // (Podman on cgroup v1 shares the `unified` hierarchy), and where the node has a
+    // namespace of its own, stopping its pods first costs a second.
+    let root = node.cgroup_root.as_deref().unwrap_or(node::DEFAULT_CGROUP_ROOT);
+    let cgroups = node::release_host_cgroups(docker, &node.id, root).await;
     // The container goes whatever happened to the cgroups.
     docker.remove_container(&node.id).await?;
     cgroups
