@@ -7,7 +7,7 @@ mod source;
 
 use clap::{Parser, Subcommand};
 
-pub use build::{BaseImageArgs, BuildCommand, From, NodeImageArgs};
+pub use build::{BaseImageArgs, BuildCommand, From, NodeImageArgs, Runtime};
 pub use commands::{
     BundleArgs, CleanArgs, ImagesCommand, LoadArgs, Output, SaveArgs, VerifyArgs, VerifyOptions,
 };

@@ -127,6 +127,12 @@ pub fn base_image() -> String {
     IMAGE.get_or_init(|| build_base(&[])).clone()
 }
 
+/// The containerd 2 line's base (`build base-image --runtime 2`), under its default name.
+pub fn base_image_runtime_2() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| build_base(&["--runtime", "2"])).clone()
+}
+
 /// [`base_image`] with a stand-in crictl (busybox-static, an ELF executable) installed by
 /// `--crictl`: for checks that crictl and its config are where kind looks. Not for booting a
 /// control plane (kubeadm's preflight would run the stand-in).
