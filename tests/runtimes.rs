@@ -132,6 +132,7 @@ fn kubernetes_before_1_26_is_refused_on_containerd_2() {
     let release = fixtures::server_tarball(&Options { version: Some("v1.20.2"), ..Default::default() });
     let out = run.build(&[&release.build_args()[..], &["-b", &base_runtime_2()]].concat());
     let line = run.assert_failed(&out, "v1.20.2");
+    eprintln!("{line}");
     assert!(line.contains("containerd 2.1.9") && line.contains("--runtime 1.7"), "{line}");
 }
 
@@ -141,6 +142,7 @@ fn kubernetes_1_37_is_refused_on_containerd_1_7() {
     let release = fixtures::server_tarball(&Options { version: Some("v1.37.0"), ..Default::default() });
     let out = run.build(&[&release.build_args()[..], &["-b", &support::base_image()]].concat());
     let line = run.assert_failed(&out, "v1.37.0");
+    eprintln!("{line}");
     assert!(line.contains("containerd 1.7.24") && line.contains("--runtime 2"), "{line}");
 }
 
@@ -171,4 +173,41 @@ fn without_b_the_base_follows_the_kubernetes_version() {
         let base = docker.inspect_image(&base).await.unwrap().expect("the base");
         assert_eq!(node.labels.get(runtime::LABEL_CONTAINERD), base.labels.get(runtime::LABEL_CONTAINERD));
     });
+}
+
+#[test]
+fn runtime_1_6_keeps_bookworms_containerd() {
+    let image = support::build_base(&["--runtime", "1.6"]);
+    let run = Run::new("rt16");
+    support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        let labels = docker.inspect_image(&image).await.unwrap().expect("the image exists").labels;
+        assert_eq!(labels.get(runtime::LABEL_RUNTIME).map(String::as_str), Some("1.6"));
+        let containerd = labels.get(runtime::LABEL_CONTAINERD).expect("containerd's label");
+        assert!(containerd.starts_with("1.6.20"), "bookworm's containerd: {containerd}");
+        assert_eq!(labels.get(runtime::LABEL_CRI).map(String::as_str), Some("v1,v1alpha2"));
+    });
+}
+
+#[test]
+fn dockerfile_build_takes_the_runtime_line() {
+    // Docker Hub is out of reach here: the Dockerfile starts from the 1.7 base (bookworm with
+    // apt), and apt still fetches the pinned packages from the real mirror.
+    let debian = support::base_image();
+    let run = Run::new("rt-dockerfile");
+    let target = &run.target;
+    let args = ["build", "base-image", "--from", "dockerfile", "--runtime", "2", "--debian-image", &debian];
+    let out = run.output(&[&args[..], &["-i", target]].concat());
+    support::assert_success(&out, "nodeimg build base-image --from dockerfile --runtime 2");
+    support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        let labels = docker.inspect_image(target).await.unwrap().expect("the image exists").labels;
+        docker.remove_image(target).await.unwrap();
+        assert_eq!(labels.get(runtime::LABEL_RUNTIME).map(String::as_str), Some("2"));
+        let containerd = labels.get(runtime::LABEL_CONTAINERD).expect("containerd's label");
+        assert!(containerd.starts_with("2.1.9"), "sid's containerd: {containerd}");
+        assert_eq!(labels.get(runtime::LABEL_CRI).map(String::as_str), Some("v1"));
+        run.assert_clean();
+    });
+    assert!(run.labelled_images().is_empty(), "the unlabelled intermediate image is gone");
 }

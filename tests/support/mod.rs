@@ -147,7 +147,7 @@ pub fn base_image_with_crictl() -> String {
         .clone()
 }
 
-fn build_base(args: &[&str]) -> String {
+pub fn build_base(args: &[&str]) -> String {
     let lock = File::create(std::env::temp_dir().join("nodeimg-test-base-image.lock")).unwrap();
     let start = Instant::now();
     // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
