@@ -10,8 +10,9 @@ fi
 
 # debootstrap: the registry-free base image; libssl-dev, pkg-config: git2 (https clones);
 # busybox-static and docker-registry: test
-# fixtures (tiny images, a registry on loopback); iptables etc. for dockerd.
-packages=(debootstrap busybox-static docker-registry ca-certificates git bc libssl-dev pkg-config)
+# fixtures (tiny images, a registry on loopback); iptables etc. for dockerd; podman: the
+# tests that build through Podman's Docker-compatible API (tests/podman.rs).
+packages=(debootstrap busybox-static docker-registry ca-certificates git bc libssl-dev pkg-config podman)
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do

@@ -50,11 +50,13 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     let run = Run::new("real");
     let target = &run.target;
     let base = support::base_image();
-    let runtime = support::block_on(runtime_images(&run, &base, Path::new(&dir)));
-    // The manifests' images (kindnetd, local-path-*) as busybox stand-ins: the bridge CNI is
-    // used, because the kindnetd here is a stand-in.
-    let manifests: Vec<String> =
+    let all: Vec<String> =
         nodeimg::nodeimage::manifests::default_images().map(nodeimg::reference::normalize).collect();
+    let kindnetd = all.iter().find(|i| i.contains("kindnetd")).expect("the manifests name kindnetd").clone();
+    let runtime = support::block_on(runtime_images(&run, &base, Path::new(&dir), &kindnetd));
+    // local-path's images as busybox stand-ins (applied, never waited for); kindnetd's
+    // stand-in is in the runtime archive.
+    let manifests: Vec<String> = all.into_iter().filter(|i| *i != kindnetd).collect();
     let manifests = ImageArchive::new(&manifests);
 
     let volumes_before = volumes();
@@ -87,9 +89,11 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     );
 
     // `nodeimg verify` on its own, for pipelines: JSON with every stage passed; two nodes,
-    // the worker joined with kubeadm join, a name resolved through the node's resolver from
-    // a dnsPolicy: Default pod, the test pod Running on the worker.
-    let out = run.output(&["verify", target, "--cni", "bridge", "--nodes", "2", "--output", "json"]);
+    // the worker joined with kubeadm join, the image's own CNI manifest applied as kind does
+    // (its kindnetd stand-in fails unless kind's templating filled it in), a name resolved
+    // through the node's resolver from a dnsPolicy: Default pod, the test pod Running on the
+    // worker.
+    let out = run.output(&["verify", target, "--cni", "default", "--nodes", "2", "--output", "json"]);
     assert_success(&out, "nodeimg verify --nodes 2");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -104,11 +108,35 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("nodeimg verify: {report}");
     assert_eq!(report["passed"], true);
+    assert_eq!(report["cni"], "default");
     assert_eq!(report["kubernetes_version"], VERSION);
     let names: Vec<&str> =
         report["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, STAGES);
     assert!(report["stages"].as_array().unwrap().iter().all(|s| s["passed"] == true));
+    assert_nothing_left(&run, &volumes_before);
+
+    // The same image through Podman (issue 15): saved from Docker, loaded into a Podman
+    // service of the test's own (its store in a temp dir), verified there as kind on Podman
+    // would run it.
+    {
+        let podman = support::podman::Podman::start();
+        let archive = run.files.path().join("real-node.tar");
+        let archive = archive.to_str().unwrap();
+        assert_success(&run.output(&["save", target, "-o", archive]), "nodeimg save");
+        let load = output_within(&mut podman.nodeimg(&run, &["load", "-i", archive]), REAL_LIMIT);
+        assert_success(&load, "nodeimg load into Podman");
+        std::fs::remove_file(archive).unwrap();
+        let started = Instant::now();
+        let verify = ["verify", target, "--cni", "default", "--output", "json"];
+        let out = output_within(&mut podman.nodeimg(&run, &verify), REAL_LIMIT);
+        assert_success(&out, "nodeimg verify through Podman");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["passed"], true, "{report}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("engine: Podman"), "{stderr}");
+        eprintln!("verified through Podman in {:?}: {report}", started.elapsed());
+    }
     assert_nothing_left(&run, &volumes_before);
 
     // A kubelet that exits at once: kubeadm init gives up after the timeout, the check
@@ -256,7 +284,7 @@ fn assert_nothing_left(run: &Run, volumes_before: &[String]) {
 /// that answers its probes; the node's sandbox image is that pause too. Made in the host's
 /// Docker under names of the run's own, saved, and removed again: the archive names them as
 /// kubeadm does, the host's Docker never has them under those names.
-async fn runtime_images(run: &Run, base: &str, dir: &Path) -> ImageArchive {
+async fn runtime_images(run: &Run, base: &str, dir: &Path, kindnetd_name: &str) -> ImageArchive {
     let docker = support::docker(&run.run_id).await;
     let scratch = tempfile::tempdir().unwrap();
     let own = |what: &str| format!("nodeimg-test/real-{what}:{}", run.unique);
@@ -274,15 +302,23 @@ async fn runtime_images(run: &Run, base: &str, dir: &Path) -> ImageArchive {
     let coredns =
         on_base(&docker, base, &own("coredns"), &files, &["ENTRYPOINT [\"/coredns\"]", "CMD []"]).await;
 
+    let stand_in =
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/real-kubernetes/kindnetd-stand-in.sh"));
+    let files = [(stand_in, "kindnetd")];
+    let kindnetd =
+        on_base(&docker, base, &own("kindnetd"), &files, &["ENTRYPOINT [\"/kindnetd\"]", "CMD []"]).await;
+
     let saved = scratch.path().join("saved.tar");
     let mut save = Command::new("docker");
-    save.args(["save", "-o", saved.to_str().unwrap(), &pause.name, &etcd.name, &coredns.name]);
+    let names = [&pause.name, &etcd.name, &coredns.name, &kindnetd.name];
+    save.args(["save", "-o", saved.to_str().unwrap()]).args(names);
     assert_success(&output_within(&mut save, BUILD_LIMIT), "docker save");
     let archive = ImageArchive::at(scratch.path().join("runtime-images.tar"), scratch);
     let names = [
         (pause.name.as_str(), &["k8s.gcr.io/pause:3.2", "registry.k8s.io/pause:3.9"][..]),
         (etcd.name.as_str(), &["k8s.gcr.io/etcd:3.4.13-0"][..]),
         (coredns.name.as_str(), &["k8s.gcr.io/coredns:1.7.0"][..]),
+        (kindnetd.name.as_str(), &[kindnetd_name][..]),
     ];
     rename(&saved, &archive.path, &names);
     std::fs::remove_file(&saved).unwrap();

@@ -8,7 +8,7 @@ use crate::{baseimage, config, guard};
 
 pub async fn run(args: BaseImageArgs, reporter: &Reporter) -> Result<()> {
     let cfg = config::base_image(args)?;
-    let docker = super::connect().await?;
+    let docker = super::connect(reporter).await?;
     let built = guard::guarded(&docker, reporter, baseimage::build(&cfg, &docker, reporter)).await?;
     println!("{}", built.reference);
     Ok(())

@@ -12,7 +12,7 @@ pub async fn run(args: NodeImageArgs, reporter: &Reporter) -> Result<()> {
     if !cfg.checksums {
         reporter.warn("--skip-checksums: downloads are NOT checked against published checksums");
     }
-    let docker = super::connect().await?;
+    let docker = super::connect(reporter).await?;
     let outcome =
         guard::guarded(&docker, reporter, nodeimage::run(&cfg, Stop::Image, &docker, reporter)).await?;
     let Outcome::Built(built) = outcome else { unreachable!("Stop::Image ends in an image") };

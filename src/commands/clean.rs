@@ -1,5 +1,6 @@
 //! `nodeimg clean`: remove what killed runs left behind, found by label (containers,
-//! images, temporary tags) or by name (partial downloads); prints what it removed.
+//! networks, volumes, images, temporary tags) or by name (partial downloads); prints what it
+//! removed.
 
 use anyhow::Result;
 
@@ -41,7 +42,7 @@ fn process_alive(pid: u32) -> bool {
 
 pub async fn run(args: CleanArgs, reporter: &Reporter) -> Result<()> {
     let cfg = CleanConfig { all: args.all, dry_run: args.dry_run };
-    let docker = super::connect().await?;
+    let docker = super::connect(reporter).await?;
     for name in clean(cfg, &docker, reporter).await? {
         println!("{name}");
     }
@@ -84,6 +85,21 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
         }
         reporter.detail(format!("network {} (run {})", n.name, n.run_id));
         removed.push(n.name);
+    }
+    // Podman nodes' /var (named volumes, see docker/volume.rs), once their nodes are gone.
+    for v in docker.list_volumes(None).await? {
+        if let Verdict::Keep(why) = verdict(v.host.as_deref(), v.pid, &this_host, process_alive)
+            && !cfg.all
+        {
+            reporter.detail(format!("kept volume {} (run {}): {why}", v.name, v.run_id));
+            continue;
+        }
+        if !cfg.dry_run && !docker.remove_unused_volume(&v.name).await? {
+            reporter.info(format!("kept volume {}: a container uses it", v.name));
+            continue;
+        }
+        reporter.detail(format!("volume {} (run {})", v.name, v.run_id));
+        removed.push(v.name);
     }
     for (id, labels) in docker.list_dangling_images().await? {
         let pid = labels.get(LABEL_PID).and_then(|p| p.parse().ok());

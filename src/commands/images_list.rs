@@ -9,7 +9,7 @@ use crate::{config, guard};
 
 pub async fn run(args: SourceArgs, reporter: &Reporter) -> Result<()> {
     let cfg = config::sources(args)?;
-    let docker = super::connect().await?;
+    let docker = super::connect(reporter).await?;
     let outcome =
         guard::guarded(&docker, reporter, nodeimage::run(&cfg, Stop::Plan, &docker, reporter)).await?;
     let Outcome::Planned(plan) = outcome else { unreachable!("Stop::Plan ends in a plan") };

@@ -10,7 +10,7 @@ use crate::{config, guard};
 pub async fn run(args: BundleArgs, reporter: &Reporter) -> Result<()> {
     config::output_dir_exists(&args.output)?;
     let cfg = config::sources(args.source)?;
-    let docker = super::connect().await?;
+    let docker = super::connect(reporter).await?;
     let stop = Stop::Bundle(&args.output);
     let outcome = guard::guarded(&docker, reporter, nodeimage::run(&cfg, stop, &docker, reporter)).await?;
     let Outcome::Bundled(saved) = outcome else { unreachable!("Stop::Bundle ends in a bundle") };

@@ -15,7 +15,7 @@ pub async fn run(args: LoadArgs, reporter: &Reporter) -> Result<()> {
     } else {
         transfer::verify(path, reporter).await.with_context(what)?;
     }
-    let docker = super::connect().await?;
+    let docker = super::connect(reporter).await?;
     let loaded = guard::guarded(&docker, reporter, transfer::load(&docker, archive, reporter))
         .await
         .with_context(what)?;

@@ -32,6 +32,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn connect() -> Result<Docker> {
-    Docker::connect(Labels::for_this_process()).await.context("connecting to Docker")
+/// Connects to the engine `DOCKER_HOST` names and says which one answered: the first
+/// progress line of every command that touches the engine.
+async fn connect(reporter: &Reporter) -> Result<Docker> {
+    let docker = Docker::connect(Labels::for_this_process()).await.context("connecting to Docker")?;
+    reporter.info(format!("engine: {} at {}", docker.engine(), docker.host()));
+    Ok(docker)
 }

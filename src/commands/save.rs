@@ -10,7 +10,7 @@ use crate::{config, guard, transfer};
 
 pub async fn run(args: SaveArgs, reporter: &Reporter) -> Result<()> {
     let target = config::save_target(&args)?;
-    let docker = super::connect().await?;
+    let docker = super::connect(reporter).await?;
     save(&docker, reporter, &args.image, &target).await?;
     println!("{}", target.path.display());
     Ok(())

@@ -9,7 +9,7 @@ use crate::{config, guard, verify};
 pub async fn run(args: VerifyArgs, reporter: &Reporter) -> Result<()> {
     let output = args.output;
     let cfg = config::verify(args)?;
-    let docker = super::connect().await?;
+    let docker = super::connect(reporter).await?;
     let (mut report, result) =
         guard::guarded(&docker, reporter, async { Ok(verify::verify(&cfg, &docker, reporter).await) })
             .await?;

@@ -133,29 +133,48 @@ pub struct ContainerNetwork {
 impl Docker {
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
         let options = CreateContainerOptions { name: spec.name.clone(), ..Default::default() };
-        let body = spec.to_body(self.labels.to_map());
-        let created = self
-            .client
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| Error::CreateContainer { image: spec.image.clone(), source: Daemon(e) })?;
-        Ok(created.id)
+        let mut body = spec.to_body(self.labels.to_map());
+        // Podman mounts anonymous volumes nosuid,nodev: see volume.rs.
+        let mut named = Vec::new();
+        if self.engine.is_podman() && !spec.volumes.is_empty() {
+            named = self.named_volumes(&spec.volumes).await?;
+            body.volumes = None;
+            if let Some(host) = body.host_config.as_mut() {
+                host.binds.get_or_insert_with(Vec::new).extend(named.iter().cloned());
+            }
+        }
+        match self.client.create_container(Some(options), body).await {
+            Ok(created) => Ok(created.id),
+            Err(e) => {
+                self.remove_volumes(&named).await;
+                Err(Error::CreateContainer { image: spec.image.clone(), source: Daemon(e) })
+            }
+        }
     }
 
     pub async fn start_container(&self, id: &str) -> Result<()> {
-        self.client
-            .start_container(id, None)
-            .await
-            .map_err(|e| Error::StartContainer { id: short(id).into(), source: Daemon(e) })
+        self.client.start_container(id, None).await.map_err(|e| {
+            let source = Daemon(e);
+            if self.engine.is_podman() && Error::is_rlimit_refused(&source) {
+                Error::PodmanLimits { id: short(id).into() }
+            } else {
+                Error::StartContainer { id: short(id).into(), source }
+            }
+        })
     }
 
-    /// Force-removes a container and its anonymous volumes; one already gone is fine. When
+    /// Force-removes a container and its anonymous volumes (on Podman, the named volumes
+    /// nodeimg made for it); one already gone is fine. When
     /// a removal is already under way (a guard's and the sweep's met), waits until it is
     /// gone, so "removed" is true when this returns.
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        let volumes = self.own_volumes_of(id).await;
         match self.client.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.remove_volumes(&volumes).await;
+                Ok(())
+            }
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) if removal_in_progress(&e) => {
                 for _ in 0..300 {

@@ -53,10 +53,21 @@ pub enum Error {
         "cannot reach the Docker daemon at {host}: {reason} (is dockerd running? DOCKER_HOST selects another daemon)"
     )]
     Unreachable { host: String, reason: String },
+    #[error(
+        "the engine at {host} is {engine}: nodeimg needs Engine API {}.{} or newer (Docker 20.10, Podman 4.0)",
+        super::MIN_API.0, super::MIN_API.1
+    )]
+    ApiTooOld { host: String, engine: super::Engine },
     #[error("creating a container from {image}")]
     CreateContainer { image: String, source: Daemon },
     #[error("starting container {id}")]
     StartContainer { id: String, source: Daemon },
+    /// Podman gives every container RLIMIT_NOFILE 1048576 and RLIMIT_NPROC 4194304 unless
+    /// configured otherwise; a host that withholds CAP_SYS_RESOURCE refuses to raise them.
+    #[error(
+        "starting container {id}: Podman cannot raise the container's open-file and process limits to its defaults (the host withholds CAP_SYS_RESOURCE); set `default_ulimits` in the service's containers.conf to the host's limits"
+    )]
+    PodmanLimits { id: String },
     #[error("removing container {id}")]
     RemoveContainer { id: String, source: Daemon },
     #[error("inspecting container {id}")]
@@ -95,6 +106,12 @@ pub enum Error {
     RemoveNetwork { name: String, source: Daemon },
     #[error("listing nodeimg networks")]
     ListNetworks { source: Daemon },
+    #[error("creating volume {name}")]
+    CreateVolume { name: String, source: Daemon },
+    #[error("removing volume {name}")]
+    RemoveVolume { name: String, source: Daemon },
+    #[error("listing nodeimg volumes")]
+    ListVolumes { source: Daemon },
     #[error("reading the log of container {id}")]
     Logs { id: String, source: Daemon },
     #[error("running `{cmd}` in container {id}")]
@@ -131,9 +148,14 @@ impl Error {
             | CreateNetwork { source, .. }
             | RemoveNetwork { source, .. }
             | ListNetworks { source }
+            | CreateVolume { source, .. }
+            | RemoveVolume { source, .. }
+            | ListVolumes { source }
             | Logs { source, .. }
             | Exec { source, .. } => Some(source),
-            Unreachable { .. } | ExecIo { .. } | Protocol { .. } => None,
+            Unreachable { .. } | ApiTooOld { .. } | PodmanLimits { .. } | ExecIo { .. } | Protocol { .. } => {
+                None
+            }
         }
     }
 
@@ -146,6 +168,11 @@ impl Error {
     /// "unable to apply caps" when the container starts).
     pub fn is_privileged_refused(&self) -> bool {
         matches!(self, Error::StartContainer { source, .. } if source.text().contains("unable to apply caps"))
+    }
+
+    /// Podman's runtime could not apply the rlimits Podman asked for.
+    pub(super) fn is_rlimit_refused(source: &Daemon) -> bool {
+        source.text().contains("error setting rlimit")
     }
 
     /// A load that failed because of the archive (cut short, not a tar, no manifest), not
@@ -195,6 +222,17 @@ mod tests {
         assert!(!create.is_privileged_refused());
         let other = Error::StartContainer { id: "c".into(), source: server(404, "no such image") };
         assert!(!other.is_privileged_refused());
+    }
+
+    #[test]
+    fn podmans_refusals_are_recognised() {
+        let caps = "runc: runc create failed: unable to start container process: unable to apply caps: operation not permitted: OCI permission denied";
+        assert!(Error::StartContainer { id: "c".into(), source: server(500, caps) }.is_privileged_refused());
+        let limits = "runc: runc create failed: unable to start container process: error during container init: error setting rlimits for ready process: error setting rlimit type 7: operation not permitted: OCI permission denied";
+        assert!(Error::is_rlimit_refused(&server(500, limits)));
+        assert!(!Error::is_rlimit_refused(&server(500, caps)));
+        let line = format!("{:#}", anyhow::Error::from(Error::PodmanLimits { id: "c".into() }));
+        assert!(line.contains("default_ulimits") && !line.contains("OCI"), "{line}");
     }
 
     #[test]

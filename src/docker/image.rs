@@ -23,6 +23,8 @@ pub struct ImageInfo {
     pub env: Vec<String>,
     pub stop_signal: Option<String>,
     pub layers: usize,
+    /// The names the engine holds it under, as it reports them (Podman's are qualified).
+    pub names: Vec<String>,
 }
 
 impl Docker {
@@ -40,6 +42,7 @@ impl Docker {
                     env: config.env.unwrap_or_default(),
                     stop_signal: config.stop_signal,
                     layers: img.root_fs.and_then(|r| r.layers).map(|l| l.len()).unwrap_or_default(),
+                    names: img.repo_tags.unwrap_or_default(),
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),
@@ -75,7 +78,7 @@ impl Docker {
     }
 
     /// Loads a docker-save archive stream (`docker load`); returns what the daemon reports
-    /// loading (image IDs and tags).
+    /// loading (image IDs and tags, as a user would write them).
     pub async fn load_image<S>(&self, archive: S) -> Result<Vec<String>>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
@@ -91,11 +94,22 @@ impl Docker {
             for line in info.stream.iter().flat_map(|s| s.lines()) {
                 if let Some((_, what)) = line.split_once(": ").filter(|(k, _)| k.starts_with("Loaded image"))
                 {
-                    loaded.push(what.trim().to_owned());
+                    loaded.extend(self.loaded_names(what));
                 }
             }
         }
         Ok(loaded)
+    }
+
+    /// The names in one "Loaded image: …" line. Docker writes a line per name; Podman one
+    /// line for all, joined by commas, and qualified (`localhost/x` for a name without a
+    /// registry, which Podman finds again by `x`).
+    fn loaded_names(&self, what: &str) -> Vec<String> {
+        what.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| if self.engine.is_podman() { super::familiar(n) } else { n }.to_owned())
+            .collect()
     }
 
     /// Builds a Dockerfile from a build-context tar stream; returns the untagged image's ID.
@@ -178,7 +192,9 @@ impl Docker {
     }
 
     /// Tags that start with `prefix` (`nodeimg-verify:`, `nodeimg-tmp/`) on images nodeimg
-    /// created, with the images' labels. `pattern` is the daemon-side reference filter.
+    /// created, with the images' labels. `pattern` is the daemon-side reference filter; the
+    /// prefix is compared with the name as a user writes it (Podman reports
+    /// `docker.io/nodeimg-verify:…`), the tag returned as the engine reports it.
     pub async fn list_tags(
         &self,
         pattern: &str,
@@ -200,7 +216,10 @@ impl Docker {
             .into_iter()
             .flat_map(|i| {
                 let labels = i.labels;
-                i.repo_tags.into_iter().filter(|t| t.starts_with(prefix)).map(move |t| (t, labels.clone()))
+                i.repo_tags
+                    .into_iter()
+                    .filter(|t| super::familiar(t).starts_with(prefix))
+                    .map(move |t| (t, labels.clone()))
             })
             .collect())
     }
@@ -214,6 +233,28 @@ impl Docker {
             Err(e) if is_not_found(&e) => Ok(true),
             Err(e) => Err(Error::RemoveImage { name: short(id).into(), source: Daemon(e) }),
         }
+    }
+
+    /// The name to save `name` (inspected as `info`) under, so that the archive loads into
+    /// Docker as `name`, and a temporary tag to remove after the save. Podman holds an image
+    /// loaded without a registry as `localhost/x` and writes that into archives, which Docker
+    /// would load as `localhost/x`; saved under `docker.io/…` (Docker's reading of `x`), it
+    /// loads as `x` into either engine. Only when that name is free or already this image's.
+    pub async fn portable_name(&self, name: &str, info: &ImageInfo) -> Result<(String, Option<String>)> {
+        let short = super::familiar(name);
+        let local = format!("localhost/{short}");
+        if !self.engine.is_podman() || name.starts_with("localhost/") || !info.names.contains(&local) {
+            return Ok((name.to_owned(), None));
+        }
+        let qualified = super::engine::docker_qualified(short);
+        if info.names.contains(&qualified) {
+            return Ok((qualified, None));
+        }
+        if self.image_exists(&qualified).await? {
+            return Ok((name.to_owned(), None));
+        }
+        self.tag_image(&info.id, &qualified).await?;
+        Ok((qualified.clone(), Some(qualified)))
     }
 
     /// `docker save` as a byte stream (a docker-archive tar), read as the consumer pulls it.

@@ -3,14 +3,17 @@
 //! specs rather than a daemon, and never match on the daemon's words.
 
 mod container;
+mod engine;
 mod error;
 mod exec;
 mod guard;
 mod image;
 mod labels;
 mod network;
+mod volume;
 
 pub use container::{CgroupNs, ContainerNetwork, ContainerSpec, ContainerSummary, short as short_id};
+pub use engine::{Engine, EngineKind, MIN_API, familiar};
 pub use error::{Daemon, Error};
 pub use exec::ExecOutput;
 pub use guard::{ContainerGuard, ImageGuard};
@@ -20,6 +23,7 @@ pub use labels::{
     hostname as labels_hostname,
 };
 pub use network::NetworkSummary;
+pub use volume::VolumeSummary;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -36,28 +40,43 @@ pub fn docker_host() -> String {
 pub struct Docker {
     client: bollard::Docker,
     host: String,
+    engine: Engine,
     labels: Labels,
     /// Removals that guards started when dropped, for the command-level guard to wait for.
     cleanups: guard::Cleanups,
 }
 
 impl Docker {
-    /// Connects like the docker CLI, negotiates the API version (engines as old as API 1.41
-    /// reject bollard's newer default) and pings, so a dead daemon fails here, early.
+    /// Connects like the docker CLI (`DOCKER_HOST`, else the default socket).
     pub async fn connect(labels: Labels) -> Result<Self> {
-        let host = docker_host();
-        let unreachable = |reason: String| Error::Unreachable { host: host.clone(), reason };
-        let client = bollard::Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+        Self::connect_to(&docker_host(), labels).await
+    }
+
+    /// Connects to `host` (`unix:///…`, `tcp://…`), negotiates the API version (engines as
+    /// old as API 1.41 reject bollard's newer default) and asks which engine answers, so a
+    /// dead daemon, or one too old for nodeimg, fails here, early.
+    pub async fn connect_to(host: &str, labels: Labels) -> Result<Self> {
+        let unreachable = |reason: String| Error::Unreachable { host: host.to_owned(), reason };
+        let client = bollard::Docker::connect_with_host(host).map_err(|e| unreachable(e.to_string()))?;
         // A daemon that does not answer within 20 s is as good as absent.
         let client = client.with_timeout(std::time::Duration::from_secs(20));
         let client =
             client.negotiate_version().await.map_err(|e| unreachable(crate::error::root_cause(&e)))?;
-        client.ping().await.map_err(|e| unreachable(crate::error::root_cause(&e)))?;
+        let version = client.version().await.map_err(|e| unreachable(crate::error::root_cause(&e)))?;
+        let engine = Engine::from_version(&version);
+        if !engine.api_supported() {
+            return Err(Error::ApiTooOld { host: host.to_owned(), engine });
+        }
         // bollard's default of 2 minutes per request would cut off long but healthy work:
         // loading a multi-GB image, committing a large node, a Dockerfile build. Ctrl-C
         // still ends anything at once.
         let client = client.with_timeout(std::time::Duration::from_secs(3600));
-        Ok(Self { client, host, labels, cleanups: Default::default() })
+        Ok(Self { client, host: host.to_owned(), engine, labels, cleanups: Default::default() })
+    }
+
+    /// Which engine answers, and its versions.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub fn host(&self) -> &str {

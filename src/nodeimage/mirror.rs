@@ -142,8 +142,9 @@ pub fn hosts_toml(mirror: &NodeMirror) -> Result<(String, String)> {
 
 /// Writes `certs.d/<SRC>/hosts.toml` for every mirror and sets `config_path`.
 pub async fn add_node_mirrors(docker: &Docker, id: &str, mirrors: &[NodeMirror]) -> Result<()> {
-    let config = files::read(docker, id, containerd::CONFIG).await?;
-    let mut written = vec![(containerd::CONFIG.to_owned(), containerd::set_config_path(&config)?)];
+    let mut config = containerd::read_config(docker, id).await?;
+    config.set_registry_config_path(containerd::CERTS_D)?;
+    let mut written = vec![(containerd::CONFIG.to_owned(), config.to_string())];
     for mirror in mirrors {
         written.push(hosts_toml(mirror)?);
     }

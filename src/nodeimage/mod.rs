@@ -256,8 +256,7 @@ async fn required_images(
     if !list.success() {
         bail!("`kubeadm config images list` failed: {}", list.last_line());
     }
-    let config = files::read(docker, id, containerd::CONFIG).await?;
-    let sandbox = containerd::sandbox_image(&config)?;
+    let sandbox = containerd::read_config(docker, id).await?.sandbox_image()?;
     let extra = manifests::default_images().map(str::to_owned).chain(extra_images.iter().cloned());
     Ok(images::required(&list.stdout, &sandbox, built, extra))
 }
@@ -267,6 +266,7 @@ async fn patch_containerd_config(docker: &Docker, id: &str, artifacts: &Artifact
     if artifacts.version.at_least(1, 24) {
         return Ok(());
     }
-    let config = files::read(docker, id, containerd::CONFIG).await?;
-    files::write(docker, id, containerd::CONFIG, containerd::set_systemd_cgroup(&config, false)?).await
+    let mut config = containerd::read_config(docker, id).await?;
+    config.set_systemd_cgroup(false)?;
+    containerd::write_config(docker, id, &config).await
 }

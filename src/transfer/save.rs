@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::{Compression, PartFile, SaveTarget, checksum_line, checksum_path};
-use crate::docker::Docker;
+use crate::docker::{Docker, ImageGuard};
 use crate::progress::Reporter;
 
 /// Compressed bytes are collected up to this much before a file write: few, large writes,
@@ -29,6 +29,10 @@ pub struct Saved {
 /// `target.sha256` beside it. On any failure neither file is left behind.
 pub async fn save(docker: &Docker, image: &str, target: &SaveTarget, reporter: &Reporter) -> Result<Saved> {
     let info = docker.inspect_image(image).await?.ok_or_else(|| anyhow!("no such image {image}"))?;
+    // Podman: a `localhost/` image is saved under a temporary Docker-style name (see
+    // `portable_name`), removed after the save, or by its guard when the save fails.
+    let (name, alias) = docker.portable_name(image, &info).await?;
+    let alias = alias.map(|a| ImageGuard::new(docker, &a));
     let step = reporter.bytes(
         format!("saving {image} ({}) to {}", target.compression.name(), target.path.display()),
         Some(info.size),
@@ -46,7 +50,7 @@ pub async fn save(docker: &Docker, image: &str, target: &SaveTarget, reporter: &
         file.write_all(&bytes).await.with_context(|| format!("writing {}", data.path().display()))
     };
 
-    let mut tar = docker.save_image(image);
+    let mut tar = docker.save_image(&name);
     while let Some(chunk) = tar.next().await {
         let chunk = chunk?;
         step.inc(chunk.len() as u64);
@@ -57,6 +61,9 @@ pub async fn save(docker: &Docker, image: &str, target: &SaveTarget, reporter: &
         }
     }
     write(encoder.finish()?).await?;
+    if let Some(alias) = alias {
+        alias.remove().await?;
+    }
     file.sync_all().await.with_context(|| format!("writing {}", data.path().display()))?;
     drop(file);
 

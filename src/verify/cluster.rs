@@ -164,15 +164,21 @@ async fn remove_node(docker: &Docker, node: &Node) -> Result<()> {
     cgroups
 }
 
-/// What `--keep` prints: where the cluster is and how to remove it.
-pub fn kept_message(cluster: &Cluster) -> String {
+/// What `--keep` prints: where the cluster is and how to remove it, with the engine's own
+/// CLI (`podman`, and kind's Podman provider, when Podman answers). On Podman the nodes'
+/// /var are named volumes that `rm -v` leaves: `nodeimg clean` is the one way to say.
+pub fn kept_message(cluster: &Cluster, engine: &crate::docker::Engine) -> String {
     let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+    let (cluster, cp) = (&cluster.name, names.first().copied().unwrap_or_default());
+    let kept = format!("kept cluster {cluster} (nodes {}, network {cluster})", names.join(", "));
+    if engine.is_podman() {
+        return format!(
+            "{kept}; try `podman exec {cp} kubectl get nodes` or `KIND_EXPERIMENTAL_PROVIDER=podman kind export logs --name {cluster}`; remove it (and its volumes) with `nodeimg clean`"
+        );
+    }
     format!(
-        "kept cluster {cluster} (nodes {nodes}, network {cluster}); try `docker exec {cp} kubectl get nodes` or `kind export logs --name {cluster}`; remove it with `nodeimg clean` or `docker rm -f -v {nodes_sp} && docker network rm {cluster}`",
-        cluster = cluster.name,
-        nodes = names.join(", "),
-        cp = names.first().copied().unwrap_or_default(),
-        nodes_sp = names.join(" "),
+        "{kept}; try `docker exec {cp} kubectl get nodes` or `kind export logs --name {cluster}`; remove it with `nodeimg clean` or `docker rm -f -v {} && docker network rm {cluster}`",
+        names.join(" ")
     )
 }
 

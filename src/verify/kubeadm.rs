@@ -23,11 +23,15 @@ pub struct NodeFacts {
     pub name: String,
     pub ip: String,
     pub systemd_cgroup: bool,
+    /// The host runs cgroup v1 (the node has no `/sys/fs/cgroup/cgroup.controllers`).
+    pub cgroup_v1: bool,
 }
 
 #[derive(Serialize)]
 struct Vars<'a> {
     api_version: &'static str,
+    v1beta4: bool,
+    allow_cgroup_v1: bool,
     kubernetes_version: &'a str,
     node_name: &'a str,
     node_ip: &'a str,
@@ -38,9 +42,22 @@ struct Vars<'a> {
     control_plane_timeout: String,
 }
 
-/// v1beta2 until 1.22 (as kind), v1beta3 from 1.23 on (v1beta2 is gone in 1.26).
+/// As kind: v1beta2 until 1.22, v1beta3 from 1.23 (v1beta2 is gone in 1.26), v1beta4 from
+/// 1.36.
 pub fn api_version(version: &KubeVersion) -> &'static str {
-    if version.at_least(1, 23) { "v1beta3" } else { "v1beta2" }
+    if version.at_least(1, 36) {
+        "v1beta4"
+    } else if version.at_least(1, 23) {
+        "v1beta3"
+    } else {
+        "v1beta2"
+    }
+}
+
+/// The kubelet fails on cgroup v1 by default from 1.35 on (`failCgroupV1`); kind nodes on
+/// such a host tell it not to.
+fn allow_cgroup_v1(node: &NodeFacts) -> bool {
+    node.cgroup_v1 && node.version.at_least(1, 35)
 }
 
 /// The containerd socket as that kubeadm wants it: older ones take a path, newer ones
@@ -56,6 +73,8 @@ fn cri_socket(version: &KubeVersion) -> &'static str {
 pub fn render(node: &NodeFacts, control_plane_timeout: Duration) -> Result<String> {
     let vars = Vars {
         api_version: api_version(&node.version),
+        v1beta4: api_version(&node.version) == "v1beta4",
+        allow_cgroup_v1: allow_cgroup_v1(node),
         kubernetes_version: &node.version.text,
         node_name: &node.name,
         node_ip: &node.ip,
@@ -71,6 +90,7 @@ pub fn render(node: &NodeFacts, control_plane_timeout: Duration) -> Result<Strin
 #[derive(Serialize)]
 struct JoinVars<'a> {
     api_version: &'static str,
+    v1beta4: bool,
     node_name: &'a str,
     node_ip: &'a str,
     cri_socket: &'static str,
@@ -81,6 +101,7 @@ struct JoinVars<'a> {
 pub fn render_join(node: &NodeFacts, control_plane_endpoint: &str) -> Result<String> {
     let vars = JoinVars {
         api_version: api_version(&node.version),
+        v1beta4: api_version(&node.version) == "v1beta4",
         node_name: &node.name,
         node_ip: &node.ip,
         cri_socket: cri_socket(&node.version),
@@ -105,7 +126,14 @@ mod tests {
             name: "nodeimg-verify-1".into(),
             ip: "172.17.0.5".into(),
             systemd_cgroup: systemd,
+            cgroup_v1: false,
         }
+    }
+
+    /// `{name, value}` list entries (v1beta4's extra arguments) as pairs.
+    fn arg_list(value: &serde_yaml_ng::Value) -> Vec<(&str, &str)> {
+        let list = value.as_sequence().unwrap_or_else(|| panic!("a list: {value:?}"));
+        list.iter().map(|a| (a["name"].as_str().unwrap(), a["value"].as_str().unwrap())).collect()
     }
 
     /// The documents of a rendered config, as YAML values.
@@ -149,6 +177,13 @@ mod tests {
             Some("unix:///run/containerd/containerd.sock")
         );
         assert_eq!(docs[2]["cgroupDriver"].as_str(), Some("systemd"));
+        assert_eq!(docs[0]["apiServer"]["timeoutForControlPlane"].as_str(), Some("60s"));
+        assert_eq!(
+            docs[0]["controllerManager"]["extraArgs"]["enable-hostpath-provisioner"].as_str(),
+            Some("true")
+        );
+        assert_eq!(docs[1]["nodeRegistration"]["kubeletExtraArgs"]["node-ip"].as_str(), Some("172.17.0.5"));
+        assert!(docs[1].get("timeouts").is_none());
     }
 
     #[test]
@@ -169,9 +204,73 @@ mod tests {
     }
 
     #[test]
-    fn api_version_switches_at_1_23() {
-        for (v, api) in [("v1.22.17", "v1beta2"), ("v1.23.0", "v1beta3"), ("v1.31.0-alpha.1", "v1beta3")] {
+    fn api_version_switches_at_1_23_and_1_36() {
+        let cases = [
+            ("v1.22.17", "v1beta2"),
+            ("v1.23.0", "v1beta3"),
+            ("v1.31.0-alpha.1", "v1beta3"),
+            ("v1.35.4", "v1beta3"),
+            ("v1.36.0-alpha.0", "v1beta4"),
+            ("v1.37.1", "v1beta4"),
+        ];
+        for (v, api) in cases {
             assert_eq!(api_version(&KubeVersion::parse(v).unwrap()), api, "{v}");
         }
+    }
+
+    #[test]
+    fn kubernetes_1_36_gets_v1beta4_shapes() {
+        let text = render(&facts("v1.36.0", true), Duration::from_secs(240)).unwrap();
+        let docs = documents(&text);
+        assert_eq!(docs.len(), 4);
+        assert_eq!(docs[0]["apiVersion"].as_str(), Some("kubeadm.k8s.io/v1beta4"));
+        assert_eq!(docs[0]["kind"].as_str(), Some("ClusterConfiguration"));
+        assert!(docs[0]["apiServer"].get("timeoutForControlPlane").is_none(), "moved in v1beta4");
+        assert_eq!(docs[0]["apiServer"]["certSANs"][2].as_str(), Some("172.17.0.5"));
+        assert_eq!(
+            arg_list(&docs[0]["controllerManager"]["extraArgs"]),
+            [("enable-hostpath-provisioner", "true")]
+        );
+        assert_eq!(docs[1]["apiVersion"].as_str(), Some("kubeadm.k8s.io/v1beta4"));
+        assert_eq!(docs[1]["kind"].as_str(), Some("InitConfiguration"));
+        assert_eq!(docs[1]["timeouts"]["controlPlaneComponentHealthCheck"].as_str(), Some("240s"));
+        let registration = &docs[1]["nodeRegistration"];
+        assert_eq!(
+            arg_list(&registration["kubeletExtraArgs"]),
+            [("node-ip", "172.17.0.5"), ("node-labels", "")]
+        );
+        assert_eq!(registration["criSocket"].as_str(), Some("unix:///run/containerd/containerd.sock"));
+        assert_eq!(docs[1]["bootstrapTokens"][0]["token"].as_str(), Some("abcdef.0123456789abcdef"));
+        assert_eq!(docs[2]["cgroupDriver"].as_str(), Some("systemd"));
+        assert!(docs[2].get("failCgroupV1").is_none(), "a cgroup v2 host");
+
+        let worker = NodeFacts { name: "w1".into(), ip: "172.18.0.3".into(), ..facts("v1.36.0", true) };
+        let join = documents(&render_join(&worker, "172.18.0.2:6443").unwrap());
+        assert_eq!(join[0]["apiVersion"].as_str(), Some("kubeadm.k8s.io/v1beta4"));
+        assert_eq!(join[0]["kind"].as_str(), Some("JoinConfiguration"));
+        let registration = &join[0]["nodeRegistration"];
+        assert_eq!(
+            arg_list(&registration["kubeletExtraArgs"]),
+            [("node-ip", "172.18.0.3"), ("node-labels", "")]
+        );
+        assert_eq!(
+            join[0]["discovery"]["bootstrapToken"]["apiServerEndpoint"].as_str(),
+            Some("172.18.0.2:6443")
+        );
+    }
+
+    #[test]
+    fn cgroup_v1_hosts_keep_the_kubelet_from_1_35() {
+        let fail_cgroup_v1 = |version, cgroup_v1| {
+            let node = NodeFacts { cgroup_v1, ..facts(version, false) };
+            let docs = documents(&render(&node, Duration::from_secs(60)).unwrap());
+            assert_eq!(docs[2]["kind"].as_str(), Some("KubeletConfiguration"));
+            docs[2].get("failCgroupV1").map(|v| v.as_bool().unwrap())
+        };
+        assert_eq!(fail_cgroup_v1("v1.35.0", true), Some(false));
+        assert_eq!(fail_cgroup_v1("v1.36.1", true), Some(false));
+        assert_eq!(fail_cgroup_v1("v1.34.3", true), None, "the kubelet allows cgroup v1 by default");
+        assert_eq!(fail_cgroup_v1("v1.35.0", false), None, "a cgroup v2 host");
+        assert_eq!(fail_cgroup_v1("v1.20.2", true), None);
     }
 }

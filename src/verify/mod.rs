@@ -24,7 +24,7 @@ pub use self::cni::Cni;
 pub use self::report::{Report, Stage};
 use crate::docker::{Docker, ExecOutput};
 use crate::kube::KubeVersion;
-use crate::node::{containerd, files};
+use crate::node::containerd;
 use crate::progress::Reporter;
 
 /// Every kubectl call is bounded: an API server that accepts the connection and never
@@ -64,7 +64,7 @@ pub async fn verify(cfg: &VerifyConfig, docker: &Docker, reporter: &Reporter) ->
         diagnose::diagnose(docker, &cluster.control_plane().node.id, reporter).await;
     }
     if cluster.keep {
-        reporter.info(cluster::kept_message(&cluster));
+        reporter.info(cluster::kept_message(&cluster, docker.engine()));
         return (report, result);
     }
     let cleanup = cluster::remove(docker, &cluster).await.context("removing the cluster");
@@ -300,11 +300,12 @@ async fn node_facts(docker: &Docker, node: &ClusterNode) -> Result<kubeadm::Node
         bail!("the image has no /kind/version: is it a node image?");
     }
     let version = KubeVersion::parse(&version.stdout).context("reading /kind/version")?;
-    let config = files::read(docker, id, containerd::CONFIG).await?;
-    let systemd_cgroup = containerd::systemd_cgroup(&config)?;
+    let systemd_cgroup = containerd::read_config(docker, id).await?.systemd_cgroup()?;
+    // The node sees the host's cgroup version: cgroup v2 has cgroup.controllers at the root.
+    let cgroup_v1 = !run(docker, id, &["test", "-e", "/sys/fs/cgroup/cgroup.controllers"]).await?.success();
     let network = docker.container_network(id).await?;
     let ip = network.ip.ok_or_else(|| anyhow!("the node container has no IP address"))?;
-    Ok(kubeadm::NodeFacts { version, name: node.name.clone(), ip, systemd_cgroup })
+    Ok(kubeadm::NodeFacts { version, name: node.name.clone(), ip, systemd_cgroup, cgroup_v1 })
 }
 
 #[cfg(test)]

@@ -8,14 +8,13 @@ use anyhow::{Context, Result, bail};
 
 use super::{KUBECTL, kubectl, run, wait};
 use crate::docker::Docker;
-use crate::node::{containerd, files};
+use crate::node::containerd;
 
 const POD_TEMPLATE: &str = include_str!("../../templates/verify-pod.yaml.hbs");
 const DNS_POD_TEMPLATE: &str = include_str!("../../templates/verify-dns-pod.yaml.hbs");
 
 async fn sandbox_image(docker: &Docker, id: &str) -> Result<String> {
-    let config = files::read(docker, id, containerd::CONFIG).await?;
-    containerd::sandbox_image(&config)
+    Ok(containerd::read_config(docker, id).await?.sandbox_image()?)
 }
 
 /// Applies `pod` until admission takes it: the default service account appears shortly

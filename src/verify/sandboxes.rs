@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 
 use crate::docker::{Docker, short_id};
-use crate::node::{containerd, files};
+use crate::node::containerd;
 
 const SANDBOXES: [&str; 6] =
     ["ctr", "-n", "k8s.io", "containers", "ls", "labels.\"io.cri-containerd.kind\"==sandbox"];
@@ -72,11 +72,11 @@ async fn check(docker: &Docker, id: &str) -> Result<Count> {
 }
 
 async fn describe(docker: &Docker, id: &str, count: Count) -> anyhow::Error {
-    let image =
-        match files::read(docker, id, containerd::CONFIG).await.and_then(|c| containerd::sandbox_image(&c)) {
-            Ok(image) => image,
-            Err(err) => return err.context("every pod sandbox exited as soon as it started"),
-        };
+    let config = containerd::read_config(docker, id).await;
+    let image = match config.and_then(|c| Ok(c.sandbox_image()?)) {
+        Ok(image) => image,
+        Err(err) => return err.context("every pod sandbox exited as soon as it started"),
+    };
     let canonical = crate::reference::normalize(&image);
     let listed = docker.exec(id, &["ctr", "-n", "k8s.io", "images", "ls"]).await.map(|o| o.stdout);
     let digest =

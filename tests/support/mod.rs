@@ -10,6 +10,7 @@
 
 pub mod fixtures;
 pub mod kubetree;
+pub mod podman;
 mod process;
 pub mod registry;
 mod run;
