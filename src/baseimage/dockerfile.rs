@@ -60,8 +60,31 @@ pub async fn build(
     let labelled = docker.build_image(context, HashMap::new(), labels, &mut |_| {}).await;
     docker.remove_image(&id).await.ok();
     let labelled = labelled?;
+    builder_containers_gone(docker).await;
     step.finish(crate::docker::short_id(&labelled));
     Ok(labelled)
+}
+
+/// The classic builder gives its intermediate containers the build's labels (this run's) and
+/// may still be removing the last ones when the build answers: wait a little for them, then
+/// remove what is left, so the run leaves nothing labelled behind. This run starts every
+/// container of its own; never-started ones are the builder's.
+async fn builder_containers_gone(docker: &Docker) {
+    let run_id = docker.labels().run_id.clone();
+    for attempt in 0..=25 {
+        let left = docker.list_containers(Some(&run_id)).await.unwrap_or_default();
+        let created: Vec<_> = left.into_iter().filter(|c| c.state == "created").collect();
+        if created.is_empty() {
+            return;
+        }
+        if attempt == 25 {
+            for c in created {
+                docker.remove_container(&c.id).await.ok();
+            }
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 async fn installed_versions(docker: &Docker, image: &str) -> Result<String> {
