@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use super::assets;
 use super::crictl::{self, Crictl};
 use super::rootfs::Rootfs;
+use super::runtime::{self, RuntimeLine};
 use crate::archive::image::{self, ImageConfig};
 use crate::docker::Docker;
 use crate::process::{self, Tail};
@@ -19,6 +20,7 @@ pub const FALLBACK_MIRROR: &str = "http://deb.debian.org/debian";
 pub async fn build(
     suite: &str,
     mirror: &str,
+    line: RuntimeLine,
     crictl: Option<&Crictl>,
     config: &ImageConfig,
     docker: &Docker,
@@ -32,7 +34,9 @@ pub async fn build(
         None => None,
     };
     let root = scratch.path().join("rootfs");
-    run_debootstrap(&scratch, &root, suite, mirror, reporter).await?;
+    let pinned: Vec<String> = line.pins(runtimes_file()).into_iter().map(|p| p.package).collect();
+    run_debootstrap(&scratch, &root, suite, mirror, &pinned, reporter).await?;
+    install_runtime(&scratch, &root, line, mirror, reporter).await?;
     add_files(&root).context("adding base-image/files")?;
     if let (Some(binary), Some(crictl)) = (crictl_binary, crictl) {
         let step = reporter.step("installing crictl");
@@ -41,6 +45,12 @@ pub async fn build(
         step.finish(format!("/{} ({version}, sha256 {})", crictl::INSTALL_PATH, &crictl.sha256[..12]));
     }
     run_setup(&scratch, &root, reporter).await?;
+    // What is inside, read from dpkg rather than the pins: the labels say what was installed.
+    let mut config = config.clone();
+    let installed = installed_versions(&root).await.context("reading the installed runtime versions")?;
+    for (key, value) in runtime::labels_from_dpkg(suite, line, &installed) {
+        config.labels.insert(key.to_owned(), value);
+    }
 
     let step = reporter.step("writing the image layer");
     let layer_path = scratch.path().join("layer.tar");
@@ -53,7 +63,7 @@ pub async fn build(
     // One `docker load` carries the layer and the whole configuration; `docker import`
     // cannot set STOPSIGNAL on engines before API 1.44.
     let step = reporter.step("loading the image into Docker");
-    let (id, archive) = image::image_archive(config, &layer, &[]);
+    let (id, archive) = image::image_archive(&config, &layer, &[]);
     docker.load_image(archive).await?;
     step.finish(crate::docker::short_id(&id));
     Ok(id)
@@ -98,10 +108,15 @@ async fn run_debootstrap(
     target: &Path,
     suite: &str,
     mirror: &str,
+    pinned: &[String],
     reporter: &Reporter,
 ) -> Result<()> {
     let step = reporter.step(format!("debootstrap {suite} from {mirror}"));
-    let include = assets::packages().join(",");
+    // The runtime line's pinned packages come afterwards, from their own suite: installing
+    // the base suite's first would only download them twice.
+    let packages: Vec<&str> =
+        assets::packages().into_iter().filter(|p| !pinned.iter().any(|q| q == p)).collect();
+    let include = packages.join(",");
     let mut cmd = tokio::process::Command::new(find_in_path("debootstrap").context("finding debootstrap")?);
     cmd.args(["--variant=minbase", "--components=main"])
         .arg(format!("--arch={}", debian_arch()))
@@ -118,9 +133,60 @@ async fn run_debootstrap(
     if !tail.status.success() {
         bail!("debootstrap failed ({}): {}", tail.status, tail.reason(|l| l.starts_with("E:")));
     }
-    step.finish(format!("{} packages", assets::packages().len()));
+    step.finish(format!("{} packages", packages.len()));
     Ok(())
 }
+
+fn runtimes_file() -> &'static str {
+    std::str::from_utf8(assets::get("runtimes").contents).unwrap_or_default()
+}
+
+/// `base-image/install-runtime.sh` in the chroot: the line's pinned packages from their suites.
+async fn install_runtime(
+    scratch: &Rootfs,
+    root: &Path,
+    line: RuntimeLine,
+    mirror: &str,
+    reporter: &Reporter,
+) -> Result<()> {
+    let pins = line.pins(runtimes_file());
+    if pins.is_empty() {
+        return Ok(());
+    }
+    let step = reporter.step(format!("installing runtime {line} (pinned packages)"));
+    std::fs::write(root.join("tmp/nodeimg-runtimes"), runtimes_file())?;
+    let args = [line.name(), mirror, "/tmp/nodeimg-runtimes"];
+    let tail = run_in_chroot(scratch, root, "install-runtime.sh", &args, &step, reporter).await?;
+    std::fs::remove_file(root.join("tmp/nodeimg-runtimes")).ok();
+    if !tail.status.success() {
+        bail!(
+            "base-image/install-runtime.sh {line} failed ({}): {}",
+            tail.status,
+            tail.reason(|l| l.starts_with("E:"))
+        );
+    }
+    let names: Vec<String> = pins
+        .iter()
+        .filter(|p| runtime::LABELLED_PACKAGES.iter().any(|(q, _)| *q == p.package))
+        .map(|p| format!("{} {}", p.package, p.version))
+        .collect();
+    step.finish(names.join(", "));
+    Ok(())
+}
+
+/// `Package Version` lines of the packages whose versions become labels.
+async fn installed_versions(root: &Path) -> Result<String> {
+    let mut cmd = tokio::process::Command::new("chroot");
+    cmd.arg(root).args(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"]);
+    cmd.args(runtime::LABELLED_PACKAGES.map(|(p, _)| p)).env_clear().env("PATH", CHROOT_PATH);
+    let out = cmd.output().await.context("running dpkg-query in the chroot")?;
+    if !out.status.success() {
+        bail!("dpkg-query failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs a command, showing its output line by line (beside the spinner, or in full with
 /// `--verbose`) and keeping the last lines for the error message. The process group is
@@ -160,25 +226,40 @@ fn add_files(root: &Path) -> std::io::Result<()> {
 
 async fn run_setup(scratch: &Rootfs, root: &Path, reporter: &Reporter) -> Result<()> {
     let step = reporter.step("running base-image/setup.sh in the root filesystem");
-    let script = root.join("tmp/nodeimg-setup.sh");
-    std::fs::write(&script, assets::get("setup.sh").contents)?;
-    let mut cmd = tokio::process::Command::new("chroot");
-    cmd.arg(root)
-        .args(["/bin/sh", "/tmp/nodeimg-setup.sh"])
-        .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let tail = run_logged(scratch, cmd, &step, reporter).await.context("running chroot")?;
-    std::fs::remove_file(&script).ok();
+    let tail = run_in_chroot(scratch, root, "setup.sh", &[], &step, reporter).await?;
     if !tail.status.success() {
         bail!("base-image/setup.sh failed ({}): {}", tail.status, tail.reason(|_| false));
     }
     step.finish("done");
     Ok(())
+}
+
+/// Runs `base-image/SCRIPT ARGS` with sh in the chroot, logged; the script is removed after.
+async fn run_in_chroot(
+    scratch: &Rootfs,
+    root: &Path,
+    script: &str,
+    args: &[&str],
+    step: &crate::progress::Step,
+    reporter: &Reporter,
+) -> Result<Tail> {
+    let inside = format!("/tmp/nodeimg-{script}");
+    let on_host = root.join(inside.trim_start_matches('/'));
+    std::fs::write(&on_host, assets::get(script).contents)?;
+    let mut cmd = tokio::process::Command::new("chroot");
+    cmd.arg(root)
+        .args(["/bin/sh", &inside])
+        .args(args)
+        .env_clear()
+        .env("PATH", CHROOT_PATH)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let tail = run_logged(scratch, cmd, step, reporter).await.context("running chroot")?;
+    std::fs::remove_file(&on_host).ok();
+    Ok(tail)
 }
 
 fn debian_arch() -> &'static str {

@@ -6,6 +6,7 @@ pub mod crictl;
 mod debootstrap;
 mod dockerfile;
 mod rootfs;
+pub mod runtime;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 pub use crictl::Crictl;
 pub use debootstrap::{default_mirror, mirror_from_apt_sources};
+pub use runtime::RuntimeLine;
 
 use crate::archive::image::{self, ImageConfig};
 use crate::docker::Docker;
@@ -38,6 +40,8 @@ pub struct BaseImageConfig {
     pub rebuild: bool,
     /// The crictl to install; none leaves the image without one.
     pub crictl: Option<Crictl>,
+    /// containerd, runc and CNI plugins: which pinned set of `base-image/runtimes`.
+    pub runtime: RuntimeLine,
 }
 
 impl BaseImageConfig {
@@ -52,6 +56,7 @@ impl BaseImageConfig {
             Source::Debootstrap { suite, .. } => hash.update(format!("\0debootstrap\0{suite}")),
             Source::Dockerfile { debian_image } => hash.update(format!("\0dockerfile\0{debian_image}")),
         }
+        hash.update(format!("\0runtime\0{}", self.runtime));
         // The sha256 pins crictl's content wherever it came from: with and without one (or
         // with another) are different images, under different default tags.
         if let Some(crictl) = &self.crictl {
@@ -111,16 +116,19 @@ impl BaseImageConfig {
     }
 }
 
-/// The base image `nodeimg build base-image` makes with its defaults.
-pub fn default_base_image() -> String {
-    let cfg = BaseImageConfig {
-        source: Source::Debootstrap { suite: "bookworm".into(), mirror: default_mirror() },
+/// What `nodeimg build base-image --runtime LINE` builds with no other flags.
+pub fn default_config(runtime: RuntimeLine) -> BaseImageConfig {
+    BaseImageConfig {
+        source: Source::Debootstrap { suite: DEFAULT_SUITE.into(), mirror: default_mirror() },
         image: None,
         rebuild: false,
         crictl: None,
-    };
-    cfg.target()
+        runtime,
+    }
 }
+
+/// The root filesystem's Debian suite: bookworm's systemd 252 boots on cgroup v1 hosts.
+pub const DEFAULT_SUITE: &str = "bookworm";
 
 /// The outcome, for the summary line.
 #[derive(Debug)]
@@ -150,14 +158,16 @@ pub async fn build(cfg: &BaseImageConfig, docker: &Docker, reporter: &Reporter) 
     let id = match &cfg.source {
         Source::Debootstrap { suite, mirror } => {
             let crictl = cfg.crictl.as_ref();
-            debootstrap::build(suite, mirror, crictl, &cfg.image_config(docker), docker, reporter)
+            let config = cfg.image_config(docker);
+            debootstrap::build(suite, mirror, cfg.runtime, crictl, &config, docker, reporter)
                 .await
                 .with_context(|| {
                     format!("building the base image with debootstrap ({suite} from {mirror})")
                 })?
         }
         Source::Dockerfile { debian_image } => {
-            dockerfile::build(debian_image, cfg.crictl.as_ref(), &cfg.image_labels(), docker, reporter)
+            let (crictl, labels) = (cfg.crictl.as_ref(), cfg.image_labels());
+            dockerfile::build(debian_image, cfg.runtime, crictl, &labels, docker, reporter)
                 .await
                 .with_context(|| format!("building base-image/Dockerfile from {debian_image}"))?
         }
@@ -192,6 +202,7 @@ mod tests {
             image: None,
             rebuild: false,
             crictl: None,
+            runtime: RuntimeLine::V1_7,
         }
     }
 
@@ -210,6 +221,10 @@ mod tests {
         let dockerfile =
             BaseImageConfig { source: Source::Dockerfile { debian_image: "debian:12".into() }, ..cfg("x") };
         assert_ne!(dockerfile.key(), cfg("bookworm").key());
+        for line in [RuntimeLine::V1_6, RuntimeLine::V2] {
+            let other = BaseImageConfig { runtime: line, ..cfg("bookworm") };
+            assert_ne!(other.key(), cfg("bookworm").key(), "runtime {line} shares no tag with 1.7");
+        }
     }
 
     #[test]

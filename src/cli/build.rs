@@ -85,11 +85,28 @@ pub enum From {
     Dockerfile,
 }
 
+/// containerd, runc and CNI plugins of the base image (`base-image/runtimes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Runtime {
+    /// Debian bookworm's containerd 1.6.20 (end of life; CRI v1 and v1alpha2).
+    #[value(name = "1.6")]
+    V1_6,
+    /// containerd 1.7.24 and runc 1.1.15 from trixie: CRI v1 and v1alpha2, Kubernetes 1.18-1.36.
+    #[value(name = "1.7")]
+    V1_7,
+    /// containerd 2.1.9, runc 1.3.6, CNI plugins 1.9.1 from sid: CRI v1, Kubernetes 1.26+.
+    #[value(name = "2")]
+    V2,
+}
+
 #[derive(Debug, Args)]
 pub struct BaseImageArgs {
     /// How to build the image.
     #[arg(long, value_enum, default_value_t = From::Debootstrap)]
     pub from: From,
+    /// Runtime line: containerd, runc and CNI plugins, pinned in base-image/runtimes.
+    #[arg(long, value_enum, default_value = "1.7")]
+    pub runtime: Runtime,
     /// Debian suite to debootstrap [default: bookworm].
     #[arg(long, value_name = "SUITE")]
     pub suite: Option<String>,

@@ -8,7 +8,7 @@ mod variant;
 
 use clap::{Parser, Subcommand};
 
-pub use build::{BaseImageArgs, BuildCommand, From, NodeImageArgs};
+pub use build::{BaseImageArgs, BuildCommand, From, NodeImageArgs, Runtime};
 pub use commands::{
     BundleArgs, CleanArgs, ImagesCommand, LoadArgs, Output, SaveArgs, VerifyArgs, VerifyOptions,
 };
@@ -19,8 +19,10 @@ use crate::progress::Verbosity;
 
 const EXAMPLES: &str = "\
 Examples:
-  # Build the base image offline from Debian packages (needs root and debootstrap)
+  # Build the base image offline from Debian packages (needs root and debootstrap):
+  # containerd 1.7 by default; --runtime 2 for containerd 2 (Kubernetes 1.26 and later)
   sudo nodeimg build base-image
+  sudo nodeimg build base-image --runtime 2
 
   # Same, from an internal Debian mirror, under a name of your choice
   sudo nodeimg build base-image --mirror http://apt.internal/debian -i registry.internal/kind/base:v1

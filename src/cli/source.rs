@@ -44,9 +44,15 @@ pub struct SourceArgs {
     /// Where Kubernetes comes from (see below).
     #[arg(value_name = "SOURCE")]
     pub source: Option<String>,
-    /// Base image [default: the image `nodeimg build base-image` makes with its defaults].
+    /// Base image [default: the base of the newest runtime line that serves the Kubernetes
+    /// version, `nodeimg build base-image --runtime 2` from v1.30, `--runtime 1.7` below;
+    /// built if absent].
     #[arg(short, long, value_name = "IMAGE")]
     pub base_image: Option<String>,
+    /// Build even when the base's containerd cannot serve the Kubernetes version
+    /// (containerd 2 below v1.26, containerd 1.x from v1.37).
+    #[arg(long)]
+    pub skip_compat_check: bool,
     /// Target architecture [default: this machine's].
     #[arg(long, value_name = "ARCH")]
     pub arch: Option<String>,

@@ -9,8 +9,8 @@ mod variant;
 
 use std::path::Path;
 
-use crate::baseimage::{BaseImageConfig, Source, default_mirror};
-use crate::cli::{BaseImageArgs, From, SaveArgs, VerifyArgs, VerifyOptions};
+use crate::baseimage::{BaseImageConfig, DEFAULT_SUITE, RuntimeLine, Source, default_mirror};
+use crate::cli::{BaseImageArgs, From, Runtime, SaveArgs, VerifyArgs, VerifyOptions};
 use crate::transfer::SaveTarget;
 
 pub use node_image::{node_image, sources};
@@ -65,7 +65,7 @@ pub fn base_image(args: BaseImageArgs) -> Result<BaseImageConfig, ConfigError> {
             if args.debian_image.is_some() {
                 return Err(ConfigError::NotFor("--debian-image", "dockerfile"));
             }
-            let suite = args.suite.unwrap_or_else(|| "bookworm".to_owned());
+            let suite = args.suite.unwrap_or_else(|| DEFAULT_SUITE.to_owned());
             validate_suite(&suite)?;
             let mirror = match args.mirror {
                 Some(m) => validate_mirror(&m)?,
@@ -85,7 +85,12 @@ pub fn base_image(args: BaseImageArgs) -> Result<BaseImageConfig, ConfigError> {
             Source::Dockerfile { debian_image }
         }
     };
-    Ok(BaseImageConfig { source, image: args.image, rebuild: args.rebuild, crictl })
+    let runtime = match args.runtime {
+        Runtime::V1_6 => RuntimeLine::V1_6,
+        Runtime::V1_7 => RuntimeLine::V1_7,
+        Runtime::V2 => RuntimeLine::V2,
+    };
+    Ok(BaseImageConfig { source, image: args.image, rebuild: args.rebuild, crictl, runtime })
 }
 
 /// `verify IMAGE`.
@@ -197,6 +202,9 @@ mod tests {
             Source::Debootstrap { suite: "bookworm".into(), mirror: "http://mirror.example/debian".into() }
         );
         assert_eq!(cfg.image, None);
+        assert_eq!(cfg.runtime, RuntimeLine::V1_7, "containerd 1.7 is the default line");
+        assert_eq!(parse(&["--runtime", "2"]).unwrap().runtime, RuntimeLine::V2);
+        assert_eq!(parse(&["--runtime", "1.6"]).unwrap().runtime, RuntimeLine::V1_6);
     }
 
     #[test]

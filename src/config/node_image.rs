@@ -25,13 +25,9 @@ pub fn node_image(args: NodeImageArgs) -> Result<(NodeImageConfig, Option<SaveTa
 
 /// A node-image config without a target (for `images list` and `images save`).
 pub fn sources(args: SourceArgs) -> Result<NodeImageConfig, ConfigError> {
-    let base_image = match args.base_image {
-        Some(b) => {
-            validate_image(&b)?;
-            b
-        }
-        None => crate::baseimage::default_base_image(),
-    };
+    if let Some(base) = &args.base_image {
+        validate_image(base)?;
+    }
     let arch = args.arch.unwrap_or_else(|| crate::archive::image::host_architecture().to_owned());
     if !["amd64", "arm64", "ppc64le", "s390x"].contains(&arch.as_str()) {
         return Err(ConfigError::Arch(arch));
@@ -50,7 +46,8 @@ pub fn sources(args: SourceArgs) -> Result<NodeImageConfig, ConfigError> {
     Ok(NodeImageConfig {
         source,
         image: String::new(),
-        base_image,
+        base_image: args.base_image,
+        skip_compat_check: args.skip_compat_check,
         arch,
         release_url,
         checksums: !args.skip_checksums,

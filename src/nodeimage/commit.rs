@@ -120,7 +120,8 @@ mod tests {
         let cfg = NodeImageConfig {
             source: Source::Release(version.clone()),
             image: "n:1".into(),
-            base_image: "b".into(),
+            base_image: Some("b".into()),
+            skip_compat_check: false,
             arch: "amd64".into(),
             release_url: "http://x".into(),
             checksums: true,

@@ -2,8 +2,10 @@
 //! base image → node image. One pipeline, [`run`], with explicit stop points.
 
 pub mod archives;
+mod base;
 mod bundle;
 mod commit;
+pub mod compat;
 pub mod components;
 pub mod images;
 pub mod iptables;
@@ -34,7 +36,10 @@ pub const PROXY_VARS: [&str; 6] =
 pub struct NodeImageConfig {
     pub source: Source,
     pub image: String,
-    pub base_image: String,
+    /// `-b`; none: the default base of the runtime line that serves the Kubernetes version.
+    pub base_image: Option<String>,
+    /// `--skip-compat-check`: build even on a containerd that cannot serve this Kubernetes.
+    pub skip_compat_check: bool,
     pub arch: String,
     pub release_url: String,
     /// Check downloads against their published checksums.
@@ -119,10 +124,16 @@ pub async fn run(
             .context("making the control-plane images")?,
         );
     }
-    // 4. The build container, from the base image.
-    ensure_base_image(docker, &cfg.base_image, &cfg.arch, cfg.images.offline, reporter).await?;
-    let container = create_build_container(docker, cfg).await.context("creating the build container")?;
+    // 4. The build container, from the base image (chosen by the Kubernetes version unless
+    //    given), whose containerd must serve that version: checked before any import.
+    let version = &artifacts.version;
+    let base =
+        base::resolve(docker, cfg.base_image.as_deref(), version, &cfg.arch, cfg.images.offline, reporter)
+            .await?;
+    let container =
+        create_build_container(docker, cfg, &base).await.context("creating the build container")?;
     let id = container.id().to_owned();
+    compat::check(docker, &base, &id, version, cfg.skip_compat_check, reporter).await?;
     // 5. kubeadm, kubelet, kubectl into /usr/bin.
     add_binaries(docker, &id, &artifacts, reporter).await.context("copying the Kubernetes binaries")?;
     // 6. Every image the cluster needs, and where each will come from.
@@ -189,33 +200,12 @@ fn fetch_options(cfg: &NodeImageConfig) -> FetchOptions {
     }
 }
 
-async fn ensure_base_image(
+async fn create_build_container(
     docker: &Docker,
+    cfg: &NodeImageConfig,
     base: &str,
-    arch: &str,
-    offline: bool,
-    reporter: &Reporter,
-) -> Result<()> {
-    if docker.image_exists(base).await? {
-        return Ok(());
-    }
-    if offline {
-        bail!("base image {base} is not here and --offline forbids pulling it");
-    }
-    let step = reporter.step(format!("pulling base image {base}"));
-    docker.pull(base, &format!("linux/{arch}"), &mut |s| step.set_message(s.to_owned())).await.with_context(
-        || {
-            format!(
-                "base image {base} is not here and cannot be pulled (`nodeimg build base-image` builds one)"
-            )
-        },
-    )?;
-    step.finish("pulled");
-    Ok(())
-}
-
-async fn create_build_container(docker: &Docker, cfg: &NodeImageConfig) -> Result<ContainerGuard> {
-    let mut spec = ContainerSpec::idle(&cfg.base_image);
+) -> Result<ContainerGuard> {
+    let mut spec = ContainerSpec::idle(base);
     spec.security_opt = vec!["seccomp=unconfined".into()];
     spec.env = cfg.proxy_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if cfg.keep_container {

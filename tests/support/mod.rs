@@ -128,6 +128,12 @@ pub fn base_image() -> String {
     IMAGE.get_or_init(|| build_base(&[])).clone()
 }
 
+/// The containerd 2 line's base (`build base-image --runtime 2`), under its default name.
+pub fn base_image_runtime_2() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| build_base(&["--runtime", "2"])).clone()
+}
+
 /// [`base_image`] with a stand-in crictl (busybox-static, an ELF executable) installed by
 /// `--crictl`: for checks that crictl and its config are where kind looks. Not for booting a
 /// control plane (kubeadm's preflight would run the stand-in).
@@ -142,7 +148,7 @@ pub fn base_image_with_crictl() -> String {
         .clone()
 }
 
-fn build_base(args: &[&str]) -> String {
+pub fn build_base(args: &[&str]) -> String {
     let lock = File::create(std::env::temp_dir().join("nodeimg-test-base-image.lock")).unwrap();
     let start = Instant::now();
     // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
