@@ -331,6 +331,38 @@ fn build_dir_and_keep_container_keep_what_they_say() {
 }
 
 #[test]
+fn kubernetes_1_24_and_later_get_the_systemd_driver_in_containerd() {
+    // kind configures the kubelet with cgroupDriver: systemd from 1.24 on; the tests' base
+    // says cgroupfs, so the build must switch runc to systemd or kind's kubelet and
+    // containerd disagree.
+    let run = Run::new("v130cg");
+    let release = fixtures::server_tarball(&Options::default());
+    assert_success(&run.build(&release.build_args()), "build v1.30 node image");
+    let config = support::docker_cli(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        &run.target,
+        "/etc/containerd/config.toml",
+    ]);
+    assert!(config.contains("SystemdCgroup = true"), "{config}");
+    assert!(!config.contains("SystemdCgroup = false"), "{config}");
+    let base = support::docker_cli(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        &support::base_image(),
+        "/etc/containerd/config.toml",
+    ]);
+    assert!(
+        base.contains("SystemdCgroup = false"),
+        "the base says cgroupfs, so the build changed it:\n{base}"
+    );
+}
+
+#[test]
 fn kubernetes_before_1_24_gets_cgroupfs_in_containerd() {
     let run = Run::new("v123");
     let old = Options { version: Some("v1.23.17"), ..Default::default() };

@@ -261,12 +261,15 @@ async fn required_images(
     Ok(images::required(&list.stdout, &sandbox, built, extra))
 }
 
-/// Kubernetes before 1.24 expects the cgroupfs driver; set runc's SystemdCgroup to match.
+/// runc's cgroup driver must be the kubelet's, and kind chooses the kubelet's by version
+/// (its kubeadm config: cgroupfs before 1.24, systemd from 1.24, since kind v0.13): a base
+/// with the other one (nodeimg's own base says cgroupfs) would leave the pair mismatched.
 async fn patch_containerd_config(docker: &Docker, id: &str, artifacts: &Artifacts) -> Result<()> {
-    if artifacts.version.at_least(1, 24) {
+    let systemd = artifacts.version.at_least(1, 24);
+    let mut config = containerd::read_config(docker, id).await?;
+    if config.systemd_cgroup()? == systemd {
         return Ok(());
     }
-    let mut config = containerd::read_config(docker, id).await?;
-    config.set_systemd_cgroup(false)?;
+    config.set_systemd_cgroup(systemd)?;
     containerd::write_config(docker, id, &config).await
 }
