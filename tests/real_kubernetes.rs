@@ -147,6 +147,51 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     }
     assert_nothing_left(&run, &volumes_before);
 
+    // A variant with a rebuilt kubelet (issue 12's developer loop): the tree's kubelet
+    // relinked with another version string by upstream's make, put in with
+    // `build node-variant --with-kubelet`, verified as a cluster; its kubelet says the new
+    // version. Go's cache makes this a relink, not a rebuild.
+    {
+        let variant_version = "v1.20.2-nodeimg.variant";
+        let mut make = Command::new("make");
+        make.arg("-C")
+            .arg(&tree)
+            .args(["all", "WHAT=cmd/kubelet", "KUBE_BUILD_PLATFORMS=linux/amd64"])
+            .env("KUBE_GIT_VERSION", variant_version)
+            .env_remove("OUT_DIR");
+        let started = Instant::now();
+        assert_success(&output_within(&mut make, REAL_LIMIT), "relinking the kubelet with another version");
+        let relinked = started.elapsed();
+        let kubelet = run.files.path().join("kubelet");
+        std::fs::copy(Path::new(&tree).join("_output/local/bin/linux/amd64/kubelet"), &kubelet).unwrap();
+        let variant = format!("{target}-variant");
+        let _variant = support::RemoveImage(variant.clone());
+        let started = Instant::now();
+        let args = [
+            "build",
+            "node-variant",
+            "--from-node",
+            target,
+            "--with-kubelet",
+            kubelet.to_str().unwrap(),
+            "-i",
+            &variant,
+        ];
+        assert_success(&run.output(&args), "build node-variant --with-kubelet");
+        let made = started.elapsed();
+        let out = run.output(&["verify", &variant, "--cni", "bridge", "--output", "json"]);
+        assert_success(&out, "nodeimg verify of the variant");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["passed"], true, "{report}");
+        let version = docker_cli(&["run", "--rm", "--entrypoint", "kubelet", &variant, "--version"]);
+        assert_eq!(version.trim(), format!("Kubernetes {variant_version}"));
+        eprintln!(
+            "kubelet relinked in {relinked:?}, variant made in {made:?}, verified in {}s",
+            report["total_seconds"]
+        );
+    }
+    assert_nothing_left(&run, &volumes_before);
+
     // A kubelet that exits at once: kubeadm init gives up after the timeout, the check
     // names that stage, and the node goes away all the same.
     let broken = format!("{target}-broken-kubelet");
