@@ -11,8 +11,10 @@ fi
 # debootstrap: the registry-free base image; libssl-dev, pkg-config: git2 (https clones);
 # busybox-static and docker-registry: test
 # fixtures (tiny images, a registry on loopback); iptables etc. for dockerd; podman: the
-# tests that build through Podman's Docker-compatible API (tests/podman.rs).
-packages=(debootstrap busybox-static docker-registry ca-certificates git bc libssl-dev pkg-config podman)
+# tests that build through Podman's Docker-compatible API (tests/podman.rs);
+# qemu-user-static, binfmt-support: builds for another architecture (tests/multiarch.rs).
+packages=(debootstrap busybox-static docker-registry ca-certificates git bc libssl-dev pkg-config podman
+  qemu-user-static binfmt-support)
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do
@@ -23,6 +25,19 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Another architecture's programs run through qemu's binfmt_misc handlers; their F flag
+# (qemu-user-static's) lets containers use them. Mounted and enabled here when the init
+# system has not done it (containers, CI machines without systemd).
+binfmt=/proc/sys/fs/binfmt_misc
+if [[ ! -e $binfmt/status ]]; then
+  echo "setup.sh: mounting binfmt_misc at $binfmt"
+  mount -t binfmt_misc binfmt_misc "$binfmt"
+fi
+if [[ ! -e $binfmt/qemu-aarch64 ]] || ! head -n1 "$binfmt/qemu-aarch64" | grep -qx enabled; then
+  echo "setup.sh: enabling the qemu binfmt_misc handlers"
+  update-binfmts --enable
 fi
 
 if ! docker info >/dev/null 2>&1; then

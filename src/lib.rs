@@ -2,7 +2,7 @@
 //!
 //! Arrows point one way: `cli` (clap only) → `config` (validated configs) → `commands` (one
 //! per subcommand) → pipelines (`nodeimage`, `variant`, `baseimage`, `verify`, `transfer`, `kube`) →
-//! shared pieces (`node`, `reference`, `archive`, `docker`, `progress`, `error`).
+//! shared pieces (`node`, `platform`, `reference`, `archive`, `docker`, `progress`, `error`).
 
 #![warn(clippy::unwrap_used, clippy::dbg_macro, clippy::todo, clippy::unimplemented)]
 
@@ -18,6 +18,7 @@ pub mod guard;
 pub mod kube;
 pub mod node;
 pub mod nodeimage;
+pub mod platform;
 pub mod process;
 pub mod progress;
 pub mod reference;

@@ -17,15 +17,22 @@ use crate::progress::Reporter;
 
 pub const FALLBACK_MIRROR: &str = "http://deb.debian.org/debian";
 
+/// What debootstrap makes: `suite` from `mirror`, for `arch` (Docker's name).
+pub struct Target<'a> {
+    pub suite: &'a str,
+    pub mirror: &'a str,
+    pub arch: &'a str,
+}
+
 pub async fn build(
-    suite: &str,
-    mirror: &str,
+    target: &Target<'_>,
     line: RuntimeLine,
     crictl: Option<&Crictl>,
     config: &ImageConfig,
     docker: &Docker,
     reporter: &Reporter,
 ) -> Result<String> {
+    let (suite, mirror) = (target.suite, target.mirror);
     preflight(suite, mirror).await?;
     let scratch = Rootfs::new().context("creating a scratch directory for the root filesystem")?;
     // Before debootstrap: a wrong crictl fails in seconds, not after a minute of packages.
@@ -35,7 +42,7 @@ pub async fn build(
     };
     let root = scratch.path().join("rootfs");
     let pinned: Vec<String> = line.pins(runtimes_file()).into_iter().map(|p| p.package).collect();
-    run_debootstrap(&scratch, &root, suite, mirror, &pinned, reporter).await?;
+    run_debootstrap(&scratch, &root, target, &pinned, reporter).await?;
     install_runtime(&scratch, &root, line, mirror, reporter).await?;
     add_files(&root).context("adding base-image/files")?;
     if let (Some(binary), Some(crictl)) = (crictl_binary, crictl) {
@@ -105,13 +112,13 @@ fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
 
 async fn run_debootstrap(
     scratch: &Rootfs,
-    target: &Path,
-    suite: &str,
-    mirror: &str,
+    root: &Path,
+    target: &Target<'_>,
     pinned: &[String],
     reporter: &Reporter,
 ) -> Result<()> {
-    let step = reporter.step(format!("debootstrap {suite} from {mirror}"));
+    let Target { suite, mirror, arch } = *target;
+    let step = reporter.step(format!("debootstrap {suite} ({arch}) from {mirror}"));
     // The runtime line's pinned packages come afterwards, from their own suite: installing
     // the base suite's first would only download them twice.
     let packages: Vec<&str> =
@@ -119,10 +126,10 @@ async fn run_debootstrap(
     let include = packages.join(",");
     let mut cmd = tokio::process::Command::new(find_in_path("debootstrap").context("finding debootstrap")?);
     cmd.args(["--variant=minbase", "--components=main"])
-        .arg(format!("--arch={}", debian_arch()))
+        .arg(format!("--arch={}", debian_arch(arch)))
         .arg(format!("--include={include}"))
         .arg(suite)
-        .arg(target)
+        .arg(root)
         .arg(mirror)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
@@ -262,13 +269,10 @@ async fn run_in_chroot(
     Ok(tail)
 }
 
-fn debian_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "armhf",
-        "powerpc64" => "ppc64el",
-        "s390x" => "s390x",
+/// Debian's name of Docker's architecture `arch`: they differ only for ppc64le.
+fn debian_arch(arch: &str) -> &str {
+    match arch {
+        "ppc64le" => "ppc64el",
         other => other,
     }
 }
@@ -329,10 +333,10 @@ mod tests {
     }
 
     #[test]
-    fn host_architecture_has_a_debian_name() {
-        assert!(!debian_arch().is_empty());
-        if cfg!(target_arch = "x86_64") {
-            assert_eq!(debian_arch(), "amd64");
-        }
+    fn architectures_have_debian_names() {
+        assert_eq!(debian_arch("amd64"), "amd64");
+        assert_eq!(debian_arch("arm64"), "arm64");
+        assert_eq!(debian_arch("ppc64le"), "ppc64el");
+        assert_eq!(debian_arch("s390x"), "s390x");
     }
 }

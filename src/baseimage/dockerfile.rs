@@ -14,6 +14,7 @@ use crate::progress::Reporter;
 
 pub async fn build(
     debian_image: &str,
+    platform: &str,
     line: RuntimeLine,
     crictl: Option<&Crictl>,
     labels: &[(&str, String)],
@@ -23,7 +24,7 @@ pub async fn build(
     if !docker.image_exists(debian_image).await? {
         let step = reporter.step(format!("pulling {debian_image}"));
         docker
-            .pull(debian_image, "", &mut |status| step.set_message(status.to_owned()))
+            .pull(debian_image, platform, &mut |status| step.set_message(status.to_owned()))
             .await
             .with_context(|| format!("cannot get the Debian image {debian_image}"))?;
         step.finish("pulled");
@@ -39,7 +40,7 @@ pub async fn build(
     let mut labels: HashMap<String, String> =
         labels.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let id = docker
-        .build_image(context, args, labels.clone(), &mut |line| {
+        .build_image(context, platform, args, labels.clone(), &mut |line| {
             reporter.detail(line);
             step.set_message(line.to_owned());
         })
@@ -57,7 +58,7 @@ pub async fn build(
     let context = archive::tar_stream(move |tar| {
         archive::append_bytes(tar, "Dockerfile", 0o644, dockerfile.as_bytes())
     });
-    let labelled = docker.build_image(context, HashMap::new(), labels, &mut |_| {}).await;
+    let labelled = docker.build_image(context, platform, HashMap::new(), labels, &mut |_| {}).await;
     docker.remove_image(&id).await.ok();
     let labelled = labelled?;
     builder_containers_gone(docker).await;

@@ -18,13 +18,14 @@ pub use crictl::Crictl;
 pub use debootstrap::{default_mirror, mirror_from_apt_sources};
 pub use runtime::RuntimeLine;
 
-use crate::archive::image::{self, ImageConfig};
+use crate::archive::image::ImageConfig;
 use crate::docker::Docker;
 use crate::progress::Reporter;
 
 /// Ties an image to the inputs it was built from; a rebuild happens only when they change.
 pub const LABEL_KEY: &str = "io.nodeimg.base.key";
 pub const LABEL_SOURCE: &str = "io.nodeimg.base.source";
+pub const LABEL_ARCH: &str = "io.nodeimg.base.arch";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -42,6 +43,9 @@ pub struct BaseImageConfig {
     pub crictl: Option<Crictl>,
     /// containerd, runc and CNI plugins: which pinned set of `base-image/runtimes`.
     pub runtime: RuntimeLine,
+    /// Docker's name of the target architecture (`amd64`, `arm64`, ...); another than the
+    /// host's runs its programs through a binfmt_misc handler (qemu-user-static).
+    pub arch: String,
 }
 
 impl BaseImageConfig {
@@ -57,6 +61,11 @@ impl BaseImageConfig {
             Source::Dockerfile { debian_image } => hash.update(format!("\0dockerfile\0{debian_image}")),
         }
         hash.update(format!("\0runtime\0{}", self.runtime));
+        // amd64 hashes as before the arch was an input, so cached amd64 bases keep their
+        // names; every other arch gets keys of its own.
+        if self.arch != "amd64" {
+            hash.update(format!("\0arch\0{}", self.arch));
+        }
         // The sha256 pins crictl's content wherever it came from: with and without one (or
         // with another) are different images, under different default tags.
         if let Some(crictl) = &self.crictl {
@@ -78,7 +87,11 @@ impl BaseImageConfig {
 
     /// Labels that describe the image's inputs.
     fn image_labels(&self) -> Vec<(&'static str, String)> {
-        let mut labels = vec![(LABEL_KEY, self.key()), (LABEL_SOURCE, self.source_name().to_owned())];
+        let mut labels = vec![
+            (LABEL_KEY, self.key()),
+            (LABEL_SOURCE, self.source_name().to_owned()),
+            (LABEL_ARCH, self.arch.clone()),
+        ];
         if let Some(crictl) = &self.crictl {
             labels.push((crictl::LABEL_SHA256, crictl.sha256.clone()));
             if let Some(version) = &crictl.version {
@@ -105,7 +118,7 @@ impl BaseImageConfig {
         let mut labels: BTreeMap<String, String> = docker.labels().to_map().into_iter().collect();
         labels.extend(self.image_labels().into_iter().map(|(k, v)| (k.to_owned(), v)));
         ImageConfig {
-            architecture: image::host_architecture().to_owned(),
+            architecture: self.arch.clone(),
             entrypoint: ENTRYPOINT.iter().map(|s| s.to_string()).collect(),
             env: vec![ENV.to_owned()],
             stop_signal: Some(STOP_SIGNAL.to_owned()),
@@ -116,14 +129,15 @@ impl BaseImageConfig {
     }
 }
 
-/// What `nodeimg build base-image --runtime LINE` builds with no other flags.
-pub fn default_config(runtime: RuntimeLine) -> BaseImageConfig {
+/// What `nodeimg build base-image --runtime LINE --arch ARCH` builds with no other flags.
+pub fn default_config(runtime: RuntimeLine, arch: &str) -> BaseImageConfig {
     BaseImageConfig {
         source: Source::Debootstrap { suite: DEFAULT_SUITE.into(), mirror: default_mirror() },
         image: None,
         rebuild: false,
         crictl: None,
         runtime,
+        arch: arch.to_owned(),
     }
 }
 
@@ -159,15 +173,15 @@ pub async fn build(cfg: &BaseImageConfig, docker: &Docker, reporter: &Reporter) 
         Source::Debootstrap { suite, mirror } => {
             let crictl = cfg.crictl.as_ref();
             let config = cfg.image_config(docker);
-            debootstrap::build(suite, mirror, cfg.runtime, crictl, &config, docker, reporter)
-                .await
-                .with_context(|| {
-                    format!("building the base image with debootstrap ({suite} from {mirror})")
-                })?
+            let target = debootstrap::Target { suite, mirror, arch: &cfg.arch };
+            debootstrap::build(&target, cfg.runtime, crictl, &config, docker, reporter).await.with_context(
+                || format!("building the base image with debootstrap ({suite} from {mirror})"),
+            )?
         }
         Source::Dockerfile { debian_image } => {
             let (crictl, labels) = (cfg.crictl.as_ref(), cfg.image_labels());
-            dockerfile::build(debian_image, cfg.runtime, crictl, &labels, docker, reporter)
+            let platform = format!("linux/{}", cfg.arch);
+            dockerfile::build(debian_image, &platform, cfg.runtime, crictl, &labels, docker, reporter)
                 .await
                 .with_context(|| format!("building base-image/Dockerfile from {debian_image}"))?
         }
@@ -203,7 +217,16 @@ mod tests {
             rebuild: false,
             crictl: None,
             runtime: RuntimeLine::V1_7,
+            arch: "amd64".into(),
         }
+    }
+
+    #[test]
+    fn arch_enters_the_key_and_amd64_keeps_its_old_one() {
+        let amd64 = cfg("bookworm");
+        let arm64 = BaseImageConfig { arch: "arm64".into(), ..cfg("bookworm") };
+        assert_ne!(amd64.key(), arm64.key());
+        assert!(arm64.image_labels().contains(&(LABEL_ARCH, "arm64".into())));
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub struct BaseImageArgs {
     /// Runtime line: containerd, runc and CNI plugins, pinned in base-image/runtimes.
     #[arg(long, value_enum, default_value = "1.7")]
     pub runtime: Runtime,
+    /// Target architecture (amd64, arm64, ppc64le, s390x) [default: this machine's]; another
+    /// runs through a binfmt_misc handler (qemu-user-static).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
     /// Debian suite to debootstrap [default: bookworm].
     #[arg(long, value_name = "SUITE")]
     pub suite: Option<String>,

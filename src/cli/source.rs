@@ -29,6 +29,10 @@ pub struct ImageSourceArgs {
     /// every image that is not in an archive, the host's Docker or a mirror.
     #[arg(long)]
     pub offline: bool,
+    /// Preload images of another architecture than the node's (warned about, one line each);
+    /// otherwise such an image fails the build, naming it.
+    #[arg(long)]
+    pub allow_foreign_images: bool,
     /// A TOML file with any of: registry_mirrors, node_registry_mirrors, image_archives,
     /// images_dirs, extra_images, extra_images_files (arrays of strings), offline (bool).
     /// Flags add to it.
@@ -53,8 +57,11 @@ pub struct SourceArgs {
     /// (containerd 2 below v1.26, containerd 1.x from v1.37).
     #[arg(long)]
     pub skip_compat_check: bool,
-    /// Target architecture [default: this machine's].
-    #[arg(long, value_name = "ARCH")]
+    /// Target architecture: amd64, arm64, ppc64le or s390x [default: this machine's]. With
+    /// `build node-image`, a comma list builds one image per arch, named `-i` with `{arch}`
+    /// filled in, or else with `-ARCH` after its tag; `-b` then needs `{arch}` too. Another
+    /// arch than this machine's needs a binfmt_misc handler (qemu-user-static).
+    #[arg(long, value_name = "ARCH[,ARCH...]")]
     pub arch: Option<String>,
     /// Read SOURCE as this type instead of detecting it.
     #[arg(long = "type", value_enum, value_name = "TYPE")]

@@ -8,6 +8,7 @@ use crate::{baseimage, config, guard};
 
 pub async fn run(args: BaseImageArgs, reporter: &Reporter) -> Result<()> {
     let cfg = config::base_image(args)?;
+    crate::platform::ensure_runnable(&cfg.arch)?;
     let docker = super::connect(reporter).await?;
     let built = guard::guarded(&docker, reporter, baseimage::build(&cfg, &docker, reporter)).await?;
     println!("{}", built.reference);

@@ -3,19 +3,34 @@
 use anyhow::Result;
 
 use crate::cli::NodeImageArgs;
-use crate::nodeimage::{self, Outcome, Stop};
+use crate::nodeimage::{self, NodeImage, multiarch};
 use crate::progress::Reporter;
 use crate::{config, docker, guard};
 
 pub async fn run(args: NodeImageArgs, reporter: &Reporter) -> Result<()> {
-    let (cfg, save) = config::node_image(args)?;
-    if !cfg.checksums {
+    let (multi, save) = config::node_image(args)?;
+    if !multi.cfg.checksums {
         reporter.warn("--skip-checksums: downloads are NOT checked against published checksums");
     }
+    // Every arch before any: a missing handler for the second fails before the first builds.
+    for arch in &multi.arches {
+        crate::platform::ensure_runnable(arch)?;
+    }
     let docker = super::connect(reporter).await?;
-    let outcome =
-        guard::guarded(&docker, reporter, nodeimage::run(&cfg, Stop::Image, &docker, reporter)).await?;
-    let Outcome::Built(built) = outcome else { unreachable!("Stop::Image ends in an image") };
+    let images = guard::guarded(&docker, reporter, multiarch::build(&multi, &docker, reporter)).await?;
+    for built in &images {
+        report(built, reporter);
+    }
+    if let (Some(target), [built]) = (save, images.as_slice()) {
+        super::save::save(&docker, reporter, &built.reference, &target).await?;
+    }
+    for built in &images {
+        println!("{}", built.reference);
+    }
+    Ok(())
+}
+
+fn report(built: &NodeImage, reporter: &Reporter) {
     reporter.info(format!(
         "node image {} ({}, {:.0} MB): Kubernetes {}, {} images inside",
         built.reference,
@@ -28,9 +43,4 @@ pub async fn run(args: NodeImageArgs, reporter: &Reporter) -> Result<()> {
     for p in &built.plan {
         reporter.detail(format!("  {}  <- {}", p.image, p.origin));
     }
-    if let Some(target) = save {
-        super::save::save(&docker, reporter, &built.reference, &target).await?;
-    }
-    println!("{}", built.reference);
-    Ok(())
 }

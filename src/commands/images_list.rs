@@ -24,6 +24,7 @@ pub async fn run(args: SourceArgs, reporter: &Reporter) -> Result<()> {
         }
         Err(err) => return Err(err.into()),
     };
+    crate::platform::ensure_runnable(&cfg.arch)?;
     let docker = super::connect(reporter).await?;
     let outcome =
         guard::guarded(&docker, reporter, nodeimage::run(&cfg, Stop::Plan, &docker, reporter)).await?;

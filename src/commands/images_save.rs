@@ -10,6 +10,7 @@ use crate::{config, guard};
 pub async fn run(args: BundleArgs, reporter: &Reporter) -> Result<()> {
     config::output_dir_exists(&args.output)?;
     let cfg = config::sources(args.source)?;
+    crate::platform::ensure_runnable(&cfg.arch)?;
     let docker = super::connect(reporter).await?;
     let stop = Stop::Bundle(&args.output);
     let outcome = guard::guarded(&docker, reporter, nodeimage::run(&cfg, stop, &docker, reporter)).await?;

@@ -38,6 +38,12 @@ pub enum ConfigError {
     ReleaseUrl(String),
     #[error("unsupported --arch {0:?}: expected amd64, arm64, ppc64le or s390x")]
     Arch(String),
+    #[error(
+        "-b {0} is one image for {1} architectures: name one per arch with {{arch}} (e.g. -b my/base:{{arch}}), or leave -b out"
+    )]
+    BaseForArches(String, usize),
+    #[error("--save writes one image, --arch {0} makes several: save each with `nodeimg save`")]
+    SaveArches(String),
     #[error("cannot save to {0:?}: the name must end in .tar, .tar.gz or .tar.zst")]
     ArchiveName(String),
     #[error(transparent)]
@@ -90,7 +96,8 @@ pub fn base_image(args: BaseImageArgs) -> Result<BaseImageConfig, ConfigError> {
         Runtime::V1_7 => RuntimeLine::V1_7,
         Runtime::V2 => RuntimeLine::V2,
     };
-    Ok(BaseImageConfig { source, image: args.image, rebuild: args.rebuild, crictl, runtime })
+    let arch = validate_arch(args.arch)?;
+    Ok(BaseImageConfig { source, image: args.image, rebuild: args.rebuild, crictl, runtime, arch })
 }
 
 /// `verify IMAGE`.
@@ -159,6 +166,17 @@ pub fn output_dir_exists(path: &Path) -> Result<(), ConfigError> {
     };
     if dir.is_dir() { Ok(()) } else { Err(ConfigError::NoDirectory(path.display().to_string())) }
 }
+
+/// One of the architectures kind's node images exist for; none: the host's.
+fn validate_arch(given: Option<String>) -> Result<String, ConfigError> {
+    let arch = given.unwrap_or_else(|| crate::archive::image::host_architecture().to_owned());
+    if !ARCHES.contains(&arch.as_str()) {
+        return Err(ConfigError::Arch(arch));
+    }
+    Ok(arch)
+}
+
+pub const ARCHES: [&str; 4] = ["amd64", "arm64", "ppc64le", "s390x"];
 
 fn validate_suite(suite: &str) -> Result<(), ConfigError> {
     let ok = suite.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())

@@ -1,26 +1,56 @@
 //! `build node-image`, `images list` and `images save`: where Kubernetes, the base image and
 //! the node's images come from, from flags and the `--config` file.
 
-use super::{ConfigError, archive_target, checked_if, file, validate_image, validate_mirror};
+use super::{ConfigError, archive_target, checked_if, file, validate_arch, validate_image, validate_mirror};
 use crate::cli::{ImageSourceArgs, NodeImageArgs, SourceArgs};
 use crate::kube::{self, KubeVersion, SourceError};
 use crate::nodeimage::mirror::{Mirror, MirrorError, NodeMirror};
+use crate::nodeimage::multiarch::{self, MultiArch};
 use crate::nodeimage::{ImageSources, NodeImageConfig, PROXY_VARS};
 use crate::transfer::SaveTarget;
 
 /// `build node-image`, and where `--save` writes (checked with the other flags).
-pub fn node_image(args: NodeImageArgs) -> Result<(NodeImageConfig, Option<SaveTarget>), ConfigError> {
-    validate_image(&args.image)?;
+pub fn node_image(mut args: NodeImageArgs) -> Result<(MultiArch, Option<SaveTarget>), ConfigError> {
+    let arches = arches(args.source.arch.take())?;
+    for arch in &arches {
+        validate_image(&multiarch::name_for(&args.image, arch, arches.len() > 1))?;
+    }
+    let base_image = args.source.base_image.take();
+    if let Some(base) = &base_image {
+        if arches.len() > 1 && !base.contains(multiarch::ARCH_PLACEHOLDER) {
+            return Err(ConfigError::BaseForArches(base.clone(), arches.len()));
+        }
+        for arch in &arches {
+            validate_image(&base.replace(multiarch::ARCH_PLACEHOLDER, arch))?;
+        }
+    }
     let save = args.save.as_deref().map(archive_target).transpose()?;
+    if save.is_some() && arches.len() > 1 {
+        return Err(ConfigError::SaveArches(arches.join(",")));
+    }
     let mut cfg = sources(args.source)?;
-    cfg.image = args.image;
+    cfg.image = args.image.clone();
     cfg.build_dir = args.build_dir;
     cfg.keep_container = args.keep_container;
     for given in &args.node_registry_mirrors {
         cfg.node_mirrors.push(NodeMirror::parse(given)?);
     }
     cfg.check = checked_if(args.verify, args.verify_options)?;
-    Ok((cfg, save))
+    Ok((MultiArch { cfg, arches, image: args.image, base_image }, save))
+}
+
+/// `--arch a,b,...`: each one checked, none twice; none given: the host's.
+fn arches(given: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let Some(given) = given else { return Ok(vec![validate_arch(None)?]) };
+    let mut arches = Vec::new();
+    for arch in given.split(',').map(str::trim) {
+        let arch = validate_arch(Some(arch.to_owned()))?;
+        if arches.contains(&arch) {
+            return Err(ConfigError::Arch(format!("{given} ({arch} twice)")));
+        }
+        arches.push(arch);
+    }
+    Ok(arches)
 }
 
 /// A node-image config without a target (for `images list` and `images save`).
@@ -28,10 +58,7 @@ pub fn sources(args: SourceArgs) -> Result<NodeImageConfig, ConfigError> {
     if let Some(base) = &args.base_image {
         validate_image(base)?;
     }
-    let arch = args.arch.unwrap_or_else(|| crate::archive::image::host_architecture().to_owned());
-    if !["amd64", "arm64", "ppc64le", "s390x"].contains(&arch.as_str()) {
-        return Err(ConfigError::Arch(arch));
-    }
+    let arch = validate_arch(args.arch)?;
     let release_url =
         validate_mirror(&args.release_url).map_err(|_| ConfigError::ReleaseUrl(args.release_url.clone()))?;
     let source = kube::detect(args.source.as_deref(), args.source_type, args.kube_version.as_deref())?;
@@ -42,6 +69,7 @@ pub fn sources(args: SourceArgs) -> Result<NodeImageConfig, ConfigError> {
         (kube::Source::Tree(_), Some(v)) => Some(KubeVersion::parse(v).map_err(SourceError::from)?),
         _ => None,
     };
+    let allow_foreign_images = args.images.allow_foreign_images;
     let (images, node_mirrors) = image_sources(args.images)?;
     Ok(NodeImageConfig {
         source,
@@ -64,6 +92,7 @@ pub fn sources(args: SourceArgs) -> Result<NodeImageConfig, ConfigError> {
         images,
         node_mirrors,
         proxy_env: proxy_env(|k| std::env::var(k).ok()),
+        allow_foreign_images,
     })
 }
 

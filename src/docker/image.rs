@@ -116,9 +116,11 @@ impl Docker {
 
     /// Builds a Dockerfile from a build-context tar stream; returns the untagged image's ID.
     /// Every line of build output goes to `on_line`; an error anywhere in the stream fails.
+    /// `platform` (`linux/arm64`; empty: the daemon's) is the FROM images' and the result's.
     pub async fn build_image<S>(
         &self,
         context: S,
+        platform: &str,
         build_args: HashMap<String, String>,
         labels: HashMap<String, String>,
         on_line: &mut (dyn FnMut(&str) + Send),
@@ -134,6 +136,7 @@ impl Docker {
             forcerm: true,
             buildargs: Some(build_args),
             labels: Some(all_labels),
+            platform: platform.to_owned(),
             ..Default::default()
         };
         let mut stream = self.client.build_image(options, None, Some(bollard::body_try_stream(context)));

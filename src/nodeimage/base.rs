@@ -24,15 +24,15 @@ pub async fn resolve(
             ensure_given(docker, base, arch, offline, reporter).await?;
             Ok(base.to_owned())
         }
-        None => automatic(docker, kube, reporter).await,
+        None => automatic(docker, kube, arch, reporter).await,
     }
 }
 
-/// The newest runtime line that serves `kube`, under the name `nodeimg build base-image
-/// --runtime LINE` gives it; built here when absent, as that command would.
-async fn automatic(docker: &Docker, kube: &KubeVersion, reporter: &Reporter) -> Result<String> {
+/// The newest runtime line that serves `kube`, for `arch`, under the name `nodeimg build
+/// base-image --runtime LINE --arch ARCH` gives it; built here when absent, as that command would.
+async fn automatic(docker: &Docker, kube: &KubeVersion, arch: &str, reporter: &Reporter) -> Result<String> {
     let line = RuntimeLine::for_kubernetes(kube);
-    let cfg = baseimage::default_config(line);
+    let cfg = baseimage::default_config(line, arch);
     let target = cfg.target();
     let existing = docker.inspect_image(&target).await?;
     let labels = match existing {

@@ -138,6 +138,7 @@ mod tests {
             images: super::super::ImageSources::default(),
             node_mirrors: vec![],
             proxy_env: vec![("HTTPS_PROXY".into(), "http://proxy.internal:3128".into())],
+            allow_foreign_images: false,
         };
         let artifacts = Artifacts { binaries: vec![], image_tars: vec![], version, components: None };
         let changes = changes(&cfg, &artifacts);

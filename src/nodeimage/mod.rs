@@ -11,6 +11,8 @@ pub mod images;
 pub mod iptables;
 pub mod manifests;
 pub mod mirror;
+pub mod multiarch;
+mod platforms;
 mod scratch;
 pub mod sources;
 
@@ -59,6 +61,8 @@ pub struct NodeImageConfig {
     pub check: Option<crate::verify::VerifyConfig>,
     /// Proxy settings handed to the build container (and blanked in the result).
     pub proxy_env: Vec<(String, String)>,
+    /// `--allow-foreign-images`: preload images of another architecture (with a warning).
+    pub allow_foreign_images: bool,
 }
 
 /// Where [`run`] stops.
@@ -155,6 +159,7 @@ pub async fn run(
     let step = reporter.step(format!("importing {} images ({})", plan.len(), sources::summary(&plan)));
     sources::import(docker, &id, &plan, to_import, &archives, &platform, reporter).await?;
     step.finish("pinned");
+    platforms::check(docker, &id, &plan, &cfg.arch, cfg.allow_foreign_images, reporter).await?;
     if let Stop::Bundle(output) = stop {
         let saved =
             bundle::export(docker, &id, &required, &platform, output, sources::summary(&plan), reporter)

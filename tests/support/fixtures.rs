@@ -46,6 +46,12 @@ pub struct Options {
     pub version: Option<&'static str>,
     /// An image the stand-in kubeadm lists that nobody has.
     pub extra_kubeadm_image: Option<String>,
+    /// The release's architecture (default amd64): the tarball's name, the built images'
+    /// `-<arch>` names and every image config's `architecture`, [`Release::images`]' too.
+    pub arch: Option<&'static str>,
+    /// A real executable of that arch, copied as kubelet and kubectl (default: the shell
+    /// stand-ins); kubeadm stays the stand-in, whose image list the build reads.
+    pub binary: Option<PathBuf>,
 }
 
 pub struct Release {
@@ -89,23 +95,31 @@ pub fn busybox_root(dir: &Path) -> PathBuf {
 
 /// A docker-save tar of a busybox image tagged `tag` (the built images' stand-in).
 pub fn write_image_tar(layer: &imagearchive::Layer, tag: &str, dest: &Path) {
-    write_tar(layer, &[tag.to_owned()], BTreeMap::new(), dest);
+    write_tar(layer, &[tag.to_owned()], BTreeMap::new(), "amd64", dest);
 }
 
 /// A docker-save tar of one busybox image under every name of `tags`; labelled, so that its
 /// ID and digest differ from those of the [`write_image_tar`] images.
 pub fn write_images_tar(layer: &imagearchive::Layer, tags: &[String], dest: &Path) {
-    let labels = BTreeMap::from([("io.nodeimg.test.stand-in".to_owned(), "true".to_owned())]);
-    write_tar(layer, tags, labels, dest);
+    write_images_tar_for(layer, tags, "amd64", dest);
 }
 
-fn write_tar(layer: &imagearchive::Layer, tags: &[String], labels: BTreeMap<String, String>, dest: &Path) {
-    let config = ImageConfig {
-        architecture: "amd64".into(),
-        cmd: vec!["/bin/sh".into()],
-        labels,
-        ..Default::default()
-    };
+/// [`write_images_tar`] whose config says `arch` (the layer stays amd64 busybox: a build
+/// imports images, it never runs them).
+pub fn write_images_tar_for(layer: &imagearchive::Layer, tags: &[String], arch: &str, dest: &Path) {
+    let labels = BTreeMap::from([("io.nodeimg.test.stand-in".to_owned(), "true".to_owned())]);
+    write_tar(layer, tags, labels, arch, dest);
+}
+
+fn write_tar(
+    layer: &imagearchive::Layer,
+    tags: &[String],
+    labels: BTreeMap<String, String>,
+    arch: &str,
+    dest: &Path,
+) {
+    let config =
+        ImageConfig { architecture: arch.into(), cmd: vec!["/bin/sh".into()], labels, ..Default::default() };
     let config_bytes = imagearchive::config_json(&config, &layer.diff_id, "2024-01-01T00:00:00Z");
     let config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
     let layer_name = format!("{}/layer.tar", layer.diff_id.trim_start_matches("sha256:"));
@@ -144,10 +158,11 @@ fn add<W: Write>(tar: &mut tar::Builder<W>, path: &str, mode: u32, data: &[u8]) 
 /// Writes a release tarball (gzip) in upstream's layout.
 pub fn server_tarball(opts: &Options) -> Release {
     let version = opts.version.unwrap_or(VERSION);
+    let arch = opts.arch.unwrap_or("amd64");
     let dir = tempfile::tempdir().unwrap();
     let root = busybox_root(dir.path());
     let layer = imagearchive::write_layer(&root, &dir.path().join("layer.tar")).unwrap();
-    let tarball = dir.path().join("kubernetes-server-linux-amd64.tar.gz");
+    let tarball = dir.path().join(format!("kubernetes-server-linux-{arch}.tar.gz"));
     let gz =
         flate2::write::GzEncoder::new(std::fs::File::create(&tarball).unwrap(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
@@ -162,15 +177,20 @@ pub fn server_tarball(opts: &Options) -> Release {
         ("kubectl", stand_in("kubectl", version)),
     ];
     for (name, script) in bins {
+        let content = match &opts.binary {
+            Some(binary) if name != "kubeadm" => std::fs::read(binary).unwrap(),
+            _ => script.into_bytes(),
+        };
         if !opts.omit.contains(&name) {
-            add(&mut tar, &format!("kubernetes/server/bin/{name}"), 0o755, script.as_bytes());
+            add(&mut tar, &format!("kubernetes/server/bin/{name}"), 0o755, &content);
         }
     }
     // An unneeded file the extractor must skip.
     add(&mut tar, "kubernetes/server/bin/mounter", 0o755, b"#!/bin/sh\n");
     for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"] {
         let image_tar = dir.path().join(format!("{c}.tar"));
-        write_image_tar(&layer, &format!("registry.k8s.io/{c}-amd64:{version}"), &image_tar);
+        let tag = format!("registry.k8s.io/{c}-{arch}:{version}");
+        write_tar(&layer, &[tag], BTreeMap::new(), arch, &image_tar);
         if !opts.omit.contains(&c) {
             tar.append_path_with_name(&image_tar, format!("kubernetes/server/bin/{c}.tar")).unwrap();
         }
@@ -193,7 +213,7 @@ pub fn server_tarball(opts: &Options) -> Release {
     }
     tar.into_inner().unwrap().finish().unwrap().flush().unwrap();
     let images = dir.path().join("images.tar");
-    write_images_tar(&layer, &needed_images(), &images);
+    write_images_tar_for(&layer, &needed_images(), arch, &images);
     Release { dir, tarball, images }
 }
 

@@ -4,9 +4,37 @@ use super::*;
 use crate::cli::{BuildCommand, Cli, Command};
 
 fn node(args: &[&str]) -> Result<NodeImageConfig, ConfigError> {
+    multi(args).map(|m| m.cfg)
+}
+
+fn multi(args: &[&str]) -> Result<MultiArch, ConfigError> {
     let cli = Cli::try_parse_from([&["nodeimg", "build", "node-image", "v1.30.0"], args].concat()).unwrap();
     let Command::Build(BuildCommand::NodeImage(args)) = cli.command else { unreachable!() };
-    node_image(*args).map(|(cfg, _)| cfg)
+    node_image(*args).map(|(multi, _)| multi)
+}
+
+#[test]
+fn arch_lists_make_one_config_per_arch() {
+    let m = multi(&["--arch", "amd64,arm64", "-i", "kindest/node:v1.30.0", "-b", "my/base:{arch}"]).unwrap();
+    assert_eq!(m.arches, ["amd64", "arm64"]);
+    let arm = m.config_for("arm64");
+    assert_eq!((arm.arch.as_str(), arm.image.as_str()), ("arm64", "kindest/node:v1.30.0-arm64"));
+    assert_eq!(arm.base_image.as_deref(), Some("my/base:arm64"));
+    let one = multi(&["--arch", "arm64", "-i", "kindest/node:v1"]).unwrap();
+    assert_eq!(one.config_for("arm64").image, "kindest/node:v1", "one arch: the name as given");
+    assert!(!multi(&[]).unwrap().cfg.allow_foreign_images);
+    assert!(multi(&["--allow-foreign-images"]).unwrap().cfg.allow_foreign_images);
+}
+
+#[test]
+fn arch_lists_are_checked_before_anything_runs() {
+    assert_eq!(multi(&["--arch", "amd64,mips"]).err(), Some(ConfigError::Arch("mips".into())));
+    assert!(matches!(multi(&["--arch", "arm64,arm64"]), Err(ConfigError::Arch(_))));
+    let shared = multi(&["--arch", "amd64,arm64", "-b", "my/base:1"]).err();
+    assert_eq!(shared, Some(ConfigError::BaseForArches("my/base:1".into(), 2)));
+    let save = multi(&["--arch", "amd64,arm64", "--save", "node.tar"]).err();
+    assert_eq!(save, Some(ConfigError::SaveArches("amd64,arm64".into())));
+    assert!(matches!(multi(&["--arch", "arm64", "-i", "Bad/{arch}"]), Err(ConfigError::Image(_))));
 }
 
 #[test]

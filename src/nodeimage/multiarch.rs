@@ -1,0 +1,113 @@
+//! `build node-image --arch amd64,arm64`: one node image per architecture, each made by the
+//! single-arch pipeline ([`super::run`]) in turn. With more than one, every image is built
+//! under a temporary name first and the real names move only once all of them are built: a
+//! run that fails for one arch leaves every tag where it was.
+
+use anyhow::{Context, Result};
+
+use super::{NodeImage, NodeImageConfig, Outcome, Stop, TEMP_REPO};
+use crate::docker::{Docker, ImageGuard};
+use crate::progress::Reporter;
+
+/// Stands for the architecture in `-i` and `-b`.
+pub const ARCH_PLACEHOLDER: &str = "{arch}";
+
+/// A build for one or more architectures.
+#[derive(Clone, Debug)]
+pub struct MultiArch {
+    /// What every arch shares; `arch`, `image` and `base_image` are set per arch.
+    pub cfg: NodeImageConfig,
+    pub arches: Vec<String>,
+    /// `-i` as given (may hold `{arch}`).
+    pub image: String,
+    /// `-b` as given (may hold `{arch}`).
+    pub base_image: Option<String>,
+}
+
+impl MultiArch {
+    /// The node image's name for `arch`: `-i` with `{arch}` filled in; else, with more than
+    /// one arch, `-<arch>` after its tag (`kindest/node:v1.30.0-arm64`); else `-i` itself.
+    pub fn image_for(&self, arch: &str) -> String {
+        name_for(&self.image, arch, self.arches.len() > 1)
+    }
+
+    pub fn config_for(&self, arch: &str) -> NodeImageConfig {
+        NodeImageConfig {
+            arch: arch.to_owned(),
+            image: self.image_for(arch),
+            base_image: self.base_image.as_ref().map(|b| b.replace(ARCH_PLACEHOLDER, arch)),
+            ..self.cfg.clone()
+        }
+    }
+}
+
+pub fn name_for(image: &str, arch: &str, many: bool) -> String {
+    if image.contains(ARCH_PLACEHOLDER) {
+        return image.replace(ARCH_PLACEHOLDER, arch);
+    }
+    if !many {
+        return image.to_owned();
+    }
+    let (repo, tag) = crate::reference::split(image);
+    format!("{repo}:{tag}-{arch}")
+}
+
+/// Builds every arch in order; the images under their final names, in the order of `--arch`.
+pub async fn build(multi: &MultiArch, docker: &Docker, reporter: &Reporter) -> Result<Vec<NodeImage>> {
+    if let [arch] = multi.arches.as_slice() {
+        return Ok(vec![built(super::run(&multi.config_for(arch), Stop::Image, docker, reporter).await?)]);
+    }
+    // Temporary names of this process (`nodeimg clean` removes those of runs that died);
+    // dropping a guard removes the name, and the image with it while no other name holds it.
+    let mut staged: Vec<(NodeImage, ImageGuard)> = Vec::new();
+    for arch in &multi.arches {
+        let mut cfg = multi.config_for(arch);
+        let target = std::mem::replace(&mut cfg.image, temp_name(docker, arch));
+        reporter.info(format!("building {target} ({arch}, {} of {})", staged.len() + 1, multi.arches.len()));
+        let guard = ImageGuard::new(docker, &cfg.image);
+        let image = built(
+            super::run(&cfg, Stop::Image, docker, reporter)
+                .await
+                .with_context(|| format!("building {target} for {arch}; no image of this run was tagged"))?,
+        );
+        staged.push((NodeImage { reference: target, ..image }, guard));
+    }
+    let mut images = Vec::new();
+    for (image, _) in &staged {
+        docker.tag_image(&image.id, &image.reference).await?;
+    }
+    for (image, guard) in staged {
+        // The final name holds the image now: this only untags.
+        if let Err(err) = guard.remove().await {
+            reporter.warn(format!("could not remove a temporary tag of {}: {err}", image.reference));
+        }
+        images.push(image);
+    }
+    Ok(images)
+}
+
+fn temp_name(docker: &Docker, arch: &str) -> String {
+    format!("{TEMP_REPO}/node:{}-{arch}", docker.labels().process)
+}
+
+fn built(outcome: Outcome) -> NodeImage {
+    match outcome {
+        Outcome::Built(image) => image,
+        _ => unreachable!("Stop::Image ends in an image"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_template_or_get_a_tag_suffix() {
+        assert_eq!(name_for("kindest/node:v1.30.0", "arm64", true), "kindest/node:v1.30.0-arm64");
+        assert_eq!(name_for("kindest/node:v1.30.0", "arm64", false), "kindest/node:v1.30.0");
+        assert_eq!(name_for("kindest/node", "amd64", true), "kindest/node:latest-amd64");
+        assert_eq!(name_for("localhost:5000/node:v1", "arm64", true), "localhost:5000/node:v1-arm64");
+        assert_eq!(name_for("me/node-{arch}:v1", "s390x", true), "me/node-s390x:v1");
+        assert_eq!(name_for("me/node:v1-{arch}", "arm64", false), "me/node:v1-arm64");
+    }
+}
