@@ -42,6 +42,10 @@ pub enum ConfigError {
         "-b {0} is one image for {1} architectures: name one per arch with {{arch}} (e.g. -b my/base:{{arch}}), or leave -b out"
     )]
     BaseForArches(String, usize),
+    #[error(
+        "SOURCE is one architecture's release, --arch {0} wants several: give a version (v1.30.0), a CI marker or a source tree"
+    )]
+    SourceForArches(String),
     #[error("--save writes one image, --arch {0} makes several: save each with `nodeimg save`")]
     SaveArches(String),
     #[error("cannot save to {0:?}: the name must end in .tar, .tar.gz or .tar.zst")]

@@ -29,6 +29,11 @@ pub fn node_image(mut args: NodeImageArgs) -> Result<(MultiArch, Option<SaveTarg
         return Err(ConfigError::SaveArches(arches.join(",")));
     }
     let mut cfg = sources(args.source)?;
+    if arches.len() > 1
+        && let kube::Source::File(_) | kube::Source::Url(_) = &cfg.source
+    {
+        return Err(ConfigError::SourceForArches(arches.join(",")));
+    }
     cfg.image = args.image.clone();
     cfg.build_dir = args.build_dir;
     cfg.keep_container = args.keep_container;

@@ -31,13 +31,22 @@ impl MultiArch {
         name_for(&self.image, arch, self.arches.len() > 1)
     }
 
+    /// `-b`, `--image-archive` and `--images-dir` may name one per arch with `{arch}`.
     pub fn config_for(&self, arch: &str) -> NodeImageConfig {
-        NodeImageConfig {
+        let mut cfg = NodeImageConfig {
             arch: arch.to_owned(),
             image: self.image_for(arch),
             base_image: self.base_image.as_ref().map(|b| b.replace(ARCH_PLACEHOLDER, arch)),
             ..self.cfg.clone()
-        }
+        };
+        let fill = |p: &mut std::path::PathBuf| {
+            if let Some(text) = p.to_str().filter(|t| t.contains(ARCH_PLACEHOLDER)) {
+                *p = text.replace(ARCH_PLACEHOLDER, arch).into();
+            }
+        };
+        cfg.images.archive_files.iter_mut().for_each(fill);
+        cfg.images.archive_dirs.iter_mut().for_each(fill);
+        cfg
     }
 }
 

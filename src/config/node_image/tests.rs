@@ -17,7 +17,15 @@ fn multi(args: &[&str]) -> Result<MultiArch, ConfigError> {
 fn arch_lists_make_one_config_per_arch() {
     let m = multi(&["--arch", "amd64,arm64", "-i", "kindest/node:v1.30.0", "-b", "my/base:{arch}"]).unwrap();
     assert_eq!(m.arches, ["amd64", "arm64"]);
+    let m = MultiArch {
+        cfg: NodeImageConfig {
+            images: ImageSources { archive_dirs: vec!["imgs/{arch}".into()], ..m.cfg.images.clone() },
+            ..m.cfg.clone()
+        },
+        ..m
+    };
     let arm = m.config_for("arm64");
+    assert_eq!(arm.images.archive_dirs, [std::path::PathBuf::from("imgs/arm64")]);
     assert_eq!((arm.arch.as_str(), arm.image.as_str()), ("arm64", "kindest/node:v1.30.0-arm64"));
     assert_eq!(arm.base_image.as_deref(), Some("my/base:arm64"));
     let one = multi(&["--arch", "arm64", "-i", "kindest/node:v1"]).unwrap();
@@ -35,6 +43,16 @@ fn arch_lists_are_checked_before_anything_runs() {
     let save = multi(&["--arch", "amd64,arm64", "--save", "node.tar"]).err();
     assert_eq!(save, Some(ConfigError::SaveArches("amd64,arm64".into())));
     assert!(matches!(multi(&["--arch", "arm64", "-i", "Bad/{arch}"]), Err(ConfigError::Image(_))));
+    let cli = Cli::try_parse_from([
+        "nodeimg",
+        "build",
+        "node-image",
+        "https://x/k.tar.gz",
+        "--arch",
+        "amd64,arm64",
+    ]);
+    let Command::Build(BuildCommand::NodeImage(args)) = cli.unwrap().command else { unreachable!() };
+    assert_eq!(node_image(*args).err(), Some(ConfigError::SourceForArches("amd64,arm64".into())));
 }
 
 #[test]

@@ -1,0 +1,196 @@
+//! Builds for another architecture than the host's (arm64 on amd64, through qemu's
+//! binfmt_misc handler that scripts/setup.sh registers): the base image, one node image per
+//! `--arch`, and the refusals (no handler, a preloaded image of the wrong architecture).
+
+mod support;
+
+use std::path::Path;
+
+use nodeimg::docker::{ContainerSpec, Docker};
+use sha2::{Digest, Sha512};
+use support::fixtures::{self, ImageArchive, Options, TestImage, VERSION};
+use support::{RemoveImage, Run, assert_success, docker_cli};
+
+/// e_machine of an ELF header (little-endian: every arch here but s390x).
+fn e_machine(header: &[u8]) -> u16 {
+    assert_eq!(&header[..4], b"\x7fELF", "an ELF file");
+    u16::from_le_bytes([header[18], header[19]])
+}
+
+/// `path` of the image's filesystem, copied out of a created (never started) container.
+fn copy_out(run: &Run, image: &str, path: &str, dest: &Path) {
+    let label = format!("{}={}", nodeimg::docker::LABEL_BUILD, run.run_id);
+    let id = docker_cli(&["create", "--label", &label, image, "true"]).trim().to_owned();
+    docker_cli(&["cp", &format!("{id}:{path}"), dest.to_str().unwrap()]);
+    docker_cli(&["rm", &id]);
+}
+
+/// Tags `image` as `nodeimg-test/base:<unique>-<arch>`, removed when dropped.
+async fn base_for(docker: &Docker, run: &Run, image: &str, arch: &str) -> TestImage {
+    let name = format!("nodeimg-test/base:{}-{arch}", run.unique);
+    let id = docker.inspect_image(image).await.unwrap().expect("the base exists").id;
+    let guard = TestImage::new(&name, &id);
+    docker.tag_image(&id, &name).await.unwrap();
+    guard
+}
+
+/// `ctr content get DIGEST` in container `id`, as JSON.
+async fn blob(docker: &Docker, id: &str, digest: &str) -> serde_json::Value {
+    let out = docker.exec(id, &["ctr", "-n", "k8s.io", "content", "get", digest]).await.unwrap();
+    assert!(out.success(), "{digest}: {out:?}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{digest} is not JSON ({e}): {}", out.stdout))
+}
+
+/// The image config of `name` in the node's containerd (its manifest's `config` blob);
+/// `table` is `ctr images ls` output, whose third column is the manifest's digest.
+async fn config_of(docker: &Docker, id: &str, table: &str, name: &str) -> serde_json::Value {
+    let row = table.lines().find(|l| l.split_whitespace().next() == Some(name)).expect("listed");
+    let digest = row.split_whitespace().nth(2).unwrap();
+    let manifest = blob(docker, id, digest).await;
+    let config = manifest["config"]["digest"].as_str().unwrap_or_else(|| panic!("{name}: {manifest}"));
+    blob(docker, id, config).await
+}
+
+#[test]
+fn arm64_base_image_runs_under_qemu() {
+    let base = support::base_image_arm64();
+    let run = Run::new("arm64base");
+    support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        let info = docker.inspect_image(&base).await.unwrap().unwrap();
+        assert_eq!(info.architecture, "arm64");
+        assert_eq!(info.labels.get("io.nodeimg.base.arch").map(String::as_str), Some("arm64"));
+        let amd64 = docker.inspect_image(&support::base_image()).await.unwrap().unwrap();
+        assert_ne!(amd64.labels.get("io.nodeimg.base.key"), info.labels.get("io.nodeimg.base.key"));
+        let id = docker.create_container(&ContainerSpec::idle(&base)).await.unwrap();
+        docker.start_container(&id).await.unwrap();
+        let out = docker.exec(&id, &["sh", "-c", "uname -m; containerd --version"]).await.unwrap();
+        docker.remove_container(&id).await.unwrap();
+        assert!(out.success(), "{out:?}");
+        assert!(out.stdout.starts_with("aarch64\n"), "{}", out.stdout);
+    });
+    run.assert_clean();
+}
+
+/// `<root>/<version>/kubernetes-server-linux-<arch>.tar.gz` (+ .sha512) for each release.
+fn lay_out(root: &Path, releases: &[(&str, &Path)]) {
+    let dir = root.join(VERSION);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (arch, tarball) in releases {
+        let name = format!("kubernetes-server-linux-{arch}.tar.gz");
+        std::fs::copy(tarball, dir.join(&name)).unwrap();
+        let sum = hex::encode(Sha512::digest(std::fs::read(dir.join(&name)).unwrap()));
+        std::fs::write(dir.join(format!("{name}.sha512")), format!("{sum}  {name}\n")).unwrap();
+    }
+}
+
+#[test]
+fn one_node_image_per_arch() {
+    let (amd64_base, arm64_base) = (support::base_image(), support::base_image_arm64());
+    let run = Run::new("multiarch");
+    let targets: Vec<String> = ["amd64", "arm64"].iter().map(|a| format!("{}-{a}", run.target)).collect();
+    let _remove: Vec<RemoveImage> = targets.iter().cloned().map(RemoveImage).collect();
+    // A real aarch64 executable as kubelet and kubectl: the arm64 base's /usr/bin/true.
+    let arm_true = run.files.path().join("true");
+    copy_out(&run, &arm64_base, "/usr/bin/true", &arm_true);
+    let amd64 = fixtures::server_tarball(&Options::default());
+    let arm64 = fixtures::server_tarball(&Options {
+        arch: Some("arm64"),
+        binary: Some(arm_true),
+        ..Default::default()
+    });
+    // One archive of needed images per arch, found through `{arch}` in the path.
+    for (arch, release) in [("amd64", &amd64), ("arm64", &arm64)] {
+        std::fs::create_dir_all(run.files.path().join(arch)).unwrap();
+        std::fs::copy(&release.images, run.files.path().join(arch).join("images.tar")).unwrap();
+    }
+    let served = tempfile::tempdir().unwrap();
+    lay_out(served.path(), &[("amd64", &amd64.tarball), ("arm64", &arm64.tarball)]);
+    let server = fixtures::HttpServer::serve(served.path());
+    support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        let _bases = (
+            base_for(&docker, &run, &amd64_base, "amd64").await,
+            base_for(&docker, &run, &arm64_base, "arm64").await,
+        );
+        let archive = run.files.path().join("{arch}/images.tar");
+        let base = format!("nodeimg-test/base:{}-{{arch}}", run.unique);
+        let started = std::time::Instant::now();
+        let mut cmd = run.command(&["build", "node-image", VERSION, "-i", &run.target, "-b", &base]);
+        cmd.args(["--arch", "amd64,arm64", "--release-url", &server.url, "--image-archive"]).arg(&archive);
+        let out = support::output_within(&mut cmd, support::EMULATED_BUILD_LIMIT);
+        assert_success(&out, "build node-image --arch amd64,arm64");
+        eprintln!("amd64+arm64 node images built in {:?}", started.elapsed());
+        let printed: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+        assert_eq!(printed, targets);
+        run.assert_clean();
+        assert!(!docker.image_exists(&run.target).await.unwrap(), "no image under the name as given");
+
+        for (target, arch) in targets.iter().zip(["amd64", "arm64"]) {
+            let info = docker.inspect_image(target).await.unwrap().expect("the node image exists");
+            assert_eq!(info.architecture, arch, "{target}");
+        }
+        // The arm64 node: an aarch64 kubelet, and only arm64 images in its containerd.
+        let kubelet = run.files.path().join("kubelet");
+        copy_out(&run, &targets[1], "/usr/bin/kubelet", &kubelet);
+        assert_eq!(e_machine(&std::fs::read(&kubelet).unwrap()), 183, "EM_AARCH64");
+        let id = support::with_containerd(&docker, &targets[1]).await;
+        let refs = docker.exec(&id, &["ctr", "-n", "k8s.io", "images", "ls", "-q"]).await.unwrap().stdout;
+        let names: Vec<&str> =
+            refs.lines().filter(|r| !r.contains("@sha256:") && !r.starts_with("sha256:")).collect();
+        assert!(names.len() >= fixtures::needed_images().len() + 4, "{refs}");
+        let table = docker.exec(&id, &["ctr", "-n", "k8s.io", "images", "ls"]).await.unwrap().stdout;
+        for name in names {
+            let config = config_of(&docker, &id, &table, name).await;
+            assert_eq!(config["architecture"], "arm64", "{name}");
+        }
+        docker.remove_container(&id).await.unwrap();
+    });
+}
+
+#[test]
+fn a_missing_binfmt_handler_is_refused_before_anything_runs() {
+    let run = Run::new("nobinfmt");
+    let foreign = if nodeimg::archive::image::host_architecture() == "arm64" { "amd64" } else { "arm64" };
+    // A base that does not exist: the check comes before anything looks for it.
+    let mut cmd = run.build_command(&["v1.30.0", "--arch", foreign, "-b", "nodeimg-test/nobase:1"]);
+    cmd.env(nodeimg::platform::BINFMT_DIR_ENV, "/nonexistent");
+    let out = support::output_within(&mut cmd, support::COMMAND_LIMIT);
+    let line = run.assert_failed(&out, "binfmt_misc");
+    assert!(line.contains(&format!("building {foreign} on this")), "{line}");
+    let mut base = run.command(&["build", "base-image", "--arch", foreign]);
+    base.env(nodeimg::platform::BINFMT_DIR_ENV, "/nonexistent");
+    let out = support::output_within(&mut base, support::COMMAND_LIMIT);
+    run.assert_failed(&out, "mount -t binfmt_misc");
+}
+
+#[test]
+fn a_preloaded_image_of_another_arch_is_refused_unless_allowed() {
+    let run = Run::new("foreign");
+    let release = fixtures::server_tarball(&Options::default());
+    let foreign = format!("nodeimg-test/foreign:{}", run.unique);
+    let dir = tempfile::tempdir().unwrap();
+    let layer = nodeimg::archive::image::write_layer(
+        &fixtures::busybox_root(dir.path()),
+        &dir.path().join("layer.tar"),
+    )
+    .unwrap();
+    let path = dir.path().join("foreign.tar");
+    fixtures::write_images_tar_for(&layer, &[foreign.clone()], "arm64", &path);
+    let archive = ImageArchive::at(path, dir);
+    let mut args = release.build_args().to_vec();
+    args.extend(["--image-archive", archive.path.to_str().unwrap(), "--extra-image", &foreign]);
+
+    let out = run.build(&args);
+    let line = run.assert_failed(&out, &format!("docker.io/{foreign} is linux/arm64"));
+    assert!(line.contains("architecture amd64") && line.contains("--allow-foreign-images"), "{line}");
+
+    args.push("--allow-foreign-images");
+    let out = run.build(&args);
+    assert_success(&out, "build node-image --allow-foreign-images");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warned: Vec<&str> = stderr.lines().filter(|l| l.contains("--allow-foreign-images")).collect();
+    assert_eq!(warned.len(), 1, "one warning line per foreign image:\n{stderr}");
+    assert!(warned[0].contains(&foreign) && warned[0].contains("linux/arm64"), "{}", warned[0]);
+    run.assert_clean();
+}
