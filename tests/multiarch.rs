@@ -194,3 +194,31 @@ fn a_preloaded_image_of_another_arch_is_refused_unless_allowed() {
     assert!(warned[0].contains(&foreign) && warned[0].contains("linux/arm64"), "{}", warned[0]);
     run.assert_clean();
 }
+
+#[test]
+fn a_failing_arch_tags_nothing() {
+    let run = Run::new("archfail");
+    let targets: Vec<String> = ["amd64", "arm64"].iter().map(|a| format!("{}-{a}", run.target)).collect();
+    let _remove: Vec<RemoveImage> = targets.iter().cloned().map(RemoveImage).collect();
+    // amd64 builds; arm64's release is not served, so it fails after amd64 is committed.
+    let amd64 = fixtures::server_tarball(&Options::default());
+    let served = tempfile::tempdir().unwrap();
+    lay_out(served.path(), &[("amd64", &amd64.tarball)]);
+    let server = fixtures::HttpServer::serve(served.path());
+    let base = support::base_image();
+    support::runtime().block_on(async {
+        let docker = support::docker(&run.run_id).await;
+        let _base = base_for(&docker, &run, &base, "amd64").await;
+        let template = format!("nodeimg-test/base:{}-{{arch}}", run.unique);
+        let mut cmd = run.command(&["build", "node-image", VERSION, "-i", &run.target, "-b", &template]);
+        cmd.args(["--arch", "amd64,arm64", "--release-url", &server.url]).args(amd64.image_args());
+        let out = support::output_within(&mut cmd, support::BUILD_LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("✓ committing the node image"), "amd64 got as far as its commit:\n{stderr}");
+        run.assert_failed(&out, "for arm64; no image of this run was tagged");
+        for target in &targets {
+            assert!(!docker.image_exists(target).await.unwrap(), "no image under {target}");
+        }
+        assert_eq!(run.labelled_images(), "", "the amd64 image made on the way is gone");
+    });
+}
