@@ -12,12 +12,11 @@ pub const BINFMT_DIR_ENV: &str = "NODEIMG_BINFMT_DIR";
 const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("building {arch} on this {host} host needs a binfmt_misc handler for {qemu}: {problem}")]
+#[error("building {arch} on this {host} host needs a binfmt_misc handler for {}: {problem}", qemu_name(.arch))]
 pub struct BinfmtError {
     pub arch: String,
-    pub host: String,
-    pub qemu: String,
-    pub problem: Problem,
+    pub host: &'static str,
+    pub problem: Box<Problem>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,9 +58,8 @@ pub fn ensure_runnable(arch: &str) -> Result<(), BinfmtError> {
     let dir = std::env::var_os(BINFMT_DIR_ENV).map(PathBuf::from).unwrap_or_else(|| BINFMT_DIR.into());
     check_dir(&dir, arch).map_err(|problem| BinfmtError {
         arch: arch.to_owned(),
-        host: host.to_owned(),
-        qemu: qemu_name(arch).to_owned(),
-        problem,
+        host,
+        problem: Box::new(problem),
     })
 }
 
@@ -268,9 +266,8 @@ mod tests {
     fn the_message_is_one_line_naming_both_architectures() {
         let err = BinfmtError {
             arch: "arm64".into(),
-            host: "amd64".into(),
-            qemu: "aarch64".into(),
-            problem: Problem::NotMounted(BINFMT_DIR.into()),
+            host: "amd64",
+            problem: Box::new(Problem::NotMounted(BINFMT_DIR.into())),
         };
         let text = err.to_string();
         assert!(!text.contains('\n'));

@@ -176,7 +176,7 @@ fn a_preloaded_image_of_another_arch_is_refused_unless_allowed() {
     )
     .unwrap();
     let path = dir.path().join("foreign.tar");
-    fixtures::write_images_tar_for(&layer, &[foreign.clone()], "arm64", &path);
+    fixtures::write_images_tar_for(&layer, std::slice::from_ref(&foreign), "arm64", &path);
     let archive = ImageArchive::at(path, dir);
     let mut args = release.build_args().to_vec();
     args.extend(["--image-archive", archive.path.to_str().unwrap(), "--extra-image", &foreign]);
