@@ -4,6 +4,7 @@
 use super::{ConfigError, archive_target, checked_if, file, validate_image, validate_mirror};
 use crate::cli::{ImageSourceArgs, NodeImageArgs, SourceArgs};
 use crate::kube::{self, KubeVersion, SourceError};
+use crate::nodeimage::incremental::FromNode;
 use crate::nodeimage::mirror::{Mirror, MirrorError, NodeMirror};
 use crate::nodeimage::{ImageSources, NodeImageConfig, PROXY_VARS};
 use crate::transfer::SaveTarget;
@@ -20,6 +21,14 @@ pub fn node_image(args: NodeImageArgs) -> Result<(NodeImageConfig, Option<SaveTa
         cfg.node_mirrors.push(NodeMirror::parse(given)?);
     }
     cfg.check = checked_if(args.verify, args.verify_options)?;
+    cfg.from_node = match (args.from_node, args.full) {
+        (_, true) => FromNode::Full,
+        (Some(image), false) => {
+            validate_image(&image)?;
+            FromNode::Image(image)
+        }
+        (None, false) => FromNode::Auto,
+    };
     Ok((cfg, save))
 }
 
@@ -64,6 +73,7 @@ pub fn sources(args: SourceArgs) -> Result<NodeImageConfig, ConfigError> {
         images,
         node_mirrors,
         proxy_env: proxy_env(|k| std::env::var(k).ok()),
+        from_node: FromNode::Full,
     })
 }
 
