@@ -27,14 +27,32 @@ pub fn file_name(path: &Path) -> String {
 }
 
 pub async fn remove_images(docker: &Docker, id: &str, names: &[String], reporter: &Reporter) -> Result<()> {
-    let listed = images::ctr(docker, id, &["images", "ls", "-q"]).await?;
-    let present: Vec<&str> =
-        names.iter().map(String::as_str).filter(|n| listed.lines().any(|l| l.trim() == *n)).collect();
-    if present.is_empty() {
+    let listed = images::ctr(docker, id, &["images", "ls"]).await?;
+    let entries: Vec<(&str, &str)> = listed
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            Some((*words.first()?, *words.get(2)?))
+        })
+        .collect();
+    let digests: Vec<&str> =
+        entries.iter().filter(|(name, _)| names.iter().any(|n| n == name)).map(|(_, d)| *d).collect();
+    // The names ctr gives an import besides its tags (`import-…@sha256:…` from --digests, and
+    // `sha256:…`) hold the same content: they go too, while other tags of it stay.
+    let by_digest = |name: &str| name.starts_with("import-") || name.starts_with("sha256:");
+    let doomed: Vec<&str> = entries
+        .iter()
+        .filter(|(name, digest)| {
+            names.iter().any(|n| n == name) || (by_digest(name) && digests.contains(digest))
+        })
+        .map(|(name, _)| *name)
+        .collect();
+    if doomed.is_empty() {
         return Ok(());
     }
-    reporter.detail(format!("removing {} replaced image(s): {}", present.len(), present.join(", ")));
-    let args: Vec<&str> = ["images", "rm", "--sync"].into_iter().chain(present).collect();
+    reporter.detail(format!("removing replaced images: {}", doomed.join(", ")));
+    let args: Vec<&str> = ["images", "rm", "--sync"].into_iter().chain(doomed).collect();
     images::ctr(docker, id, &args).await.map(|_| ())
 }
 
