@@ -1,0 +1,284 @@
+//! `nodeimg::registry` against a real registry (Debian's docker-registry on 127.0.0.1) and
+//! the real Docker daemon: one image per architecture pushed through the engine, tied
+//! together by an OCI index; and a registry that refuses, which must leave no index and
+//! every local image.
+//!
+//! The local images are busybox stand-ins loaded from docker-save archives (the engine's
+//! import cannot set an architecture) under `nodeimg-test/push-<unique>` names, removed by
+//! guards, also when an assertion fails.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nodeimg::archive::image::{self as imagearchive, ImageConfig};
+use nodeimg::docker::Docker;
+use nodeimg::progress::{Reporter, Verbosity};
+use nodeimg::registry::{self, Client, ManifestInfo, Platform};
+use support::registry::Registry;
+use support::{RemoveImage, Run};
+
+/// Everything a test does in Docker and the registry finishes well within this.
+const TEST_LIMIT: Duration = Duration::from_secs(300);
+
+fn reporter() -> Reporter {
+    Reporter::with_terminal(Verbosity::Normal, false)
+}
+
+/// Loads a busybox image whose config says `linux/<arch>`, tagged `name`; its removal (by
+/// ID, with every name the test gave it) is the returned guard's. The run's label makes
+/// the ID the run's own.
+async fn arch_image(docker: &Docker, run: &Run, arch: &str, name: &str) -> RemoveImage {
+    let root = support::fixtures::busybox_root(&run.files.path().join(arch));
+    let layer = imagearchive::write_layer(&root, &run.files.path().join(format!("{arch}.tar"))).unwrap();
+    let config = ImageConfig {
+        architecture: arch.into(),
+        cmd: vec!["/bin/sh".into()],
+        labels: [("io.nodeimg.test.run".to_owned(), run.unique.clone())].into(),
+        ..Default::default()
+    };
+    let (id, stream) = imagearchive::image_archive(&config, &layer, &[name.to_owned()]);
+    let guard = RemoveImage(id);
+    docker.load_image(stream).await.unwrap();
+    assert!(docker.image_exists(name).await.unwrap(), "{name} was loaded");
+    guard
+}
+
+fn items(run: &Run) -> Vec<(String, String)> {
+    ["amd64", "arm64"]
+        .iter()
+        .map(|a| (a.to_string(), format!("nodeimg-test/push-{}:{a}", run.unique)))
+        .collect()
+}
+
+/// Both images, loaded; their guards.
+async fn load_both(docker: &Docker, run: &Run) -> Vec<RemoveImage> {
+    let mut guards = Vec::new();
+    for (arch, name) in items(run) {
+        guards.push(arch_image(docker, run, &arch, &name).await);
+    }
+    guards
+}
+
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(TEST_LIMIT, future).await.expect("the test finishes within its limit")
+}
+
+#[test]
+fn pushes_each_architecture_and_an_index_of_them() {
+    let run = Run::new("push");
+    let registry = Registry::start();
+    let target = format!("{}/nodeimg-test/push-{}:v1", registry.host, run.unique);
+    support::runtime().block_on(within(async {
+        let docker = support::docker(&run.run_id).await;
+        let _images = load_both(&docker, &run).await;
+        let result = registry::push_all(&docker, &items(&run), &target, &reporter())
+            .await
+            .unwrap_or_else(|e| panic!("{}", nodeimg::one_line(&e.into())));
+
+        let pushed: Vec<_> =
+            result.per_arch.iter().map(|p| (p.arch.as_str(), p.reference.as_str())).collect();
+        assert_eq!(
+            pushed,
+            [("amd64", format!("{target}-amd64").as_str()), ("arm64", &format!("{target}-arm64"))]
+        );
+        for p in &result.per_arch {
+            assert!(!p.kept_tag, "{} has other names", p.arch);
+            assert!(
+                !docker.image_exists(&p.reference).await.unwrap(),
+                "the push's tag {} is removed",
+                p.reference
+            );
+        }
+        for (_, name) in items(&run) {
+            assert!(docker.image_exists(&name).await.unwrap(), "{name} is kept");
+        }
+
+        // The index as any client reads it: exact bytes, two platforms, the pushed digests.
+        let url = format!("http://{}/v2/nodeimg-test/push-{}/manifests/v1", registry.host, run.unique);
+        let response = reqwest::Client::new()
+            .get(&url)
+            .header("Accept", registry::OCI_INDEX)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        assert_eq!(response.headers()["content-type"], registry::OCI_INDEX);
+        let bytes = response.bytes().await.unwrap();
+        assert_eq!(registry::digest(&bytes), result.index_digest);
+        let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(index["schemaVersion"], 2);
+        let manifests = index["manifests"].as_array().unwrap();
+        let listed: Vec<_> = manifests
+            .iter()
+            .map(|m| (m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap()))
+            .collect();
+        assert_eq!(listed, [("linux", "amd64"), ("linux", "arm64")]);
+        for (entry, p) in manifests.iter().zip(&result.per_arch) {
+            assert_eq!(entry["digest"], p.digest.as_str());
+            assert_eq!(entry["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+        }
+
+        // Each child pulls by digest; the index itself is not one image.
+        let client = Client::new().unwrap();
+        for p in &result.per_arch {
+            let by_digest = format!("{}/nodeimg-test/push-{}@{}", registry.host, run.unique, p.digest);
+            let _pulled = RemoveImage(by_digest.clone());
+            docker.pull(&by_digest, &format!("linux/{}", p.arch), &mut |_| ()).await.unwrap();
+            assert!(docker.image_exists(&by_digest).await.unwrap(), "{by_digest}");
+            let info = client.manifest(&by_digest).await.unwrap();
+            assert_eq!(
+                (info.digest.as_str(), info.platform.architecture.as_str()),
+                (p.digest.as_str(), p.arch.as_str())
+            );
+        }
+        let err = client.manifest(&target).await.unwrap_err();
+        assert!(matches!(err, registry::Error::IsIndex { .. }), "{err}");
+    }));
+}
+
+#[test]
+fn an_index_with_a_missing_image_is_not_written() {
+    let registry = Registry::start();
+    let target = format!("{}/nodeimg-test/push-missing:v1", registry.host);
+    support::runtime().block_on(within(async {
+        let absent = ManifestInfo {
+            digest: registry::digest(b"no such manifest"),
+            media_type: "application/vnd.docker.distribution.manifest.v2+json".into(),
+            size: 16,
+            platform: Platform { os: "linux".into(), architecture: "arm64".into(), variant: None },
+        };
+        let client = Client::new().unwrap();
+        let err = client.put_index(&target, &[absent]).await.unwrap_err();
+        let line = nodeimg::one_line(&err.into());
+        assert!(line.contains(&registry.host) && line.contains("linux/arm64"), "{line}");
+        let err = client.manifest(&target).await.unwrap_err();
+        assert!(matches!(err, registry::Error::Status { status: 404, .. }), "no index: {err}");
+    }));
+    assert!(!registry.log().contains("PUT /v2/"), "nothing was written:\n{}", registry.log());
+}
+
+#[test]
+fn a_refusing_registry_gets_no_index_and_local_images_stay() {
+    let run = Run::new("push-refused");
+    let refusing = RefusingRegistry::start();
+    let target = format!("{}/nodeimg-test/push-{}:v1", refusing.host, run.unique);
+    support::runtime().block_on(within(async {
+        let docker = support::docker(&run.run_id).await;
+        let _images = load_both(&docker, &run).await;
+        let err = registry::push_all(&docker, &items(&run), &target, &reporter()).await.unwrap_err();
+        let line = nodeimg::one_line(&err.into());
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains(&format!("{target}-amd64")) && line.contains("amd64 image"), "{line}");
+        assert!(line.contains("denied"), "the registry's words: {line}");
+        for (arch, name) in items(&run) {
+            assert!(docker.image_exists(&name).await.unwrap(), "{name} is kept");
+            let tag = format!("{target}-{arch}");
+            assert!(!docker.image_exists(&tag).await.unwrap(), "the push's tag {tag} is removed");
+        }
+    }));
+    let requests = refusing.requests();
+    assert!(requests.iter().any(|r| r.starts_with("POST ")), "the engine tried: {requests:?}");
+    assert!(!requests.iter().any(|r| r.contains("-arm64") || r.contains("/manifests/v1")), "{requests:?}");
+}
+
+/// An HTTP registry on 127.0.0.1 that answers the version check and refuses every write
+/// with 403 DENIED, as a registry refuses a user without push rights; it records each
+/// request line.
+struct RefusingRegistry {
+    host: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RefusingRegistry {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, stopping) = (requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let log = log.clone();
+                        std::thread::spawn(move || answer(stream, &log));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self { host, requests, stop, thread: Some(thread) }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RefusingRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
+}
+
+/// One request per connection: read the head (and any body), answer, close.
+fn answer(stream: TcpStream, log: &Mutex<Vec<String>>) {
+    stream.set_nonblocking(false).ok();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut reader = BufReader::new(stream);
+    // The engine tries TLS first, even for a loopback registry: refuse the handshake at once,
+    // as Go's server does, so that it falls back to plain HTTP without waiting.
+    if reader.fill_buf().map(|b| b.first() == Some(&0x16)).unwrap_or(true) {
+        reader.into_inner().write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").ok();
+        return;
+    }
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok();
+    let request_line = request_line.trim().to_owned();
+    log.lock().unwrap().push(request_line.clone());
+    let mut parts = request_line.split(' ');
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, body) = match (method, path) {
+        ("GET", "/v2/") => ("200 OK", "{}".to_owned()),
+        ("HEAD", _) | ("GET", _) => ("404 Not Found", String::new()),
+        _ => (
+            "403 Forbidden",
+            r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#
+                .to_owned(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        if method == "HEAD" { "" } else { &body }
+    );
+    reader.into_inner().write_all(response.as_bytes()).ok();
+}
