@@ -18,7 +18,7 @@ use std::time::Duration;
 use nodeimg::archive::image::{self as imagearchive, ImageConfig};
 use nodeimg::docker::Docker;
 use nodeimg::progress::{Reporter, Verbosity};
-use nodeimg::registry::{self, Client, ManifestInfo, Platform};
+use nodeimg::registry::{self, Client, DockerConfig, ManifestInfo, Platform};
 use support::registry::Registry;
 use support::{RemoveImage, Run};
 
@@ -175,7 +175,18 @@ fn a_refusing_registry_gets_no_index_and_local_images_stay() {
         let line = nodeimg::one_line(&err.into());
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains(&format!("{target}-amd64")) && line.contains("amd64 image"), "{line}");
-        assert!(line.contains("denied"), "the registry's words: {line}");
+        assert!(line.contains("no basic auth credentials"), "the engine's words: {line}");
+        // The index write alone fails as plainly, before writing anything.
+        let child = ManifestInfo {
+            digest: registry::digest(b"child"),
+            media_type: "application/vnd.docker.distribution.manifest.v2+json".into(),
+            size: 5,
+            platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
+        };
+        let client = Client::with_config(DockerConfig::default()).unwrap();
+        let err = client.put_index(&target, &[child]).await.unwrap_err();
+        let line = nodeimg::one_line(&err.into());
+        assert!(line.contains(&refusing.host) && line.contains("HTTP 401 Unauthorized"), "{line}");
         for (arch, name) in items(&run) {
             assert!(docker.image_exists(&name).await.unwrap(), "{name} is kept");
             let tag = format!("{target}-{arch}");
@@ -183,13 +194,15 @@ fn a_refusing_registry_gets_no_index_and_local_images_stay() {
         }
     }));
     let requests = refusing.requests();
-    assert!(requests.iter().any(|r| r.starts_with("POST ")), "the engine tried: {requests:?}");
-    assert!(!requests.iter().any(|r| r.contains("-arm64") || r.contains("/manifests/v1")), "{requests:?}");
+    assert!(requests.iter().any(|r| r.starts_with("GET /v2/")), "the engine asked: {requests:?}");
+    // Nothing but the engine's version check, and the client's check for the index's image.
+    assert!(!requests.iter().any(|r| r.starts_with("PUT ") || r.contains("-arm64")), "{requests:?}");
 }
 
-/// An HTTP registry on 127.0.0.1 that answers the version check and refuses every write
-/// with 403 DENIED, as a registry refuses a user without push rights; it records each
-/// request line.
+/// An HTTP registry on 127.0.0.1 that wants a login nobody has: every request gets 401
+/// with a Basic challenge, as from a registry the user has not logged in to. (A 403 DENIED
+/// would do as well, but the engine retries its blob uploads for 50 s first.) It records
+/// each request line.
 struct RefusingRegistry {
     host: String,
     requests: Arc<Mutex<Vec<String>>>,
@@ -264,21 +277,12 @@ fn answer(stream: TcpStream, log: &Mutex<Vec<String>>) {
     reader.read_exact(&mut body).ok();
     let request_line = request_line.trim().to_owned();
     log.lock().unwrap().push(request_line.clone());
-    let mut parts = request_line.split(' ');
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, body) = match (method, path) {
-        ("GET", "/v2/") => ("200 OK", "{}".to_owned()),
-        ("HEAD", _) | ("GET", _) => ("404 Not Found", String::new()),
-        _ => (
-            "403 Forbidden",
-            r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#
-                .to_owned(),
-        ),
-    };
+    let method = request_line.split(' ').next().unwrap_or("");
+    let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"this test registry refuses everyone"}]}"#;
     let response = format!(
-        "HTTP/1.1 {status}\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "HTTP/1.1 401 Unauthorized\r\nDocker-Distribution-API-Version: registry/2.0\r\nWWW-Authenticate: Basic realm=\"nodeimg-test\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         body.len(),
-        if method == "HEAD" { "" } else { &body }
+        if method == "HEAD" { "" } else { body }
     );
     reader.into_inner().write_all(response.as_bytes()).ok();
 }

@@ -11,7 +11,7 @@ pub enum Error {
     #[error("{helper} get for {server}: {reason}")]
     Helper { helper: String, server: String, reason: String },
     /// The registry answered with an error status; `message` is its own words, if any.
-    #[error("{action} {reference}: HTTP {status}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("{action} {reference}: HTTP {status}{}{}", reason(*status), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Status { action: &'static str, reference: String, status: u16, message: Option<String> },
     /// No answer, or the connection broke.
     #[error("{action} {reference}: {reason}")]
@@ -38,6 +38,12 @@ pub enum Error {
     TagTaken { arch: String, reference: String, other: String },
     #[error("nothing to push to {target}")]
     Empty { target: String },
+}
+
+/// ` Unauthorized` for 401: a HEAD request's refusal has no body to explain it.
+fn reason(status: u16) -> String {
+    let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason());
+    reason.map(|r| format!(" {r}")).unwrap_or_default()
 }
 
 /// The first error message of a registry error body (`{"errors":[{"code","message"}]}`),
@@ -73,7 +79,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "writing the index 127.0.0.1:5000/kind/node:v1: HTTP 403: requested access to the resource is denied"
+            "writing the index 127.0.0.1:5000/kind/node:v1: HTTP 403 Forbidden: requested access to the resource is denied"
         );
         assert_eq!(
             registry_message(br#"{"errors":[{"code":"UNAUTHORIZED"}]}"#).as_deref(),
@@ -81,6 +87,6 @@ mod tests {
         );
         assert_eq!(registry_message(b"<html>502</html>"), None);
         let bare = Error::Status { action: "reading", reference: "r".into(), status: 500, message: None };
-        assert_eq!(bare.to_string(), "reading r: HTTP 500");
+        assert_eq!(bare.to_string(), "reading r: HTTP 500 Internal Server Error");
     }
 }
