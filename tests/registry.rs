@@ -126,12 +126,14 @@ fn pushes_each_architecture_and_an_index_of_them() {
 
         // Each child pulls by digest; the index itself is not one image.
         let client = Client::new().unwrap();
+        let mut children = Vec::new();
         for p in &result.per_arch {
             let by_digest = format!("{}/nodeimg-test/push-{}@{}", registry.host, run.unique, p.digest);
             let _pulled = RemoveImage(by_digest.clone());
             docker.pull(&by_digest, &format!("linux/{}", p.arch), &mut |_| ()).await.unwrap();
             assert!(docker.image_exists(&by_digest).await.unwrap(), "{by_digest}");
             let info = client.manifest(&by_digest).await.unwrap();
+            children.push(info.clone());
             assert_eq!(
                 (info.digest.as_str(), info.platform.architecture.as_str()),
                 (p.digest.as_str(), p.arch.as_str())
@@ -139,6 +141,20 @@ fn pushes_each_architecture_and_an_index_of_them() {
         }
         let err = client.manifest(&target).await.unwrap_err();
         assert!(matches!(err, registry::Error::IsIndex { .. }), "{err}");
+
+        // A registry that refuses the index: one line with its words, and no index.
+        let refusing = RefusingRegistry::in_front_of(&registry.host);
+        let second = format!("{}/nodeimg-test/push-{}:v2", refusing.host, run.unique);
+        let err = client.put_index(&second, &children).await.unwrap_err();
+        let line = nodeimg::one_line(&err.into());
+        assert!(
+            line.contains(&second) && line.contains("HTTP 403 Forbidden: this test registry takes no writes"),
+            "{line}"
+        );
+        let heads = refusing.requests().iter().filter(|r| r.starts_with("HEAD ")).count();
+        assert_eq!(heads, 2, "every child was checked first: {:?}", refusing.requests());
+        let err = client.manifest(&target.replace(":v1", ":v2")).await.unwrap_err();
+        assert!(matches!(err, registry::Error::Status { status: 404, .. }), "no index: {err}");
     }));
 }
 
@@ -199,10 +215,11 @@ fn a_refusing_registry_gets_no_index_and_local_images_stay() {
     assert!(!requests.iter().any(|r| r.starts_with("PUT ") || r.contains("-arm64")), "{requests:?}");
 }
 
-/// An HTTP registry on 127.0.0.1 that wants a login nobody has: every request gets 401
-/// with a Basic challenge, as from a registry the user has not logged in to. (A 403 DENIED
-/// would do as well, but the engine retries its blob uploads for 50 s first.) It records
-/// each request line.
+/// A registry on 127.0.0.1 that refuses. Alone, it wants a login nobody has: every
+/// request gets 401 with a Basic challenge, as from a registry the user has not logged in
+/// to. (A 403 DENIED would do as well, but the engine retries its blob uploads for 50 s
+/// first.) In front of a real registry, it passes on everything but writes, which it
+/// refuses with 403 DENIED. It records each request line.
 struct RefusingRegistry {
     host: String,
     requests: Arc<Mutex<Vec<String>>>,
@@ -212,6 +229,14 @@ struct RefusingRegistry {
 
 impl RefusingRegistry {
     fn start() -> Self {
+        Self::serve(None)
+    }
+
+    fn in_front_of(upstream: &str) -> Self {
+        Self::serve(Some(upstream.to_owned()))
+    }
+
+    fn serve(upstream: Option<String>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let host = listener.local_addr().unwrap().to_string();
@@ -222,8 +247,8 @@ impl RefusingRegistry {
             while !stopping.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let log = log.clone();
-                        std::thread::spawn(move || answer(stream, &log));
+                        let (log, upstream) = (log.clone(), upstream.clone());
+                        std::thread::spawn(move || answer(stream, &log, upstream.as_deref()));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -246,8 +271,8 @@ impl Drop for RefusingRegistry {
     }
 }
 
-/// One request per connection: read the head (and any body), answer, close.
-fn answer(stream: TcpStream, log: &Mutex<Vec<String>>) {
+/// One request per connection: read the head (and any body), answer or pass it on, close.
+fn answer(stream: TcpStream, log: &Mutex<Vec<String>>, upstream: Option<&str>) {
     stream.set_nonblocking(false).ok();
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let mut reader = BufReader::new(stream);
@@ -257,32 +282,52 @@ fn answer(stream: TcpStream, log: &Mutex<Vec<String>>) {
         reader.into_inner().write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").ok();
         return;
     }
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
+    let mut head = String::new();
+    if reader.read_line(&mut head).is_err() {
         return;
     }
+    let request_line = head.trim().to_owned();
     let mut length = 0;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
             break;
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
+        let (name, value) = line.split_once(':').unwrap_or((&line, ""));
+        if name.eq_ignore_ascii_case("content-length") {
             length = value.trim().parse().unwrap_or(0);
+        }
+        if !name.eq_ignore_ascii_case("connection") {
+            head += &line;
         }
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok();
-    let request_line = request_line.trim().to_owned();
     log.lock().unwrap().push(request_line.clone());
     let method = request_line.split(' ').next().unwrap_or("");
-    let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"this test registry refuses everyone"}]}"#;
+    let mut client = reader.into_inner();
+    let (status, body) = match upstream {
+        Some(upstream) if matches!(method, "GET" | "HEAD") => {
+            let mut server = TcpStream::connect(upstream).unwrap();
+            server.set_read_timeout(Some(Duration::from_secs(10))).ok();
+            server.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes()).unwrap();
+            server.write_all(&body).unwrap();
+            std::io::copy(&mut server, &mut client).ok();
+            return;
+        }
+        Some(_) => (
+            "403 Forbidden",
+            r#"{"errors":[{"code":"DENIED","message":"this test registry takes no writes"}]}"#,
+        ),
+        None => (
+            "401 Unauthorized",
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"this test registry refuses everyone"}]}"#,
+        ),
+    };
     let response = format!(
-        "HTTP/1.1 401 Unauthorized\r\nDocker-Distribution-API-Version: registry/2.0\r\nWWW-Authenticate: Basic realm=\"nodeimg-test\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "HTTP/1.1 {status}\r\nDocker-Distribution-API-Version: registry/2.0\r\nWWW-Authenticate: Basic realm=\"nodeimg-test\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         body.len(),
         if method == "HEAD" { "" } else { body }
     );
-    reader.into_inner().write_all(response.as_bytes()).ok();
+    client.write_all(response.as_bytes()).ok();
 }

@@ -25,7 +25,7 @@ pub enum Error {
     #[error("writing the index {reference}: its {platform} manifest {digest} is not in the repository")]
     MissingChild { reference: String, platform: String, digest: String },
     #[error("the {arch} image {image}")]
-    Local { arch: String, image: String, source: crate::docker::Error },
+    Local { arch: String, image: String, source: Box<crate::docker::Error> },
     #[error("the {arch} image {image} is not in the local image store")]
     NoLocalImage { arch: String, image: String },
     /// The engine's own words (`denied: …`) are the reason; the docker error's `pushing

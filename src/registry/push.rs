@@ -109,7 +109,8 @@ async fn push_one(
     reference: &str,
     login: Option<(&str, &str)>,
 ) -> Result<(ManifestInfo, bool), Error> {
-    let local = |source| Error::Local { arch: arch.to_owned(), image: image.to_owned(), source };
+    let local =
+        |source| Error::Local { arch: arch.to_owned(), image: image.to_owned(), source: Box::new(source) };
     let info = docker.inspect_image(image).await.map_err(local)?;
     let info = info.ok_or_else(|| Error::NoLocalImage { arch: arch.to_owned(), image: image.to_owned() })?;
     let created = match docker.inspect_image(reference).await.map_err(local)? {
