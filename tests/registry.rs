@@ -9,16 +9,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use base64::Engine as _;
 
 use nodeimg::archive::image::{self as imagearchive, ImageConfig};
 use nodeimg::docker::Docker;
 use nodeimg::progress::{Reporter, Verbosity};
 use nodeimg::registry::{self, Client, DockerConfig, ManifestInfo, Platform};
+use support::fake_registry::{FakeRegistry, Reply};
 use support::registry::Registry;
 use support::{RemoveImage, Run};
 
@@ -143,7 +142,11 @@ fn pushes_each_architecture_and_an_index_of_them() {
         assert!(matches!(err, registry::Error::IsIndex { .. }), "{err}");
 
         // A registry that refuses the index: one line with its words, and no index.
-        let refusing = RefusingRegistry::in_front_of(&registry.host);
+        let upstream = registry.host.clone();
+        let refusing = FakeRegistry::start(move |request, _| match request.method.as_str() {
+            "GET" | "HEAD" => Reply::Forward(upstream.clone()),
+            _ => Reply::error("403 Forbidden", "DENIED", "this test registry takes no writes"),
+        });
         let second = format!("{}/nodeimg-test/push-{}:v2", refusing.host, run.unique);
         let err = client.put_index(&second, &children).await.unwrap_err();
         let line = nodeimg::one_line(&err.into());
@@ -179,10 +182,16 @@ fn an_index_with_a_missing_image_is_not_written() {
     assert!(!registry.log().contains("PUT /v2/"), "nothing was written:\n{}", registry.log());
 }
 
+/// A registry that wants a login nobody has: 401 with a Basic challenge, as from a registry
+/// the user has not logged in to. (A 403 DENIED would fail the push as well, but the engine
+/// retries blob uploads for 50 s first.)
 #[test]
 fn a_refusing_registry_gets_no_index_and_local_images_stay() {
     let run = Run::new("push-refused");
-    let refusing = RefusingRegistry::start();
+    let refusing = FakeRegistry::start(|_, _| {
+        Reply::error("401 Unauthorized", "UNAUTHORIZED", "this test registry refuses everyone")
+            .header("WWW-Authenticate", r#"Basic realm="nodeimg-test""#)
+    });
     let target = format!("{}/nodeimg-test/push-{}:v1", refusing.host, run.unique);
     support::runtime().block_on(within(async {
         let docker = support::docker(&run.run_id).await;
@@ -215,119 +224,69 @@ fn a_refusing_registry_gets_no_index_and_local_images_stay() {
     assert!(!requests.iter().any(|r| r.starts_with("PUT ") || r.contains("-arm64")), "{requests:?}");
 }
 
-/// A registry on 127.0.0.1 that refuses. Alone, it wants a login nobody has: every
-/// request gets 401 with a Basic challenge, as from a registry the user has not logged in
-/// to. (A 403 DENIED would do as well, but the engine retries its blob uploads for 50 s
-/// first.) In front of a real registry, it passes on everything but writes, which it
-/// refuses with 403 DENIED. It records each request line.
-struct RefusingRegistry {
-    host: String,
-    requests: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RefusingRegistry {
-    fn start() -> Self {
-        Self::serve(None)
-    }
-
-    fn in_front_of(upstream: &str) -> Self {
-        Self::serve(Some(upstream.to_owned()))
-    }
-
-    fn serve(upstream: Option<String>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let host = listener.local_addr().unwrap().to_string();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (log, stopping) = (requests.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let (log, upstream) = (log.clone(), upstream.clone());
-                        std::thread::spawn(move || answer(stream, &log, upstream.as_deref()));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
+/// The token flow: a 401 with a Bearer challenge, a token from the realm for the stored
+/// credentials, the request again with the token, which is kept for the next request.
+#[test]
+fn logs_in_with_a_token_from_the_realm() {
+    let config = br#"{"os":"linux","architecture":"riscv64"}"#;
+    let config_digest = registry::digest(config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": config_digest},
+        "layers": [],
+    }))
+    .unwrap();
+    let manifest_digest = registry::digest(&manifest);
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("tester:s3cret"));
+    let expected_basic = basic.clone();
+    let served = manifest.clone();
+    let fake = FakeRegistry::start(move |request, host| {
+        if request.path.starts_with("/token?") {
+            let scoped = request.path.contains("scope=repository%3Atok%2Fimg%3Apull")
+                && request.path.contains("service=fake");
+            return if request.header("Authorization") == Some(expected_basic.as_str()) && scoped {
+                Reply::ok("application/json", br#"{"token":"t0k"}"#)
+            } else {
+                Reply::error("401 Unauthorized", "UNAUTHORIZED", "bad login")
+            };
+        }
+        if request.header("Authorization") != Some("Bearer t0k") {
+            let challenge = format!(
+                r#"Bearer realm="http://{host}/token",service="fake",scope="repository:tok/img:pull""#
+            );
+            return Reply::error("401 Unauthorized", "UNAUTHORIZED", "log in")
+                .header("WWW-Authenticate", &challenge);
+        }
+        match request.path.as_str() {
+            "/v2/tok/img/manifests/v1" => {
+                Reply::ok("application/vnd.docker.distribution.manifest.v2+json", &served)
             }
-        });
-        Self { host, requests, stop, thread: Some(thread) }
-    }
+            p if p.ends_with(config_digest.as_str()) => Reply::ok("application/octet-stream", config),
+            _ => Reply::error("404 Not Found", "NOT_FOUND", "no such thing"),
+        }
+    });
+    let auth = base64::engine::general_purpose::STANDARD.encode("tester:s3cret");
+    let docker_config = format!(r#"{{"auths": {{"http://{}": {{"auth": "{auth}"}}}}}}"#, fake.host);
+    let client = Client::with_config(DockerConfig::parse(docker_config.as_bytes()).unwrap()).unwrap();
+    let reference = format!("{}/tok/img:v1", fake.host);
+    support::runtime().block_on(within(async {
+        for _ in 0..2 {
+            let info = client.manifest(&reference).await.unwrap();
+            assert_eq!(info.digest, manifest_digest);
+            assert_eq!(info.platform.to_string(), "linux/riscv64");
+            assert_eq!(info.size, manifest.len() as u64);
+        }
+    }));
+    let tokens = fake.requests().iter().filter(|r| r.starts_with("GET /token?")).count();
+    assert_eq!(tokens, 1, "the token is kept: {:?}", fake.requests());
 
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for RefusingRegistry {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().ok();
-        }
-    }
-}
-
-/// One request per connection: read the head (and any body), answer or pass it on, close.
-fn answer(stream: TcpStream, log: &Mutex<Vec<String>>, upstream: Option<&str>) {
-    stream.set_nonblocking(false).ok();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let mut reader = BufReader::new(stream);
-    // The engine tries TLS first, even for a loopback registry: refuse the handshake at once,
-    // as Go's server does, so that it falls back to plain HTTP without waiting.
-    if reader.fill_buf().map(|b| b.first() == Some(&0x16)).unwrap_or(true) {
-        reader.into_inner().write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").ok();
-        return;
-    }
-    let mut head = String::new();
-    if reader.read_line(&mut head).is_err() {
-        return;
-    }
-    let request_line = head.trim().to_owned();
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').unwrap_or((&line, ""));
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.trim().parse().unwrap_or(0);
-        }
-        if !name.eq_ignore_ascii_case("connection") {
-            head += &line;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok();
-    log.lock().unwrap().push(request_line.clone());
-    let method = request_line.split(' ').next().unwrap_or("");
-    let mut client = reader.into_inner();
-    let (status, body) = match upstream {
-        Some(upstream) if matches!(method, "GET" | "HEAD") => {
-            let mut server = TcpStream::connect(upstream).unwrap();
-            server.set_read_timeout(Some(Duration::from_secs(10))).ok();
-            server.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes()).unwrap();
-            server.write_all(&body).unwrap();
-            std::io::copy(&mut server, &mut client).ok();
-            return;
-        }
-        Some(_) => (
-            "403 Forbidden",
-            r#"{"errors":[{"code":"DENIED","message":"this test registry takes no writes"}]}"#,
-        ),
-        None => (
-            "401 Unauthorized",
-            r#"{"errors":[{"code":"UNAUTHORIZED","message":"this test registry refuses everyone"}]}"#,
-        ),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nDocker-Distribution-API-Version: registry/2.0\r\nWWW-Authenticate: Basic realm=\"nodeimg-test\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        body.len(),
-        if method == "HEAD" { "" } else { body }
+    // Without credentials, the realm refuses, and the error says where.
+    let anonymous = Client::with_config(DockerConfig::default()).unwrap();
+    let err = support::runtime().block_on(within(anonymous.manifest(&reference))).unwrap_err();
+    let line = nodeimg::one_line(&err.into());
+    assert!(
+        line.contains("getting a token") && line.contains(&fake.host) && line.contains("bad login"),
+        "{line}"
     );
-    client.write_all(response.as_bytes()).ok();
 }
