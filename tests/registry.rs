@@ -28,10 +28,10 @@ fn reporter() -> Reporter {
     Reporter::with_terminal(Verbosity::Normal, false)
 }
 
-/// Loads a busybox image whose config says `linux/<arch>`, tagged `name`; its removal (by
+/// Loads a busybox image whose config says `linux/<arch>`, tagged `name` if any; its removal (by
 /// ID, with every name the test gave it) is the returned guard's. The run's label makes
 /// the ID the run's own.
-async fn arch_image(docker: &Docker, run: &Run, arch: &str, name: &str) -> RemoveImage {
+async fn arch_image(docker: &Docker, run: &Run, arch: &str, name: Option<&str>) -> RemoveImage {
     let root = support::fixtures::busybox_root(&run.files.path().join(arch));
     let layer = imagearchive::write_layer(&root, &run.files.path().join(format!("{arch}.tar"))).unwrap();
     let config = ImageConfig {
@@ -40,9 +40,11 @@ async fn arch_image(docker: &Docker, run: &Run, arch: &str, name: &str) -> Remov
         labels: [("io.nodeimg.test.run".to_owned(), run.unique.clone())].into(),
         ..Default::default()
     };
-    let (id, stream) = imagearchive::image_archive(&config, &layer, &[name.to_owned()]);
+    let tags: Vec<String> = name.iter().map(|n| n.to_string()).collect();
+    let (id, stream) = imagearchive::image_archive(&config, &layer, &tags);
     let guard = RemoveImage(id);
     docker.load_image(stream).await.unwrap();
+    let name = name.unwrap_or(&guard.0);
     assert!(docker.image_exists(name).await.unwrap(), "{name} was loaded");
     guard
 }
@@ -58,7 +60,7 @@ fn items(run: &Run) -> Vec<(String, String)> {
 async fn load_both(docker: &Docker, run: &Run) -> Vec<RemoveImage> {
     let mut guards = Vec::new();
     for (arch, name) in items(run) {
-        guards.push(arch_image(docker, run, &arch, &name).await);
+        guards.push(arch_image(docker, run, &arch, Some(&name)).await);
     }
     guards
 }
@@ -180,6 +182,25 @@ fn an_index_with_a_missing_image_is_not_written() {
         assert!(matches!(err, registry::Error::Status { status: 404, .. }), "no index: {err}");
     }));
     assert!(!registry.log().contains("PUT /v2/"), "nothing was written:\n{}", registry.log());
+}
+
+/// An image known only by its ID keeps the tag made for the push: removing an image's last
+/// name would remove the image.
+#[test]
+fn an_untagged_image_keeps_the_push_tag() {
+    let run = Run::new("push-untagged");
+    let registry = Registry::start();
+    let target = format!("{}/nodeimg-test/push-{}:v1", registry.host, run.unique);
+    support::runtime().block_on(within(async {
+        let docker = support::docker(&run.run_id).await;
+        let image = arch_image(&docker, &run, "arm64", None).await;
+        let items = [("arm64".to_owned(), image.0.clone())];
+        let result = registry::push_all(&docker, &items, &target, &reporter()).await.unwrap();
+        let pushed = &result.per_arch[0];
+        assert!(pushed.kept_tag, "{pushed:?}");
+        let info = docker.inspect_image(&pushed.reference).await.unwrap().expect("the tag stays");
+        assert_eq!(info.id, image.0, "on the image, which stays");
+    }));
 }
 
 /// A registry that wants a login nobody has: 401 with a Basic challenge, as from a registry

@@ -14,8 +14,8 @@ pub struct PushedImage {
     pub reference: String,
     /// The manifest digest the registry holds under `reference`.
     pub digest: String,
-    /// The local tag made for the push was kept: it is the image's only name, and removing
-    /// it would have removed the image.
+    /// The local tag made for the push is still there: it is the image's only name (removing
+    /// it would remove the image), or removing it failed.
     pub kept_tag: bool,
 }
 
@@ -60,17 +60,14 @@ pub async fn push_all_with(
     for (arch, image) in items {
         let reference = format!("{repo}:{tag}-{arch}");
         let step = reporter.step(format!("pushing the {arch} image to {reference}"));
-        match push_one(client, docker, arch, image, &reference, login).await {
+        match push_one(client, docker, reporter, (arch, image), &reference, login).await {
             Ok((info, kept_tag)) => {
                 step.finish(&info.digest);
                 if info.platform.architecture != *arch {
                     reporter.warn(format!(
-                        "{reference}: the image says it is for {}, not {arch}; the index lists it as {}",
-                        info.platform, info.platform
+                        "{reference} was pushed for {arch} but is an image for {}; the index lists it as such",
+                        info.platform
                     ));
-                }
-                if kept_tag {
-                    reporter.info(format!("kept the local tag {reference}: it is the image's only name"));
                 }
                 pushed.push(PushedImage {
                     arch: arch.clone(),
@@ -100,12 +97,13 @@ pub async fn push_all_with(
 }
 
 /// Tags `image` as `reference` unless it already is, pushes it and reads its manifest back.
-/// The tag is removed again if this made it and the image keeps another name.
+/// A tag this made is removed again, unless it is the image's only name: removing an
+/// image's last name removes the image. Returns whether such a tag was kept.
 async fn push_one(
     client: &Client,
     docker: &Docker,
-    arch: &str,
-    image: &str,
+    reporter: &Reporter,
+    (arch, image): (&str, &str),
     reference: &str,
     login: Option<(&str, &str)>,
 ) -> Result<(ManifestInfo, bool), Error> {
@@ -128,12 +126,18 @@ async fn push_one(
         }
     };
     let result = push_and_read(client, docker, arch, reference, login).await;
-    let sole_name = !has_other_name(&info.names, reference);
-    if created && !sole_name {
-        // The push's outcome matters more than a leftover tag; the next push retags it.
-        docker.remove_image(reference).await.ok();
+    let mut kept = false;
+    if created {
+        if !has_other_name(&info.names, reference) {
+            reporter.info(format!("kept the local tag {reference}: it is the image's only name"));
+            kept = true;
+        } else if let Err(e) = docker.remove_image(reference).await {
+            // A leftover tag is no reason to fail a push that worked.
+            reporter.warn(format!("the local tag {reference} stays: {e}"));
+            kept = true;
+        }
     }
-    Ok((result?, created && sole_name))
+    Ok((result?, kept))
 }
 
 async fn push_and_read(
