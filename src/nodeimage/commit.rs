@@ -153,7 +153,13 @@ mod tests {
             proxy_env: vec![("HTTPS_PROXY".into(), "http://proxy.internal:3128".into())],
             from_node: Default::default(),
         };
-        let artifacts = Artifacts { binaries: vec![], image_tars: vec![], version, components: None };
+        let artifacts = Artifacts {
+            binaries: vec![],
+            image_tars: vec![],
+            version,
+            components: None,
+            provenance: Default::default(),
+        };
         let record = Record { inputs: Inputs::default(), layers: 2, dead_bytes: 7 };
         let changes = changes(&cfg, &artifacts, &record);
         assert!(changes.contains(&r#"ENTRYPOINT ["/usr/local/bin/entrypoint","/sbin/init"]"#.to_owned()));
