@@ -2,7 +2,8 @@
 //!
 //! Arrows point one way: `cli` (clap only) → `config` (validated configs) → `commands` (one
 //! per subcommand) → pipelines (`nodeimage`, `variant`, `baseimage`, `verify`, `transfer`, `kube`) →
-//! shared pieces (`node`, `platform`, `reference`, `archive`, `docker`, `progress`, `error`).
+//! shared pieces (`node`, `platform`, `registry`, `reference`, `archive`, `docker`, `progress`, `error`);
+//! `report` (the build report's shape) stands apart and uses none of them.
 
 #![warn(clippy::unwrap_used, clippy::dbg_macro, clippy::todo, clippy::unimplemented)]
 
@@ -22,6 +23,8 @@ pub mod platform;
 pub mod process;
 pub mod progress;
 pub mod reference;
+pub mod registry;
+pub mod report;
 pub mod templates;
 pub mod transfer;
 pub mod variant;

@@ -69,6 +69,19 @@ impl Write for ChannelWriter {
 }
 
 /// Appends a file from memory (a small generated or embedded file) as `path`, owned by root.
+/// The sha256 of a file's content, in hex, read in 1 MiB pieces.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let (mut hash, mut buf) = (sha2::Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        match io::Read::read(&mut file, &mut buf)? {
+            0 => return Ok(hex::encode(hash.finalize())),
+            n => hash.update(&buf[..n]),
+        }
+    }
+}
+
 pub fn append_bytes<W: Write>(
     builder: &mut Builder<W>,
     path: &str,

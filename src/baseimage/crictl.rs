@@ -7,7 +7,6 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::progress::Reporter;
 
@@ -87,7 +86,7 @@ pub async fn prepare(crictl: &Crictl, scratch: &Path, reporter: &Reporter) -> Re
         Input::File(path) => {
             let step = reporter.step(format!("checking crictl {input}"));
             let (path2, expected) = (path.clone(), crictl.sha256.clone());
-            let actual = tokio::task::spawn_blocking(move || sha256_file(&path2))
+            let actual = tokio::task::spawn_blocking(move || crate::archive::sha256_file(&path2))
                 .await?
                 .with_context(|| format!("reading {input}"))?;
             if actual != expected {
@@ -209,17 +208,6 @@ pub fn install(binary: &Path, root: &Path) -> io::Result<()> {
     }
     std::fs::copy(binary, &dest)?;
     std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
-}
-
-fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let (mut hash, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
-    loop {
-        match file.read(&mut buf)? {
-            0 => return Ok(hex::encode(hash.finalize())),
-            n => hash.update(&buf[..n]),
-        }
-    }
 }
 
 #[cfg(test)]

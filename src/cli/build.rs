@@ -68,6 +68,14 @@ pub struct NodeImageArgs {
     /// Also save the image to FILE (.tar, .tar.gz or .tar.zst), as `nodeimg save` does.
     #[arg(long, value_name = "FILE")]
     pub save: Option<std::path::PathBuf>,
+    /// Build incrementally on IMAGE (a node image nodeimg built): only the binaries and
+    /// images that changed go in, as one new layer. Without it, a build of the same source
+    /// builds on the image its target tag holds.
+    #[arg(long, value_name = "IMAGE", conflicts_with = "full")]
+    pub from_node: Option<String>,
+    /// Build from the base image, never on an earlier node image.
+    #[arg(long)]
+    pub full: bool,
     // Last: its image-source flags open a help section of their own.
     #[command(flatten)]
     pub source: SourceArgs,

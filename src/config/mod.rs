@@ -43,6 +43,10 @@ pub enum ConfigError {
     )]
     BaseForArches(String, usize),
     #[error(
+        "--from-node {0} is one image for {1} architectures: name one per arch with {{arch}}, or leave --from-node out"
+    )]
+    FromNodeForArches(String, usize),
+    #[error(
         "SOURCE is one architecture's release, --arch {0} wants several: give a version (v1.30.0), a CI marker or a source tree"
     )]
     SourceForArches(String),

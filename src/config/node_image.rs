@@ -4,6 +4,7 @@
 use super::{ConfigError, archive_target, checked_if, file, validate_arch, validate_image, validate_mirror};
 use crate::cli::{ImageSourceArgs, NodeImageArgs, SourceArgs};
 use crate::kube::{self, KubeVersion, SourceError};
+use crate::nodeimage::incremental::FromNode;
 use crate::nodeimage::mirror::{Mirror, MirrorError, NodeMirror};
 use crate::nodeimage::multiarch::{self, MultiArch};
 use crate::nodeimage::{ImageSources, NodeImageConfig, PROXY_VARS};
@@ -41,6 +42,19 @@ pub fn node_image(mut args: NodeImageArgs) -> Result<(MultiArch, Option<SaveTarg
         cfg.node_mirrors.push(NodeMirror::parse(given)?);
     }
     cfg.check = checked_if(args.verify, args.verify_options)?;
+    cfg.from_node = match (args.from_node, args.full) {
+        (_, true) => FromNode::Full,
+        (Some(image), false) => {
+            if arches.len() > 1 && !image.contains(multiarch::ARCH_PLACEHOLDER) {
+                return Err(ConfigError::FromNodeForArches(image, arches.len()));
+            }
+            for arch in &arches {
+                validate_image(&image.replace(multiarch::ARCH_PLACEHOLDER, arch))?;
+            }
+            FromNode::Image(image)
+        }
+        (None, false) => FromNode::Auto,
+    };
     Ok((MultiArch { cfg, arches, image: args.image, base_image }, save))
 }
 
@@ -97,6 +111,7 @@ pub fn sources(args: SourceArgs) -> Result<NodeImageConfig, ConfigError> {
         images,
         node_mirrors,
         proxy_env: proxy_env(|k| std::env::var(k).ok()),
+        from_node: FromNode::Full,
         allow_foreign_images,
     })
 }

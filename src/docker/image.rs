@@ -296,10 +296,23 @@ impl Docker {
     /// Pushes `reference` to its registry, reading the progress stream to its end; an error
     /// reported inside the stream fails the push.
     pub async fn push(&self, reference: &str) -> Result<()> {
+        self.push_as(reference, None).await
+    }
+
+    /// [`Docker::push`] logged in as `(username, password)`: the engine does not read the
+    /// client's credential store, the client hands it the credentials with each push.
+    pub async fn push_as(&self, reference: &str, login: Option<(&str, &str)>) -> Result<()> {
         let (repo, tag) = crate::reference::split(reference);
         let options = PushImageOptions { tag: Some(tag.to_owned()), ..Default::default() };
         // The engine wants an X-Registry-Auth header even for a registry without auth.
-        let credentials = Some(bollard::auth::DockerCredentials::default());
+        let credentials = Some(match login {
+            Some((username, password)) => bollard::auth::DockerCredentials {
+                username: Some(username.to_owned()),
+                password: Some(password.to_owned()),
+                ..Default::default()
+            },
+            None => bollard::auth::DockerCredentials::default(),
+        });
         let mut stream = self.client.push_image(repo, Some(options), credentials);
         while let Some(info) = stream.next().await {
             let info = info.map_err(|e| Error::Push { reference: reference.into(), source: Daemon(e) })?;

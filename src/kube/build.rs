@@ -176,7 +176,7 @@ pub fn docker_artifacts(root: &Path, arch: &str, version: KubeVersion) -> Result
             bail!("the build did not produce {}", path.display());
         }
     }
-    Ok(Artifacts { binaries, image_tars, version, components: None })
+    Ok(Artifacts { binaries, image_tars, version, components: None, provenance: Default::default() })
 }
 
 #[cfg(test)]

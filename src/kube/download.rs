@@ -328,7 +328,8 @@ async fn attempt(
     }
 }
 
-async fn hash_file(path: &Path) -> Result<(String, String)> {
+/// The sha512 and sha256 of a file, in hex.
+pub async fn hash_file(path: &Path) -> Result<(String, String)> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path)?;

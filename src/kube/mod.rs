@@ -26,6 +26,23 @@ pub struct Artifacts {
     /// A host-mode build has the control-plane binaries but no images of them; the
     /// node-image pipeline makes those.
     pub components: Option<ComponentBinaries>,
+    /// Where the artifacts came from, for a build report.
+    pub provenance: Provenance,
+}
+
+/// Where Kubernetes came from, as a build report pins it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// `release`, `url`, `file` or `tree`.
+    pub kind: &'static str,
+    pub url: Option<String>,
+    pub path: Option<PathBuf>,
+    /// The tarball (downloaded into the cache, or given), when there was one: a report
+    /// hashes it.
+    pub tarball: Option<PathBuf>,
+    /// Of a git tree: HEAD, and whether the work tree had changes.
+    pub commit: Option<String>,
+    pub dirty: Option<bool>,
 }
 
 /// The control-plane binaries of a host-mode build, and how upstream would name their images.
@@ -164,13 +181,20 @@ pub async fn fetch(
     scratch: &Path,
     reporter: &Reporter,
 ) -> Result<Artifacts> {
-    let tarball = match source {
-        Source::File(path) if path.is_dir() => return release::from_directory(path),
-        Source::File(path) => path.clone(),
-        Source::Url(url) => download::fetch(url, opts.verify, reporter).await?,
+    let (tarball, mut provenance) = match source {
+        Source::File(path) if path.is_dir() => {
+            let mut artifacts = release::from_directory(path)?;
+            artifacts.provenance =
+                Provenance { kind: "file", path: Some(path.clone()), ..Default::default() };
+            return Ok(artifacts);
+        }
+        Source::File(path) => {
+            (path.clone(), Provenance { kind: "file", path: Some(path.clone()), ..Default::default() })
+        }
+        Source::Url(url) => (download::fetch(url, opts.verify, reporter).await?, Provenance::url("url", url)),
         Source::Release(version) => {
             let url = server_tarball_url(&opts.release_url, version, &opts.arch, false);
-            download::fetch(&url, opts.verify, reporter).await?
+            (download::fetch(&url, opts.verify, reporter).await?, Provenance::url("release", &url))
         }
         Source::Ci(marker) => {
             let marker_url = format!("{}/{marker}.txt", opts.release_url.trim_end_matches('/'));
@@ -178,19 +202,41 @@ pub async fn fetch(
             let version = KubeVersion::parse(&text).with_context(|| format!("reading {marker_url}"))?;
             reporter.info(format!("{marker} is {version}"));
             let url = server_tarball_url(&opts.release_url, &version, &opts.arch, true);
-            download::fetch(&url, opts.verify, reporter).await?
+            (download::fetch(&url, opts.verify, reporter).await?, Provenance::url("url", &url))
         }
         Source::Tree(dir) => return from_tree(dir.as_deref(), opts, reporter).await,
     };
+    provenance.tarball = Some(tarball.clone());
     let step =
         reporter.step(format!("extracting {}", tarball.file_name().unwrap_or_default().to_string_lossy()));
     let dest = scratch.join("kubernetes");
     // Stopped and waited for if the build is cancelled: an extraction still running after
     // Ctrl-C would re-create the scratch directory the cancellation just removed.
-    let artifacts =
+    let mut artifacts =
         crate::blocking::run_drained(move |cancel| release::from_tarball(&tarball, &dest, cancel)).await?;
     step.finish(artifacts.version.to_string());
+    artifacts.provenance = provenance;
     Ok(artifacts)
+}
+
+impl Provenance {
+    fn url(kind: &'static str, url: &str) -> Self {
+        Provenance { kind, url: Some(url.to_owned()), ..Default::default() }
+    }
+
+    /// A tree's HEAD, when it is a git repository (a `git archive` export is not).
+    fn tree(root: &Path, version: &KubeVersion) -> Self {
+        let commit = git2::Repository::open(root)
+            .ok()
+            .and_then(|repo| repo.head().ok()?.peel_to_commit().ok().map(|c| c.id().to_string()));
+        Provenance {
+            kind: "tree",
+            path: Some(root.to_owned()),
+            dirty: Some(version.text.ends_with("-dirty")),
+            commit,
+            ..Default::default()
+        }
+    }
 }
 
 /// Finds (or clones) the tree, checks out `-k`, builds it with upstream's build.
@@ -222,8 +268,13 @@ async fn from_tree(dir: Option<&Path>, opts: &FetchOptions, reporter: &Reporter)
     std::fs::create_dir_all(&log_dir)?;
     let log = log_dir.join("nodeimg-build.log");
     build::run(&root, t.mode, &status.version, &opts.arch, &log, reporter).await?;
+    let provenance = Provenance::tree(&root, &status.version);
     match t.mode {
-        build::BuildMode::Docker => build::docker_artifacts(&root, &opts.arch, status.version),
+        build::BuildMode::Docker => {
+            let mut artifacts = build::docker_artifacts(&root, &opts.arch, status.version)?;
+            artifacts.provenance = provenance;
+            Ok(artifacts)
+        }
         build::BuildMode::Host => {
             let (binaries, programs) = build::outputs(&root, build::BuildMode::Host, &opts.arch);
             for path in binaries.iter().chain(&programs) {
@@ -243,6 +294,7 @@ async fn from_tree(dir: Option<&Path>, opts: &FetchOptions, reporter: &Reporter)
                 image_tars: Vec::new(),
                 version: status.version,
                 components: Some(components),
+                provenance,
             })
         }
     }

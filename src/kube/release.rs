@@ -59,6 +59,7 @@ pub fn from_directory(dir: &Path) -> Result<Artifacts> {
         image_tars: IMAGES.iter().map(|i| root.join("server/bin").join(format!("{i}.tar"))).collect(),
         version: KubeVersion::parse("v0.0.0").expect("literal"),
         components: None,
+        provenance: Default::default(),
     };
     artifacts.version =
         read_version(&root.join("version"), &root.join("server/bin/kube-apiserver.docker_tag"))
@@ -73,6 +74,7 @@ fn collect(dest: &Path) -> Result<Artifacts> {
         image_tars: IMAGES.iter().map(|i| dest.join("images").join(format!("{i}.tar"))).collect(),
         version: read_version(&dest.join("version"), &dest.join("images/kube-apiserver.docker_tag"))?,
         components: None,
+        provenance: Default::default(),
     };
     check_present(&artifacts)?;
     Ok(artifacts)

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail};
 use crate::archive::Compression;
 use crate::reference::normalize;
 
-/// What one archive holds: each image's canonical name, with the manifest digest when the
-/// archive (OCI) says it.
+/// What one archive holds: each image's canonical name, with the manifest digest (OCI) or
+/// the config digest (docker-save) when the archive says it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Archive {
     pub path: PathBuf,
@@ -117,9 +117,14 @@ fn index_entries<'a, R: Read + 'a>(
 }
 
 fn docker_save_names(manifest: &serde_json::Value) -> BTreeMap<String, Option<String>> {
-    let entries = manifest.as_array().into_iter().flatten();
-    let tags = entries.flat_map(|e| e["RepoTags"].as_array().into_iter().flatten());
-    tags.filter_map(|t| t.as_str()).map(|t| (normalize(t), None)).collect()
+    let mut names = BTreeMap::new();
+    for entry in manifest.as_array().into_iter().flatten() {
+        let config = entry["Config"].as_str().and_then(super::images::config_digest);
+        for tag in entry["RepoTags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()) {
+            names.insert(normalize(tag), config.clone());
+        }
+    }
+    names
 }
 
 /// Names from the annotations containerd and Docker write; a bare `ref.name` (a tag without

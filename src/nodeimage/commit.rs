@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 
 use super::NodeImageConfig;
+use super::incremental::{Inputs, LABEL_DEAD_BYTES, LABEL_INPUTS, LABEL_LAYERS};
 use crate::docker::{ContainerGuard, Docker, ImageGuard, quote, short_id};
 use crate::kube::{Artifacts, Source};
 use crate::progress::Reporter;
@@ -17,33 +18,45 @@ pub const VERIFY_REPO: &str = "nodeimg-verify";
 /// to save them: names no one else owns (`nodeimg-tmp/<component>:<process token>`).
 pub const TEMP_REPO: &str = "nodeimg-tmp";
 
+/// What the labels record for the next incremental build.
+pub struct Record {
+    pub inputs: Inputs,
+    pub layers: u32,
+    pub dead_bytes: u64,
+}
+
 pub async fn commit(
     docker: &Docker,
     id: &str,
     cfg: &NodeImageConfig,
     artifacts: &Artifacts,
+    record: &Record,
     reporter: &Reporter,
 ) -> Result<String> {
     let step = reporter.step("committing the node image");
-    let image_id = docker.commit(id, &changes(cfg, artifacts)).await?;
+    let image_id = docker.commit(id, &changes(cfg, artifacts, record)).await?;
     step.finish(short_id(&image_id));
     Ok(image_id)
 }
 
-fn changes(cfg: &NodeImageConfig, artifacts: &Artifacts) -> Vec<String> {
+fn changes(cfg: &NodeImageConfig, artifacts: &Artifacts, record: &Record) -> Vec<String> {
     let entrypoint = serde_json::to_string(&crate::baseimage::ENTRYPOINT).expect("strings serialize");
     let mut changes = vec![format!("ENTRYPOINT {entrypoint}")];
     changes.extend(cfg.proxy_env.iter().map(|(k, _)| format!("ENV {k}=\"\"")));
+    let inputs = serde_json::to_string(&record.inputs).expect("inputs serialize");
     let mut labels = [
         (LABEL_KUBE_VERSION, artifacts.version.text.clone()),
         (LABEL_KUBE_SOURCE, source_label(&cfg.source)),
+        (LABEL_INPUTS, inputs),
+        (LABEL_LAYERS, record.layers.to_string()),
+        (LABEL_DEAD_BYTES, record.dead_bytes.to_string()),
     ];
     labels.sort();
     changes.extend(labels.into_iter().map(|(k, v)| format!("LABEL {k}={}", quote(&v))));
     changes
 }
 
-fn source_label(source: &Source) -> String {
+pub fn source_label(source: &Source) -> String {
     match source {
         Source::File(p) => format!("file:{}", p.display()),
         Source::Url(u) => u.clone(),
@@ -138,14 +151,26 @@ mod tests {
             images: super::super::ImageSources::default(),
             node_mirrors: vec![],
             proxy_env: vec![("HTTPS_PROXY".into(), "http://proxy.internal:3128".into())],
+            from_node: Default::default(),
             allow_foreign_images: false,
         };
-        let artifacts = Artifacts { binaries: vec![], image_tars: vec![], version, components: None };
-        let changes = changes(&cfg, &artifacts);
+        let artifacts = Artifacts {
+            binaries: vec![],
+            image_tars: vec![],
+            version,
+            components: None,
+            provenance: Default::default(),
+        };
+        let record = Record { inputs: Inputs::default(), layers: 2, dead_bytes: 7 };
+        let changes = changes(&cfg, &artifacts, &record);
         assert!(changes.contains(&r#"ENTRYPOINT ["/usr/local/bin/entrypoint","/sbin/init"]"#.to_owned()));
         assert!(changes.contains(&"ENV HTTPS_PROXY=\"\"".to_owned()), "{changes:?}");
         assert!(changes.contains(&format!("LABEL {LABEL_KUBE_VERSION}=\"v1.30.0\"")));
         assert!(changes.contains(&format!("LABEL {LABEL_KUBE_SOURCE}=\"release:v1.30.0\"")));
         assert!(!changes.iter().any(|c| c.contains("proxy.internal")));
+        assert!(changes.contains(&format!("LABEL {LABEL_LAYERS}=\"2\"")));
+        assert!(changes.contains(&format!("LABEL {LABEL_DEAD_BYTES}=\"7\"")));
+        let inputs = changes.iter().find(|c| c.starts_with(&format!("LABEL {LABEL_INPUTS}="))).unwrap();
+        assert!(inputs.contains(r#"\"binaries\":{}"#), "JSON, quoted: {inputs}");
     }
 }

@@ -2,19 +2,21 @@
 //! component base image plus the binary and writes it as a docker-save tar, for the pipeline
 //! to import like any other built image under the name upstream gives it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 
 use super::TEMP_REPO;
 use super::images::BuiltImage;
+use super::incremental::Item;
 use super::iptables;
 use crate::archive;
 use crate::docker::{ContainerGuard, ContainerSpec, Docker};
 use crate::kube::ComponentBinaries;
 use crate::kube::release::IMAGES;
 use crate::progress::Reporter;
+use crate::reference::normalize;
 
 /// The base image upstream's build uses for `component`, read from the tree's
 /// `build/common.sh` (`"kube-proxy,${KUBE_PROXY_BASE_IMAGE:-${REGISTRY}/distroless-iptables:${v}}"`).
@@ -49,7 +51,9 @@ fn expand(text: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
-/// Makes the four control-plane images and writes them to `dest` as `<component>.tar`.
+/// Makes the four control-plane images and writes them to `dest` as `<component>.tar`;
+/// one whose recipe (base image, binary, iptables wrapper) is the one recorded in
+/// `previous` is not made again but returned as kept, with its record.
 ///
 /// Each is tagged only under a name no one else owns (`nodeimg-tmp/<component>:<process>`),
 /// saved, and removed again: a real `registry.k8s.io/kube-*` image the user has keeps its
@@ -59,11 +63,12 @@ pub async fn make_images(
     docker: &Docker,
     binaries: &ComponentBinaries,
     base_override: Option<&str>,
+    previous: &BTreeMap<String, Item>,
     dest: &Path,
     reporter: &Reporter,
-) -> Result<Vec<BuiltImage>> {
+) -> Result<(Vec<BuiltImage>, Vec<(String, Item)>)> {
     let (registry, tag) = (&binaries.registry, &binaries.tag);
-    let mut built = Vec::new();
+    let (mut built, mut kept) = (Vec::new(), Vec::new());
     for component in IMAGES {
         let base = match base_override {
             Some(b) => b.to_owned(),
@@ -71,15 +76,23 @@ pub async fn make_images(
                 anyhow!("cannot tell the base image of {component} from build/common.sh; pass --component-base-image")
             })?,
         };
-        let name = format!("{registry}/{component}:{tag}");
-        let step = reporter.step(format!("making image {name} from {base}"));
+        let name = normalize(&format!("{registry}/{component}:{tag}"));
         if !docker.image_exists(&base).await? {
+            let step = reporter.step(format!("pulling component base image {base}"));
             docker
                 .pull(&base, "", &mut |_| {})
                 .await
                 .with_context(|| format!("component base image {base} is not here and cannot be pulled"))?;
+            step.finish("pulled");
         }
-        let image = make_image(docker, &base, &binaries.bin_dir.join(component), component, reporter)
+        let binary = binaries.bin_dir.join(component);
+        let digest = recipe(docker, &base, &binary, component).await?;
+        if let Some(before) = previous.get(&name).filter(|before| before.digest == digest) {
+            kept.push((name, before.clone()));
+            continue;
+        }
+        let step = reporter.step(format!("making image {name} from {base}"));
+        let image = make_image(docker, &base, &binary, component, reporter)
             .await
             .with_context(|| format!("making the {component} image"))?;
         let temp = format!("{TEMP_REPO}/{component}:{}", docker.labels().process);
@@ -95,9 +108,26 @@ pub async fn make_images(
         saved?;
         untagged?;
         step.finish("done");
-        built.push(BuiltImage { tar, original: temp, name });
+        built.push(BuiltImage { tar, original: temp, name, digest });
     }
-    Ok(built)
+    Ok((built, kept))
+}
+
+/// The digest of what a component image is made of: the image is made anew each time (a new
+/// commit, new timestamps), so its own digest would change with nothing changed.
+async fn recipe(docker: &Docker, base: &str, binary: &Path, component: &str) -> Result<String> {
+    use sha2::Digest;
+    let base_id = docker.inspect_image(base).await?.map(|i| i.id).unwrap_or_default();
+    let binary_digest = super::incremental::file_item(binary)
+        .await
+        .with_context(|| format!("reading {}", binary.display()))?
+        .digest;
+    let mut hash = sha2::Sha256::new();
+    for part in [component, &base_id, &binary_digest, iptables::WRAPPER] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    Ok(format!("sha256:{}", hex::encode(hash.finalize())))
 }
 
 /// A container of `base` with the binary added as its entrypoint (and, for kube-proxy, the

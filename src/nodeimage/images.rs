@@ -22,10 +22,18 @@ pub struct BuiltImage {
     pub original: String,
     /// Without the architecture suffix (`registry.k8s.io/kube-apiserver:v1.30.0`).
     pub name: String,
+    /// What an incremental rebuild compares: the image's config digest (its ID) for a tar,
+    /// the digest of what it is made of for an image made here.
+    pub digest: String,
 }
 
 /// The tags in a docker-save tar (`manifest.json`, else the legacy `repositories` file).
 pub fn repo_tags(tar: &Path) -> Result<Vec<String>> {
+    Ok(save_manifest(tar)?.0)
+}
+
+/// The tags and the config digest (`sha256:…`, the image ID) of a docker-save tar.
+pub fn save_manifest(tar: &Path) -> Result<(Vec<String>, Option<String>)> {
     let file = std::fs::File::open(tar).with_context(|| format!("opening {}", tar.display()))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let mut from_repositories = Vec::new();
@@ -42,7 +50,7 @@ pub fn repo_tags(tar: &Path) -> Result<Vec<String>> {
             let tags = manifest[0]["RepoTags"].as_array().cloned().unwrap_or_default();
             let tags: Vec<String> = tags.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect();
             if !tags.is_empty() {
-                return Ok(tags);
+                return Ok((tags, manifest[0]["Config"].as_str().and_then(config_digest)));
             }
         } else if path == Path::new("repositories") {
             let repos = read_json()?;
@@ -56,7 +64,14 @@ pub fn repo_tags(tar: &Path) -> Result<Vec<String>> {
     if from_repositories.is_empty() {
         bail!("{} names no image (no RepoTags in manifest.json, no repositories file)", tar.display());
     }
-    Ok(from_repositories)
+    Ok((from_repositories, None))
+}
+
+/// `<hex>.json` (docker save before 25) or `blobs/sha256/<hex>` → `sha256:<hex>`.
+pub fn config_digest(path: &str) -> Option<String> {
+    let name = path.rsplit('/').next()?;
+    let hex = name.strip_suffix(".json").unwrap_or(name);
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
 }
 
 /// `…/kube-apiserver-amd64:v1.30.0` → `…/kube-apiserver:v1.30.0`.
@@ -70,8 +85,17 @@ pub fn without_arch(reference: &str, arch: &str) -> String {
 pub fn built_images(tars: &[std::path::PathBuf], arch: &str) -> Result<Vec<BuiltImage>> {
     tars.iter()
         .map(|tar| {
-            let original = repo_tags(tar)?.remove(0);
-            Ok(BuiltImage { tar: tar.clone(), name: without_arch(&original, arch), original })
+            let (mut tags, config) = save_manifest(tar)?;
+            let original = tags.remove(0);
+            // Without a config digest the tar's own bytes stand for the image.
+            let digest = match config {
+                Some(d) => d,
+                None => format!(
+                    "sha256:{}",
+                    crate::archive::sha256_file(tar).with_context(|| format!("reading {}", tar.display()))?
+                ),
+            };
+            Ok(BuiltImage { tar: tar.clone(), name: without_arch(&original, arch), original, digest })
         })
         .collect()
 }
@@ -81,10 +105,10 @@ pub fn built_images(tars: &[std::path::PathBuf], arch: &str) -> Result<Vec<Built
 pub fn required(
     kubeadm_list: &str,
     sandbox: &str,
-    built: &[BuiltImage],
+    built: &[String],
     extra: impl Iterator<Item = String>,
 ) -> Vec<String> {
-    let built: Vec<String> = built.iter().map(|b| normalize(&b.name)).collect();
+    let built: Vec<String> = built.iter().map(|b| normalize(b)).collect();
     let mut images: Vec<String> = kubeadm_list
         .lines()
         .map(str::trim)
@@ -239,11 +263,7 @@ mod tests {
     #[test]
     fn required_images_drop_kubeadms_pause_and_the_built_ones() {
         let kubeadm = "registry.k8s.io/kube-apiserver:v1.30.0\nregistry.k8s.io/pause:3.9\nregistry.k8s.io/etcd:3.5.12-0\n\nregistry.k8s.io/coredns/coredns:v1.11.1\n";
-        let built = [BuiltImage {
-            tar: "x".into(),
-            original: "registry.k8s.io/kube-apiserver-amd64:v1.30.0".into(),
-            name: "registry.k8s.io/kube-apiserver:v1.30.0".into(),
-        }];
+        let built = ["registry.k8s.io/kube-apiserver:v1.30.0".to_owned()];
         let required = required(
             kubeadm,
             "registry.k8s.io/pause:3.10",
@@ -272,5 +292,9 @@ mod tests {
         builder.finish().unwrap();
         drop(builder);
         assert_eq!(repo_tags(&tar_path).unwrap(), vec!["registry.k8s.io/kube-proxy-amd64:v1.30.0"]);
+        assert_eq!(save_manifest(&tar_path).unwrap().1, None, "c.json is no digest");
+        let hex = "ab".repeat(32);
+        assert_eq!(config_digest(&format!("{hex}.json")), Some(format!("sha256:{hex}")));
+        assert_eq!(config_digest(&format!("blobs/sha256/{hex}")), Some(format!("sha256:{hex}")));
     }
 }

@@ -13,7 +13,7 @@ use crate::archive;
 use crate::docker::Docker;
 use crate::progress::Reporter;
 
-const WRAPPER: &str = include_str!("../../templates/iptables-wrapper.sh");
+pub(super) const WRAPPER: &str = include_str!("../../templates/iptables-wrapper.sh");
 
 /// The commands kube-proxy runs (`iptables`, `ip6tables` and their -save and -restore), each
 /// a link to the wrapper until its first call.

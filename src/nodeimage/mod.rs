@@ -8,6 +8,7 @@ mod commit;
 pub mod compat;
 pub mod components;
 pub mod images;
+pub mod incremental;
 pub mod iptables;
 pub mod manifests;
 pub mod mirror;
@@ -15,20 +16,24 @@ pub mod multiarch;
 mod platforms;
 mod scratch;
 pub mod sources;
+mod steps;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 pub use bundle::Saved;
 pub use commit::{LABEL_KUBE_SOURCE, LABEL_KUBE_VERSION, TEMP_REPO, VERIFY_REPO, check_then_tag};
 pub use sources::ImageSources;
 
-use crate::archive;
-use crate::docker::{ContainerGuard, ContainerSpec, Docker};
-use crate::kube::{self, Artifacts, FetchOptions, Source};
-use crate::node::{containerd, files};
+use crate::docker::{ContainerGuard, Docker};
+use crate::kube::{self, FetchOptions, Source};
+use crate::node::containerd;
 use crate::progress::Reporter;
+use steps::{
+    add_binaries, add_kind_files, binary_items, create_build_container, patch_containerd_config,
+    record_sizes, remove_images, required_images,
+};
 
 /// Proxy settings are handed to the build container and blanked in the result.
 pub const PROXY_VARS: [&str; 6] =
@@ -61,6 +66,8 @@ pub struct NodeImageConfig {
     pub check: Option<crate::verify::VerifyConfig>,
     /// Proxy settings handed to the build container (and blanked in the result).
     pub proxy_env: Vec<(String, String)>,
+    /// `--from-node`, `--full`, or the target tag's image when it can be built on.
+    pub from_node: incremental::FromNode,
     /// `--allow-foreign-images`: preload images of another architecture (with a warning).
     pub allow_foreign_images: bool,
 }
@@ -89,6 +96,8 @@ pub struct NodeImage {
     pub version: String,
     /// Every image inside and where it came from.
     pub plan: Vec<sources::Planned>,
+    /// The image an incremental build started from.
+    pub built_on: Option<String>,
 }
 
 /// The pipeline. Only a fully successful build creates or moves the target tag.
@@ -112,73 +121,133 @@ pub async fn run(
     let artifacts = kube::fetch(&cfg.source, &fetch_options(cfg), scratch.path(), reporter)
         .await
         .context("getting the Kubernetes artifacts")?;
-    // 3. The built control-plane images: upstream's tars, or made here for a host-mode build.
-    let mut built =
-        images::built_images(&artifacts.image_tars, &cfg.arch).context("reading the built image tars")?;
-    if let Some(binaries) = &artifacts.components {
-        built.extend(
-            components::make_images(
-                docker,
-                binaries,
-                cfg.component_base_image.as_deref(),
-                scratch.path(),
-                reporter,
-            )
-            .await
-            .context("making the control-plane images")?,
-        );
-    }
-    // 4. The build container, from the base image (chosen by the Kubernetes version unless
-    //    given), whose containerd must serve that version: checked before any import.
+    // 3. The base image (chosen by the Kubernetes version unless given), and the node image
+    //    an incremental rebuild starts from, when there is one that can take another layer.
     let version = &artifacts.version;
     let base =
         base::resolve(docker, cfg.base_image.as_deref(), version, &cfg.arch, cfg.images.offline, reporter)
             .await?;
+    let base_id = docker.inspect_image(&base).await?.map(|i| i.id).unwrap_or_default();
+    let previous = match stop {
+        Stop::Image => {
+            incremental::choose(docker, &cfg.from_node, &cfg.image, &expected(cfg, &base_id), reporter)
+                .await
+                .context("looking at the image to build on")?
+        }
+        _ => None,
+    };
+    let old = previous.as_ref().map(|p| p.inputs.clone()).unwrap_or_default();
+    // 4. The built control-plane images: upstream's tars, or made here for a host-mode build
+    //    (not again when unchanged since the image built on).
+    let mut built =
+        images::built_images(&artifacts.image_tars, &cfg.arch).context("reading the built image tars")?;
+    let mut kept_built = Vec::new();
+    if let Some(binaries) = &artifacts.components {
+        let base = cfg.component_base_image.as_deref();
+        let (made, kept) =
+            components::make_images(docker, binaries, base, &old.images, scratch.path(), reporter)
+                .await
+                .context("making the control-plane images")?;
+        built.extend(made);
+        kept_built = kept;
+    }
+    // 5. The build container, from the base image or the image built on; its containerd
+    //    must serve this Kubernetes: checked before any import.
+    let from = previous.as_ref().map_or(base.as_str(), |p| p.id.as_str());
     let container =
-        create_build_container(docker, cfg, &base).await.context("creating the build container")?;
+        create_build_container(docker, cfg, from).await.context("creating the build container")?;
     let id = container.id().to_owned();
     compat::check(docker, &base, &id, version, cfg.skip_compat_check, reporter).await?;
-    // 5. kubeadm, kubelet, kubectl into /usr/bin.
-    add_binaries(docker, &id, &artifacts, reporter).await.context("copying the Kubernetes binaries")?;
-    // 6. Every image the cluster needs, and where each will come from.
-    let required = required_images(docker, &id, &artifacts, &built, &cfg.images.extra)
+    // 6. kubeadm, kubelet, kubectl into /usr/bin: those that changed.
+    let binaries = binary_items(&artifacts).await.context("reading the Kubernetes binaries")?;
+    let changed_binaries = incremental::changed(&old.binaries, &binaries);
+    add_binaries(docker, &id, &artifacts, &changed_binaries, reporter)
+        .await
+        .context("copying the Kubernetes binaries")?;
+    // 7. Every image the cluster needs, and where each will come from.
+    let built_names: Vec<String> =
+        built.iter().map(|b| b.name.clone()).chain(kept_built.iter().map(|(n, _)| n.clone())).collect();
+    let required = required_images(docker, &id, &artifacts, &built_names, &cfg.images.extra)
         .await
         .context("listing the required images")?;
     // Built images are made from the artifacts on the other side too: a bundle leaves them out.
     let to_import: &[images::BuiltImage] = if matches!(stop, Stop::Bundle(_)) { &[] } else { &built };
-    let plan = sources::plan(docker, to_import, &required, &archives, &cfg.images, &platform).await?;
+    let mut plan = sources::plan(docker, to_import, &required, &archives, &cfg.images, &platform).await?;
     if let Stop::Plan = stop {
         container.remove().await.context("removing the build container")?;
         return Ok(Outcome::Planned(plan));
     }
     sources::check_offline(&plan)?;
-    // 7. Import and pin every image into the build container's containerd.
-    let step = reporter.step("starting containerd in the build container");
-    containerd::start(docker, &id).await?;
-    step.finish("ready");
-    let step = reporter.step(format!("importing {} images ({})", plan.len(), sources::summary(&plan)));
-    sources::import(docker, &id, &plan, to_import, &archives, &platform, reporter).await?;
-    step.finish("pinned");
-    platforms::check(docker, &id, &plan, &cfg.arch, cfg.allow_foreign_images, reporter).await?;
-    if let Stop::Bundle(output) = stop {
-        let saved =
-            bundle::export(docker, &id, &required, &platform, output, sources::summary(&plan), reporter)
-                .await
-                .with_context(|| format!("writing {}", output.display()))?;
-        container.remove().await.context("removing the build container")?;
-        return Ok(Outcome::Bundled(saved));
+    let mut items = incremental::identify(docker, &mut plan, &kept_built, to_import, &archives, &old.images)
+        .await
+        .context("comparing the images with the image built on")?;
+    let replaced = incremental::replaced(&old.images, &items);
+    if let Some(previous) = &previous
+        && changed_binaries.is_empty()
+        && replaced.is_empty()
+        && items.len() == old.images.len()
+        && old.version == version.text
+    {
+        return unchanged(docker, cfg, previous, container, plan, reporter).await;
     }
-    // 8. kind's files and the containerd configuration.
+    // 8. Import and pin what is new into the build container's containerd, after removing
+    //    what it replaces (so the image does not grow with every rebuild).
+    let importing: Vec<images::BuiltImage> = to_import
+        .iter()
+        .filter(|b| plan.iter().any(|p| p.origin == sources::Origin::Built(b.tar.clone())))
+        .cloned()
+        .collect();
+    let fetched = plan.iter().filter(|p| p.origin != sources::Origin::Kept).count();
+    if fetched > 0 || !replaced.is_empty() {
+        let step = reporter.step("starting containerd in the build container");
+        containerd::start(docker, &id).await?;
+        step.finish("ready");
+        if !replaced.is_empty() {
+            remove_images(docker, &id, &replaced, reporter).await.context("removing replaced images")?;
+        }
+        let step = reporter.step(format!("importing {fetched} images ({})", sources::summary(&plan)));
+        sources::import(docker, &id, &plan, &importing, &archives, &platform, reporter).await?;
+        step.finish("pinned");
+        platforms::check(docker, &id, &plan, &cfg.arch, cfg.allow_foreign_images, reporter).await?;
+        record_sizes(docker, &id, &plan, &mut items).await?;
+        if let Stop::Bundle(output) = stop {
+            let saved =
+                bundle::export(docker, &id, &required, &platform, output, sources::summary(&plan), reporter)
+                    .await
+                    .with_context(|| format!("writing {}", output.display()))?;
+            container.remove().await.context("removing the build container")?;
+            return Ok(Outcome::Bundled(saved));
+        }
+        containerd::stop(docker, &id).await?;
+    }
+    // 9. kind's files and the containerd configuration.
     add_kind_files(docker, &id, &artifacts).await.context("writing /kind/version and /kind/manifests")?;
     patch_containerd_config(docker, &id, &artifacts).await.context("adjusting the containerd config")?;
-    if !cfg.node_mirrors.is_empty() {
+    if !cfg.node_mirrors.is_empty() && previous.is_none() {
         mirror::add_node_mirrors(docker, &id, &cfg.node_mirrors)
             .await
             .context("writing the node's registry mirrors")?;
     }
-    // 9. Commit, check (--verify), and only then tag.
-    containerd::stop(docker, &id).await?;
-    let image_id = commit::commit(docker, &id, cfg, &artifacts, reporter).await?;
+    // 10. Commit (recording what went in), check (--verify), and only then tag.
+    let replaced_binaries: Vec<String> =
+        changed_binaries.iter().filter(|b| old.binaries.contains_key(**b)).map(|b| b.to_string()).collect();
+    let record = commit::Record {
+        inputs: incremental::Inputs {
+            version: version.text.clone(),
+            arch: cfg.arch.clone(),
+            base: base_id,
+            settings: settings(cfg),
+            binaries,
+            images: items,
+        },
+        layers: previous.as_ref().map_or(0, |p| p.layers + 1),
+        dead_bytes: previous.as_ref().map_or(0, |p| {
+            p.dead_bytes
+                + incremental::dead_bytes(&old.images, &replaced)
+                + incremental::dead_bytes(&old.binaries, &replaced_binaries)
+        }),
+    };
+    let image_id = commit::commit(docker, &id, cfg, &artifacts, &record, reporter).await?;
     let container = if cfg.keep_container {
         container.keep();
         None
@@ -193,7 +262,54 @@ pub async fn run(
         size,
         version: artifacts.version.text,
         plan,
+        built_on: previous.map(|p| p.reference),
     }))
+}
+
+/// Nothing changed since the image built on: it gets the target tag (after `--verify`), and
+/// no layer is added.
+async fn unchanged(
+    docker: &Docker,
+    cfg: &NodeImageConfig,
+    previous: &incremental::Previous,
+    container: ContainerGuard,
+    plan: Vec<sources::Planned>,
+    reporter: &Reporter,
+) -> Result<Outcome> {
+    reporter.info(format!("unchanged since {}: no new layer", previous.reference));
+    let container = if cfg.keep_container {
+        container.keep();
+        None
+    } else {
+        Some(container)
+    };
+    commit::check_then_tag(docker, &previous.id, container, &cfg.image, cfg.check.as_ref(), reporter).await?;
+    let size = docker.inspect_image(&previous.id).await?.map(|i| i.size).unwrap_or_default();
+    Ok(Outcome::Built(NodeImage {
+        reference: cfg.image.clone(),
+        id: previous.id.clone(),
+        size,
+        version: previous.inputs.version.clone(),
+        plan,
+        built_on: Some(previous.reference.clone()),
+    }))
+}
+
+fn expected<'a>(cfg: &'a NodeImageConfig, base_id: &'a str) -> incremental::Expected<'a> {
+    incremental::Expected {
+        source_label: commit::source_label(&cfg.source),
+        arch: &cfg.arch,
+        base_id,
+        settings: settings(cfg),
+    }
+}
+
+/// What shapes the node besides its binaries and images: a change means a full build.
+fn settings(cfg: &NodeImageConfig) -> String {
+    use sha2::Digest;
+    let proxies: Vec<&str> = cfg.proxy_env.iter().map(|(k, _)| k.as_str()).collect();
+    let text = format!("{:?}\n{:?}", cfg.node_mirrors, proxies);
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(text.as_bytes())))
 }
 
 fn fetch_options(cfg: &NodeImageConfig) -> FetchOptions {
@@ -203,78 +319,4 @@ fn fetch_options(cfg: &NodeImageConfig) -> FetchOptions {
         verify: cfg.checksums,
         tree: cfg.tree.clone(),
     }
-}
-
-async fn create_build_container(
-    docker: &Docker,
-    cfg: &NodeImageConfig,
-    base: &str,
-) -> Result<ContainerGuard> {
-    let mut spec = ContainerSpec::idle(base);
-    spec.security_opt = vec!["seccomp=unconfined".into()];
-    spec.env = cfg.proxy_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if cfg.keep_container {
-        spec.labels.insert(crate::docker::LABEL_KEEP.into(), "true".into());
-    }
-    let id = docker.create_container(&spec).await?;
-    // A kept container stays on failure too: that is when it is wanted.
-    let container =
-        if cfg.keep_container { ContainerGuard::kept(docker, id) } else { ContainerGuard::new(docker, id) };
-    docker.start_container(container.id()).await?;
-    Ok(container)
-}
-
-/// kubeadm, kubelet and kubectl into /usr/bin, in one streamed tar.
-async fn add_binaries(docker: &Docker, id: &str, artifacts: &Artifacts, reporter: &Reporter) -> Result<()> {
-    let step = reporter.step("copying kubeadm, kubelet, kubectl");
-    let binaries = artifacts.binaries.clone();
-    let tar = archive::tar_stream(move |tar| {
-        for path in &binaries {
-            let name = path.file_name().unwrap_or_default();
-            archive::append_file(tar, path, Path::new(name), 0o755)?;
-        }
-        Ok(())
-    });
-    docker.upload(id, "/usr/bin", tar).await?;
-    step.finish("done");
-    Ok(())
-}
-
-async fn add_kind_files(docker: &Docker, id: &str, artifacts: &Artifacts) -> Result<()> {
-    let mut written = vec![("/kind/version".to_owned(), format!("{}\n", artifacts.version))];
-    for (path, content) in manifests::render()? {
-        written.push((path.to_owned(), content));
-    }
-    files::write_all(docker, id, written).await
-}
-
-async fn required_images(
-    docker: &Docker,
-    id: &str,
-    artifacts: &Artifacts,
-    built: &[images::BuiltImage],
-    extra_images: &[String],
-) -> Result<Vec<String>> {
-    let version = artifacts.version.to_string();
-    let list =
-        docker.exec(id, &["kubeadm", "config", "images", "list", "--kubernetes-version", &version]).await?;
-    if !list.success() {
-        bail!("`kubeadm config images list` failed: {}", list.last_line());
-    }
-    let sandbox = containerd::read_config(docker, id).await?.sandbox_image()?;
-    let extra = manifests::default_images().map(str::to_owned).chain(extra_images.iter().cloned());
-    Ok(images::required(&list.stdout, &sandbox, built, extra))
-}
-
-/// runc's cgroup driver must be the kubelet's, and kind chooses the kubelet's by version
-/// (its kubeadm config: cgroupfs before 1.24, systemd from 1.24, since kind v0.13): a base
-/// with the other one (nodeimg's own base says cgroupfs) would leave the pair mismatched.
-async fn patch_containerd_config(docker: &Docker, id: &str, artifacts: &Artifacts) -> Result<()> {
-    let systemd = artifacts.version.at_least(1, 24);
-    let mut config = containerd::read_config(docker, id).await?;
-    if config.systemd_cgroup()? == systemd {
-        return Ok(());
-    }
-    config.set_systemd_cgroup(systemd)?;
-    containerd::write_config(docker, id, &config).await
 }

@@ -31,7 +31,9 @@ impl MultiArch {
         name_for(&self.image, arch, self.arches.len() > 1)
     }
 
-    /// `-b`, `--image-archive` and `--images-dir` may name one per arch with `{arch}`.
+    /// `-b`, `--image-archive`, `--images-dir` and `--from-node` may name one per arch with
+    /// `{arch}`. With several arches the target is a temporary name, so the automatic
+    /// incremental choice (the target tag's image) finds nothing: each arch builds in full.
     pub fn config_for(&self, arch: &str) -> NodeImageConfig {
         let mut cfg = NodeImageConfig {
             arch: arch.to_owned(),
@@ -46,6 +48,9 @@ impl MultiArch {
         };
         cfg.images.archive_files.iter_mut().for_each(fill);
         cfg.images.archive_dirs.iter_mut().for_each(fill);
+        if let super::incremental::FromNode::Image(image) = &mut cfg.from_node {
+            *image = image.replace(ARCH_PLACEHOLDER, arch);
+        }
         cfg
     }
 }

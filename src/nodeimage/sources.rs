@@ -40,6 +40,8 @@ pub enum Origin {
     },
     /// `--offline` and nowhere to be found.
     Missing,
+    /// Already in the node image an incremental build starts from, unchanged.
+    Kept,
 }
 
 impl Origin {
@@ -52,6 +54,7 @@ impl Origin {
             Origin::Mirror { .. } => "mirror",
             Origin::Upstream { .. } => "upstream",
             Origin::Missing => "missing",
+            Origin::Kept => "kept",
         }
     }
 }
@@ -66,6 +69,7 @@ impl std::fmt::Display for Origin {
             Origin::Mirror { reference, dest } => write!(f, "mirror {dest} ({reference})"),
             Origin::Upstream { platform } => write!(f, "pull ({platform})"),
             Origin::Missing => write!(f, "missing (--offline)"),
+            Origin::Kept => write!(f, "kept (unchanged since the image built on)"),
         }
     }
 }
@@ -132,7 +136,7 @@ pub fn check_offline(plan: &[Planned]) -> Result<()> {
 pub fn summary(plan: &[Planned]) -> String {
     let mut counts: BTreeMap<usize, (&str, usize)> = BTreeMap::new();
     for p in plan {
-        let rank = ["built", "archive", "host docker", "mirror", "upstream", "missing"]
+        let rank = ["kept", "built", "archive", "host docker", "mirror", "upstream", "missing"]
             .iter()
             .position(|k| *k == p.origin.kind())
             .unwrap_or(usize::MAX);
@@ -169,7 +173,8 @@ pub async fn import(
         futures_util::stream::iter(built.iter().map(|image| images::import_built(docker, id, image)))
             .buffer_unordered(2)
             .try_collect::<Vec<()>>();
-    let others = plan.iter().filter(|p| !matches!(p.origin, Origin::Built(_) | Origin::Archive(_)));
+    let others =
+        plan.iter().filter(|p| !matches!(p.origin, Origin::Built(_) | Origin::Archive(_) | Origin::Kept));
     let import_others = futures_util::stream::iter(others.map(|p| obtain(docker, id, p, platform, reporter)))
         .buffer_unordered(3)
         .try_collect::<Vec<()>>();
@@ -198,7 +203,7 @@ async fn obtain(
                 .await
                 .with_context(|| format!("getting {} from mirror {dest}", planned.image))
         }
-        Origin::Built(_) | Origin::Archive(_) | Origin::Missing => {
+        Origin::Built(_) | Origin::Archive(_) | Origin::Missing | Origin::Kept => {
             unreachable!("imported elsewhere or refused by check_offline")
         }
     }

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::archive;
 use crate::docker::{ContainerGuard, ContainerSpec, Docker, ImageInfo, quote, short_id};
 use crate::node::{containerd, files};
+use crate::nodeimage::incremental::LABEL_INPUTS;
 use crate::nodeimage::{ImageSources, archives, check_then_tag, sources};
 use crate::progress::Reporter;
 
@@ -200,10 +201,16 @@ fn changes(source: &ImageInfo) -> Vec<String> {
     if !source.cmd.is_empty() {
         changes.push(format!("CMD {}", json(&source.cmd)));
     }
-    let mut labels: Vec<(&String, &String)> = source.labels.iter().collect();
+    // The record of what a build put in no longer describes the variant: a later build must
+    // not take a changed file for the recorded one.
+    let mut labels: Vec<(&String, &String)> =
+        source.labels.iter().filter(|(k, _)| k.as_str() != LABEL_INPUTS).collect();
     labels.sort();
     changes.extend(labels.into_iter().map(|(k, v)| format!("LABEL {k}={}", quote(v))));
     changes.push(format!("LABEL {LABEL_VARIANT_OF}={}", quote(&source.id)));
+    if source.labels.contains_key(LABEL_INPUTS) {
+        changes.push(format!("LABEL {LABEL_INPUTS}=\"\""));
+    }
     changes
 }
 
@@ -217,7 +224,11 @@ mod tests {
             id: "sha256:abc".into(),
             entrypoint: vec!["/usr/local/bin/entrypoint".into(), "/sbin/init".into()],
             stop_signal: Some("SIGRTMIN+3".into()),
-            labels: [("io.nodeimg.kubernetes.version".to_owned(), "v1.30.0".to_owned())].into(),
+            labels: [
+                ("io.nodeimg.kubernetes.version".to_owned(), "v1.30.0".to_owned()),
+                (LABEL_INPUTS.to_owned(), r#"{"version":"v1.30.0"}"#.to_owned()),
+            ]
+            .into(),
             ..Default::default()
         };
         assert_eq!(
@@ -226,6 +237,7 @@ mod tests {
                 r#"ENTRYPOINT ["/usr/local/bin/entrypoint","/sbin/init"]"#,
                 r#"LABEL io.nodeimg.kubernetes.version="v1.30.0""#,
                 r#"LABEL io.nodeimg.variant.of="sha256:abc""#,
+                r#"LABEL io.nodeimg.inputs="""#,
             ]
         );
     }

@@ -1,6 +1,7 @@
 //! A fixture Kubernetes source repository: go.mod, upstream's print-workspace-status keys
 //! from `git describe`, and a Makefile whose `all` and `quick-release-images` targets write
-//! shell stand-ins and docker-save image tars in upstream's output layout.
+//! shell stand-ins and docker-save image tars in upstream's output layout. A change to one
+//! component's source is `cmd/<component>/patch`: `make all` appends it to that binary only.
 
 use std::path::Path;
 
@@ -46,6 +47,8 @@ all:
 	for b in kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do \
 	  printf '#!/bin/sh\necho "Kubernetes %s"\n' "$(VERSION)" > _output/local/bin/linux/amd64/$$b; done
 	sed 's/@VERSION@/$(VERSION)/' hack/stand-ins/kubeadm > _output/local/bin/linux/amd64/kubeadm
+	for p in cmd/*/patch; do [ -f "$$p" ] || continue; b=$$(basename $$(dirname $$p)); \
+	  cat "$$p" >> _output/local/bin/linux/amd64/$$b; done
 	chmod 755 _output/local/bin/linux/amd64/*
 
 quick-release-images: all

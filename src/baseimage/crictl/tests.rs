@@ -1,4 +1,5 @@
 use super::*;
+use sha2::{Digest, Sha256};
 
 /// The first bytes of a little-endian ELF file of type `e_type` for `e_machine`, padded.
 fn elf(e_type: u16, e_machine: u16) -> Vec<u8> {

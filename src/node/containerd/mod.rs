@@ -5,10 +5,12 @@
 use std::time::{Duration, Instant};
 
 mod config;
+mod listing;
 
 use anyhow::{Context, Result, bail};
 
 pub use config::{Config, ConfigError, ConfigVersion, Setting, dotted};
+pub use listing::{Held, parse_listing, parse_size};
 
 use super::files;
 use crate::docker::Docker;

@@ -1,0 +1,178 @@
+//! Pushing one local image per architecture through the engine and tying them together
+//! with an image index under the target's tag.
+
+use crate::docker::Docker;
+use crate::progress::Reporter;
+
+use super::{Client, Error, ManifestInfo};
+
+/// One architecture's image as the registry holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushedImage {
+    pub arch: String,
+    /// `<target-repo>:<target-tag>-<arch>`.
+    pub reference: String,
+    /// The manifest digest the registry holds under `reference`.
+    pub digest: String,
+    /// The local tag made for the push is still there: it is the image's only name (removing
+    /// it would remove the image), or removing it failed.
+    pub kept_tag: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushResult {
+    pub per_arch: Vec<PushedImage>,
+    /// The target as given (`repo:tag`).
+    pub index: String,
+    pub index_digest: String,
+}
+
+/// Pushes each `(arch, local image)` of `items` as `<target>-<arch>` and then writes the
+/// index of them all as `target`, with the docker CLI's credentials. The first failure ends
+/// it: no index is written, and the local images stay.
+pub async fn push_all(
+    docker: &Docker,
+    items: &[(String, String)],
+    target: &str,
+    reporter: &Reporter,
+) -> Result<PushResult, Error> {
+    push_all_with(&Client::new()?, docker, items, target, reporter).await
+}
+
+/// [`push_all`] with a client of the caller's.
+pub async fn push_all_with(
+    client: &Client,
+    docker: &Docker,
+    items: &[(String, String)],
+    target: &str,
+    reporter: &Reporter,
+) -> Result<PushResult, Error> {
+    let parsed = super::Target::parse(target).filter(|t| !super::target::is_digest(&t.reference));
+    let Some(parsed) = parsed else { return Err(Error::Reference { reference: target.to_owned() }) };
+    if items.is_empty() {
+        return Err(Error::Empty { target: target.to_owned() });
+    }
+    let (repo, tag) = crate::reference::split(target);
+    let login = client.credentials(&parsed.host).await?;
+    let login = login.as_ref().map(|c| (c.username.as_str(), c.password.as_str()));
+    let mut pushed = Vec::new();
+    let mut entries = Vec::new();
+    for (arch, image) in items {
+        let reference = format!("{repo}:{tag}-{arch}");
+        let step = reporter.step(format!("pushing the {arch} image to {reference}"));
+        match push_one(client, docker, reporter, (arch, image), &reference, login).await {
+            Ok((info, kept_tag)) => {
+                step.finish(&info.digest);
+                if info.platform.architecture != *arch {
+                    reporter.warn(format!(
+                        "{reference} was pushed for {arch} but is an image for {}; the index lists it as such",
+                        info.platform
+                    ));
+                }
+                pushed.push(PushedImage {
+                    arch: arch.clone(),
+                    reference,
+                    digest: info.digest.clone(),
+                    kept_tag,
+                });
+                entries.push(info);
+            }
+            Err(e) => {
+                step.fail("failed");
+                return Err(e);
+            }
+        }
+    }
+    let step = reporter.step(format!("writing the index {target}"));
+    match client.put_index(target, &entries).await {
+        Ok(index_digest) => {
+            step.finish(&index_digest);
+            Ok(PushResult { per_arch: pushed, index: target.to_owned(), index_digest })
+        }
+        Err(e) => {
+            step.fail("failed");
+            Err(e)
+        }
+    }
+}
+
+/// Tags `image` as `reference` unless it already is, pushes it and reads its manifest back.
+/// A tag this made is removed again, unless it is the image's only name: removing an
+/// image's last name removes the image. Returns whether such a tag was kept.
+async fn push_one(
+    client: &Client,
+    docker: &Docker,
+    reporter: &Reporter,
+    (arch, image): (&str, &str),
+    reference: &str,
+    login: Option<(&str, &str)>,
+) -> Result<(ManifestInfo, bool), Error> {
+    let local =
+        |source| Error::Local { arch: arch.to_owned(), image: image.to_owned(), source: Box::new(source) };
+    let info = docker.inspect_image(image).await.map_err(local)?;
+    let info = info.ok_or_else(|| Error::NoLocalImage { arch: arch.to_owned(), image: image.to_owned() })?;
+    let created = match docker.inspect_image(reference).await.map_err(local)? {
+        Some(existing) if existing.id == info.id => false,
+        Some(existing) => {
+            return Err(Error::TagTaken {
+                arch: arch.to_owned(),
+                reference: reference.to_owned(),
+                other: crate::docker::short_id(&existing.id).to_owned(),
+            });
+        }
+        None => {
+            docker.tag_image(&info.id, reference).await.map_err(local)?;
+            true
+        }
+    };
+    let result = push_and_read(client, docker, arch, reference, login).await;
+    let mut kept = false;
+    if created {
+        if !has_other_name(&info.names, reference) {
+            reporter.info(format!("kept the local tag {reference}: it is the image's only name"));
+            kept = true;
+        } else if let Err(e) = docker.remove_image(reference).await {
+            // A leftover tag is no reason to fail a push that worked.
+            reporter.warn(format!("the local tag {reference} stays: {e}"));
+            kept = true;
+        }
+    }
+    Ok((result?, kept))
+}
+
+async fn push_and_read(
+    client: &Client,
+    docker: &Docker,
+    arch: &str,
+    reference: &str,
+    login: Option<(&str, &str)>,
+) -> Result<ManifestInfo, Error> {
+    docker.push_as(reference, login).await.map_err(|e| Error::Push {
+        arch: arch.to_owned(),
+        reference: reference.to_owned(),
+        reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
+    })?;
+    client.manifest(reference).await
+}
+
+/// Whether `names` (the image's tags before the push) hold a name besides `reference`:
+/// removing a tag that is an image's last name removes the image.
+fn has_other_name(names: &[String], reference: &str) -> bool {
+    let ours = crate::reference::normalize(reference);
+    names.iter().filter(|n| !n.starts_with("<none>")).any(|n| crate::reference::normalize(n) != ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_is_removable_only_when_the_image_keeps_another_name() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(has_other_name(&names(&["kind/node:amd64"]), "127.0.0.1:5000/kind/node:v1-amd64"));
+        assert!(!has_other_name(&names(&[]), "127.0.0.1:5000/kind/node:v1-amd64"));
+        assert!(!has_other_name(&names(&["<none>:<none>"]), "r/x:v1-amd64"));
+        // The engine reports familiar names; the reference may be written in full.
+        assert!(!has_other_name(&names(&["kindest/node:v1-amd64"]), "docker.io/kindest/node:v1-amd64"));
+    }
+}
