@@ -9,10 +9,32 @@ use crate::nodeimage::mirror::{Mirror, MirrorError, NodeMirror};
 use crate::nodeimage::{ImageSources, NodeImageConfig, PROXY_VARS};
 use crate::transfer::SaveTarget;
 
-/// `build node-image`, and where `--save` writes (checked with the other flags).
-pub fn node_image(args: NodeImageArgs) -> Result<(NodeImageConfig, Option<SaveTarget>), ConfigError> {
+/// Where a built node image goes besides its tag.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    /// `--save FILE`.
+    pub save: Option<SaveTarget>,
+    /// `--push REF`.
+    pub push: Option<String>,
+    /// `--report FILE`.
+    pub report: Option<std::path::PathBuf>,
+}
+
+/// `build node-image`, and where `--save`, `--push` and `--report` go (checked with the
+/// other flags).
+pub fn node_image(args: NodeImageArgs) -> Result<(NodeImageConfig, Outputs), ConfigError> {
     validate_image(&args.image)?;
     let save = args.save.as_deref().map(archive_target).transpose()?;
+    if let Some(push) = &args.push {
+        validate_image(push)?;
+    }
+    if let Some(report) = &args.report {
+        let dir = report.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(ConfigError::NoDirectory(report.display().to_string()));
+        }
+    }
+    let outputs = Outputs { save, push: args.push, report: args.report };
     let mut cfg = sources(args.source)?;
     cfg.image = args.image;
     cfg.build_dir = args.build_dir;
@@ -29,7 +51,7 @@ pub fn node_image(args: NodeImageArgs) -> Result<(NodeImageConfig, Option<SaveTa
         }
         (None, false) => FromNode::Auto,
     };
-    Ok((cfg, save))
+    Ok((cfg, outputs))
 }
 
 /// A node-image config without a target (for `images list` and `images save`).
