@@ -46,6 +46,9 @@ pub struct KubernetesSource {
     pub kind: SourceKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// A tarball, directory or tree on disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha512: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

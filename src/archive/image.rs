@@ -45,6 +45,85 @@ pub fn write_layer(root: &Path, dest: &Path) -> io::Result<Layer> {
     Ok(Layer { path: dest.to_owned(), diff_id: format!("sha256:{}", hex::encode(writer.hash.finalize())) })
 }
 
+/// Writes a layer of the given files (`(source, path in the image, mode)`) and texts
+/// (`(path, content)`, mode 0644) at `dest`, hashing it on the way. Parent directories are
+/// written as root-owned 0755 entries, as they are in a node image.
+pub fn write_files_layer(
+    dest: &Path,
+    files: &[(PathBuf, String, u32)],
+    texts: &[(String, String)],
+) -> io::Result<Layer> {
+    let mut writer = HashingWriter { inner: BufWriter::new(File::create(dest)?), hash: Sha256::new() };
+    let mut builder = tar::Builder::new(&mut writer);
+    let paths = files.iter().map(|(_, p, _)| p).chain(texts.iter().map(|(p, _)| p));
+    let mut dirs: Vec<String> = paths
+        .flat_map(|p| {
+            let parts: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+            (1..parts.len()).map(move |n| format!("{}/", parts[..n].join("/")))
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in &dirs {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        builder.append_data(&mut header, dir, io::empty())?;
+    }
+    for (source, path, mode) in files {
+        archive::append_file(&mut builder, source, Path::new(path.trim_start_matches('/')), *mode)?;
+    }
+    for (path, content) in texts {
+        archive::append_bytes(&mut builder, path.trim_start_matches('/'), 0o644, content.as_bytes())?;
+    }
+    builder.into_inner()?;
+    writer.inner.flush()?;
+    Ok(Layer { path: dest.to_owned(), diff_id: format!("sha256:{}", hex::encode(writer.hash.finalize())) })
+}
+
+/// The docker-save archive of an image whose configuration is `config` and whose last layer
+/// is `layer`: the `lower` layers under it are named in the manifest but not carried, since
+/// `docker load` takes a layer it already has from its store (it is an image the engine
+/// holds plus one layer). Returns the image ID with the stream.
+pub fn layer_archive(
+    config: Vec<u8>,
+    lower: usize,
+    layer: &Layer,
+) -> (String, impl Stream<Item = io::Result<Bytes>> + Send + 'static) {
+    archive_of(config, lower, layer, &[])
+}
+
+fn archive_of(
+    config: Vec<u8>,
+    lower: usize,
+    layer: &Layer,
+    tags: &[String],
+) -> (String, impl Stream<Item = io::Result<Bytes>> + Send + 'static) {
+    let config_hex = hex::encode(Sha256::digest(&config));
+    let layer_dir = layer.diff_id.trim_start_matches("sha256:").to_owned();
+    let mut layers: Vec<String> = (0..lower).map(|i| format!("lower-{i}/layer.tar")).collect();
+    layers.push(format!("{layer_dir}/layer.tar"));
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": if tags.is_empty() { serde_json::Value::Null } else { json!(tags) },
+        "Layers": layers,
+    }]))
+    .expect("JSON of strings");
+    let layer_path = layer.path.clone();
+    let config_name = format!("{config_hex}.json");
+    let stream = archive::tar_stream(move |tar| {
+        archive::append_bytes(tar, &config_name, 0o644, &config)?;
+        let mut file = File::open(&layer_path)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata(&file.metadata()?);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, format!("{layer_dir}/layer.tar"), &mut file)?;
+        archive::append_bytes(tar, "manifest.json", 0o644, &manifest)
+    });
+    (format!("sha256:{config_hex}"), stream)
+}
+
 struct HashingWriter<W> {
     inner: W,
     hash: Sha256,
@@ -103,26 +182,7 @@ pub fn image_archive(
     tags: &[String],
 ) -> (String, impl Stream<Item = io::Result<Bytes>> + Send + 'static) {
     let config_bytes = config_json(config, &layer.diff_id, &rfc3339(SystemTime::now()));
-    let config_hex = hex::encode(Sha256::digest(&config_bytes));
-    let layer_dir = layer.diff_id.trim_start_matches("sha256:").to_owned();
-    let manifest = serde_json::to_vec(&json!([{
-        "Config": format!("{config_hex}.json"),
-        "RepoTags": if tags.is_empty() { serde_json::Value::Null } else { json!(tags) },
-        "Layers": [format!("{layer_dir}/layer.tar")],
-    }]))
-    .expect("JSON of strings");
-    let layer_path = layer.path.clone();
-    let config_name = format!("{config_hex}.json");
-    let stream = archive::tar_stream(move |tar| {
-        archive::append_bytes(tar, &config_name, 0o644, &config_bytes)?;
-        let mut file = File::open(&layer_path)?;
-        let mut header = tar::Header::new_gnu();
-        header.set_metadata(&file.metadata()?);
-        header.set_mode(0o644);
-        tar.append_data(&mut header, format!("{layer_dir}/layer.tar"), &mut file)?;
-        archive::append_bytes(tar, "manifest.json", 0o644, &manifest)
-    });
-    (format!("sha256:{config_hex}"), stream)
+    archive_of(config_bytes, 0, layer, tags)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC) without a date library: days since the epoch to a civil

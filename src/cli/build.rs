@@ -76,6 +76,14 @@ pub struct NodeImageArgs {
     /// Build from the base image, never on an earlier node image.
     #[arg(long)]
     pub full: bool,
+    /// Push the image to REF's registry (as REF-<arch>) and an OCI image index of every
+    /// architecture built as REF; prints REF@<index digest>. Credentials: the docker CLI's.
+    #[arg(long, value_name = "REF", help_heading = "Release")]
+    pub push: Option<String>,
+    /// Write a JSON report of what went in (Kubernetes source, base, every preloaded image
+    /// with its digest and platform, pushed digests) to FILE, and a table to stderr.
+    #[arg(long, value_name = "FILE", help_heading = "Release")]
+    pub report: Option<std::path::PathBuf>,
     // Last: its image-source flags open a help section of their own.
     #[command(flatten)]
     pub source: SourceArgs,

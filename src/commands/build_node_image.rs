@@ -1,14 +1,20 @@
-//! `nodeimg build node-image`: prints the image's name; `--save` also writes it to a file.
+//! `nodeimg build node-image`: prints the image's name; `--save` also writes it to a file,
+//! `--push` pushes it with an index and prints the index's pinned name, `--report` writes
+//! what went in.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
+use super::build_report;
 use crate::cli::NodeImageArgs;
+use crate::config::{self, Outputs};
+use crate::docker::Docker;
 use crate::nodeimage::{self, NodeImage, multiarch};
 use crate::progress::Reporter;
-use crate::{config, docker, guard};
+use crate::report::{BuildReport, Pushed};
+use crate::{docker, guard, registry};
 
 pub async fn run(args: NodeImageArgs, reporter: &Reporter) -> Result<()> {
-    let (multi, save) = config::node_image(args)?;
+    let (multi, outputs) = config::node_image(args)?;
     if !multi.cfg.checksums {
         reporter.warn("--skip-checksums: downloads are NOT checked against published checksums");
     }
@@ -19,20 +25,27 @@ pub async fn run(args: NodeImageArgs, reporter: &Reporter) -> Result<()> {
     let docker = super::connect(reporter).await?;
     let images = guard::guarded(&docker, reporter, multiarch::build(&multi, &docker, reporter)).await?;
     for built in &images {
-        report(built, reporter);
+        describe(built, reporter);
     }
-    if let (Some(target), [built]) = (save, images.as_slice()) {
-        super::save::save(&docker, reporter, &built.reference, &target).await?;
+    // Config refuses --save with several arches.
+    if let (Some(target), [built]) = (&outputs.save, images.as_slice()) {
+        super::save::save(&docker, reporter, &built.reference, target).await?;
     }
-    for built in &images {
-        println!("{}", built.reference);
+    let built: Vec<(String, NodeImage)> = multi.arches.iter().cloned().zip(images).collect();
+    let pinned = publish(&docker, &built, &outputs, reporter).await?;
+    for (_, image) in &built {
+        println!("{}", image.reference);
+    }
+    if let Some(pinned) = pinned {
+        println!("{pinned}");
     }
     Ok(())
 }
 
-fn report(built: &NodeImage, reporter: &Reporter) {
+fn describe(built: &NodeImage, reporter: &Reporter) {
+    let on = built.built_on.as_deref().map(|b| format!(", on {b}")).unwrap_or_default();
     reporter.info(format!(
-        "node image {} ({}, {:.0} MB): Kubernetes {}, {} images inside",
+        "node image {} ({}, {:.0} MB{on}): Kubernetes {}, {} images inside",
         built.reference,
         docker::short_id(&built.id),
         built.size as f64 / 1e6,
@@ -43,4 +56,55 @@ fn report(built: &NodeImage, reporter: &Reporter) {
     for p in &built.plan {
         reporter.detail(format!("  {}  <- {}", p.image, p.origin));
     }
+}
+
+/// `--push` and `--report`: every architecture's image pushed, then the index; the report
+/// written once the digests are known. Returns `REF@<index digest>` when pushed.
+async fn publish(
+    docker: &Docker,
+    built: &[(String, NodeImage)],
+    outputs: &Outputs,
+    reporter: &Reporter,
+) -> Result<Option<String>> {
+    let mut report = match &outputs.report {
+        Some(_) => {
+            let mut architectures = Vec::new();
+            for (arch, image) in built {
+                architectures.push(
+                    build_report::arch_report(docker, arch, image)
+                        .await
+                        .with_context(|| format!("reporting on {}", image.reference))?,
+                );
+            }
+            Some(BuildReport { index: None, architectures })
+        }
+        None => None,
+    };
+    let mut pinned = None;
+    if let Some(target) = &outputs.push {
+        let items: Vec<(String, String)> =
+            built.iter().map(|(arch, image)| (arch.clone(), image.reference.clone())).collect();
+        let pushed = registry::push_all(docker, &items, target, reporter)
+            .await
+            .with_context(|| format!("pushing to {target}"))?;
+        let index_ref = format!("{}@{}", crate::reference::split(target).0, pushed.index_digest);
+        reporter.info(format!("pushed {} architecture(s) and the index {index_ref}", pushed.per_arch.len()));
+        if let Some(report) = &mut report {
+            report.index = Some(Pushed { reference: target.clone(), digest: pushed.index_digest.clone() });
+            for arch in &mut report.architectures {
+                if let Some(p) = pushed.per_arch.iter().find(|p| p.arch == arch.arch) {
+                    arch.pushed = Some(Pushed { reference: p.reference.clone(), digest: p.digest.clone() });
+                }
+            }
+        }
+        pinned = Some(index_ref);
+    }
+    if let (Some(report), Some(path)) = (report, &outputs.report) {
+        report.write_json(path).with_context(|| format!("writing the report {}", path.display()))?;
+        for line in report.table().lines() {
+            reporter.info(line);
+        }
+        reporter.info(format!("report: {}", path.display()));
+    }
+    Ok(pinned)
 }

@@ -5,6 +5,7 @@
 mod build_base_image;
 mod build_node_image;
 mod build_node_variant;
+mod build_report;
 pub mod clean;
 mod images_add;
 mod images_list;

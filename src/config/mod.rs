@@ -13,7 +13,7 @@ use crate::baseimage::{BaseImageConfig, DEFAULT_SUITE, RuntimeLine, Source, defa
 use crate::cli::{BaseImageArgs, From, Runtime, SaveArgs, VerifyArgs, VerifyOptions};
 use crate::transfer::SaveTarget;
 
-pub use node_image::{node_image, sources};
+pub use node_image::{Outputs, node_image, sources};
 pub use variant::{VariantError, images_add, node_variant};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

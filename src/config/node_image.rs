@@ -10,8 +10,20 @@ use crate::nodeimage::multiarch::{self, MultiArch};
 use crate::nodeimage::{ImageSources, NodeImageConfig, PROXY_VARS};
 use crate::transfer::SaveTarget;
 
-/// `build node-image`, and where `--save` writes (checked with the other flags).
-pub fn node_image(mut args: NodeImageArgs) -> Result<(MultiArch, Option<SaveTarget>), ConfigError> {
+/// Where a built node image goes besides its tag.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    /// `--save FILE`.
+    pub save: Option<SaveTarget>,
+    /// `--push REF`.
+    pub push: Option<String>,
+    /// `--report FILE`.
+    pub report: Option<std::path::PathBuf>,
+}
+
+/// `build node-image`, and where `--save`, `--push` and `--report` go (checked with the
+/// other flags).
+pub fn node_image(mut args: NodeImageArgs) -> Result<(MultiArch, Outputs), ConfigError> {
     let arches = arches(args.source.arch.take())?;
     for arch in &arches {
         validate_image(&multiarch::name_for(&args.image, arch, arches.len() > 1))?;
@@ -29,6 +41,16 @@ pub fn node_image(mut args: NodeImageArgs) -> Result<(MultiArch, Option<SaveTarg
     if save.is_some() && arches.len() > 1 {
         return Err(ConfigError::SaveArches(arches.join(",")));
     }
+    if let Some(push) = &args.push {
+        validate_image(push)?;
+    }
+    if let Some(report) = &args.report {
+        let dir = report.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(ConfigError::NoDirectory(report.display().to_string()));
+        }
+    }
+    let outputs = Outputs { save, push: args.push, report: args.report };
     let mut cfg = sources(args.source)?;
     if arches.len() > 1
         && let kube::Source::File(_) | kube::Source::Url(_) = &cfg.source
@@ -55,7 +77,7 @@ pub fn node_image(mut args: NodeImageArgs) -> Result<(MultiArch, Option<SaveTarg
         }
         (None, false) => FromNode::Auto,
     };
-    Ok((MultiArch { cfg, arches, image: args.image, base_image }, save))
+    Ok((MultiArch { cfg, arches, image: args.image, base_image }, outputs))
 }
 
 /// `--arch a,b,...`: each one checked, none twice; none given: the host's.

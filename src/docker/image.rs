@@ -26,6 +26,8 @@ pub struct ImageInfo {
     pub layers: usize,
     /// The names the engine holds it under, as it reports them (Podman's are qualified).
     pub names: Vec<String>,
+    /// `repo@sha256:…` of each registry it was pushed to or pulled from.
+    pub repo_digests: Vec<String>,
 }
 
 impl Docker {
@@ -45,11 +47,56 @@ impl Docker {
                     stop_signal: config.stop_signal,
                     layers: img.root_fs.and_then(|r| r.layers).map(|l| l.len()).unwrap_or_default(),
                     names: img.repo_tags.unwrap_or_default(),
+                    repo_digests: img.repo_digests.unwrap_or_default(),
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(Error::InspectImage { name: name.into(), source: Daemon(e) }),
         }
+    }
+
+    /// The image's configuration document as `docker load` takes it: architecture, os,
+    /// config, rootfs and, when the engine's history accounts for every layer, history.
+    pub async fn image_config(&self, id: &str) -> Result<serde_json::Value> {
+        let inspect_err = |e| Error::InspectImage { name: id.into(), source: Daemon(e) };
+        let img = self.client.inspect_image(id).await.map_err(inspect_err)?;
+        let diff_ids = img.root_fs.as_ref().and_then(|r| r.layers.clone()).unwrap_or_default();
+        let rows = self.client.image_history(id).await.map_err(inspect_err)?;
+        // Newest first; one row per history entry. Only when there is a row per layer (no
+        // empty-layer entries to tell apart) can they stand for the layers.
+        let history: Vec<serde_json::Value> = if rows.len() == diff_ids.len() {
+            rows.iter()
+                .rev()
+                .map(|r| {
+                    let created =
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.created.max(0) as u64);
+                    serde_json::json!({
+                        "created": crate::archive::image::rfc3339(created),
+                        "created_by": r.created_by,
+                        "comment": r.comment,
+                    })
+                })
+                .collect()
+        } else {
+            (0..diff_ids.len())
+                .map(|i| serde_json::json!({ "created_by": format!("layer {}", i + 1) }))
+                .collect()
+        };
+        let config = serde_json::to_value(img.config.unwrap_or_default()).map_err(|e| Error::Protocol {
+            action: format!("reading the configuration of image {}", short(id)),
+            problem: if e.is_data() { "its configuration does not serialize" } else { "serializing" },
+        })?;
+        let mut doc = serde_json::json!({
+            "architecture": img.architecture.unwrap_or_default(),
+            "os": img.os.unwrap_or_else(|| "linux".into()),
+            "config": config,
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            "history": history,
+        });
+        if let Some(variant) = img.variant {
+            doc["variant"] = variant.into();
+        }
+        Ok(doc)
     }
 
     pub async fn image_exists(&self, name: &str) -> Result<bool> {

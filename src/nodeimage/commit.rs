@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 
 use super::NodeImageConfig;
-use super::incremental::{Inputs, LABEL_DEAD_BYTES, LABEL_INPUTS, LABEL_LAYERS};
+use super::incremental::{Inputs, LABEL_DEAD_BYTES, LABEL_INPUTS, LABEL_LAYERS, Previous, dead_bytes};
 use crate::docker::{ContainerGuard, Docker, ImageGuard, quote, short_id};
 use crate::kube::{Artifacts, Source};
 use crate::progress::Reporter;
@@ -25,6 +25,28 @@ pub struct Record {
     pub dead_bytes: u64,
 }
 
+impl Record {
+    /// The record of a build with `inputs`, on `previous` (whose record was `old`) when
+    /// incremental: one layer more, and the bytes of what it replaced now dead.
+    pub fn next(
+        previous: Option<&Previous>,
+        inputs: Inputs,
+        old: &Inputs,
+        replaced: &[String],
+        changed_binaries: &[&str],
+    ) -> Self {
+        let Some(previous) = previous else { return Record { inputs, layers: 0, dead_bytes: 0 } };
+        let binaries: Vec<String> = changed_binaries.iter().map(|b| b.to_string()).collect();
+        Record {
+            inputs,
+            layers: previous.layers + 1,
+            dead_bytes: previous.dead_bytes
+                + dead_bytes(&old.images, replaced)
+                + dead_bytes(&old.binaries, &binaries),
+        }
+    }
+}
+
 pub async fn commit(
     docker: &Docker,
     id: &str,
@@ -43,8 +65,16 @@ fn changes(cfg: &NodeImageConfig, artifacts: &Artifacts, record: &Record) -> Vec
     let entrypoint = serde_json::to_string(&crate::baseimage::ENTRYPOINT).expect("strings serialize");
     let mut changes = vec![format!("ENTRYPOINT {entrypoint}")];
     changes.extend(cfg.proxy_env.iter().map(|(k, _)| format!("ENV {k}=\"\"")));
+    changes
+        .extend(labels(cfg, artifacts, record).into_iter().map(|(k, v)| format!("LABEL {k}={}", quote(&v))));
+    changes
+}
+
+/// The labels a node image gets: its Kubernetes version and source, and the record for the
+/// next incremental build.
+pub fn labels(cfg: &NodeImageConfig, artifacts: &Artifacts, record: &Record) -> Vec<(&'static str, String)> {
     let inputs = serde_json::to_string(&record.inputs).expect("inputs serialize");
-    let mut labels = [
+    let mut labels = vec![
         (LABEL_KUBE_VERSION, artifacts.version.text.clone()),
         (LABEL_KUBE_SOURCE, source_label(&cfg.source)),
         (LABEL_INPUTS, inputs),
@@ -52,8 +82,7 @@ fn changes(cfg: &NodeImageConfig, artifacts: &Artifacts, record: &Record) -> Vec
         (LABEL_DEAD_BYTES, record.dead_bytes.to_string()),
     ];
     labels.sort();
-    changes.extend(labels.into_iter().map(|(k, v)| format!("LABEL {k}={}", quote(&v))));
-    changes
+    labels
 }
 
 pub fn source_label(source: &Source) -> String {

@@ -10,6 +10,7 @@ pub mod components;
 pub mod images;
 pub mod incremental;
 pub mod iptables;
+mod layer;
 pub mod manifests;
 pub mod mirror;
 pub mod multiarch;
@@ -18,6 +19,7 @@ mod scratch;
 pub mod sources;
 mod steps;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -27,7 +29,7 @@ pub use commit::{LABEL_KUBE_SOURCE, LABEL_KUBE_VERSION, TEMP_REPO, VERIFY_REPO, 
 pub use sources::ImageSources;
 
 use crate::docker::{ContainerGuard, Docker};
-use crate::kube::{self, FetchOptions, Source};
+use crate::kube::{self, Artifacts, FetchOptions, Source};
 use crate::node::containerd;
 use crate::progress::Reporter;
 use steps::{
@@ -85,7 +87,7 @@ pub enum Stop<'a> {
 pub enum Outcome {
     Planned(Vec<sources::Planned>),
     Bundled(Saved),
-    Built(NodeImage),
+    Built(Box<NodeImage>),
 }
 
 #[derive(Debug)]
@@ -98,6 +100,10 @@ pub struct NodeImage {
     pub plan: Vec<sources::Planned>,
     /// The image an incremental build started from.
     pub built_on: Option<String>,
+    pub provenance: kube::Provenance,
+    /// The base image, as named and its ID.
+    pub base: String,
+    pub base_id: String,
 }
 
 /// The pipeline. Only a fully successful build creates or moves the target tag.
@@ -158,12 +164,15 @@ pub async fn run(
         create_build_container(docker, cfg, from).await.context("creating the build container")?;
     let id = container.id().to_owned();
     compat::check(docker, &base, &id, version, cfg.skip_compat_check, reporter).await?;
-    // 6. kubeadm, kubelet, kubectl into /usr/bin: those that changed.
+    // 6. kubeadm, kubelet, kubectl: those that changed. A rebuild puts in only kubeadm now
+    //    (it lists the images); the others go in with the rest of the change (step 9).
     let binaries = binary_items(&artifacts).await.context("reading the Kubernetes binaries")?;
-    let changed_binaries = incremental::changed(&old.binaries, &binaries);
-    add_binaries(docker, &id, &artifacts, &changed_binaries, reporter)
-        .await
-        .context("copying the Kubernetes binaries")?;
+    let changed_binaries: Vec<String> =
+        incremental::changed(&old.binaries, &binaries).into_iter().map(str::to_owned).collect();
+    let changed: Vec<&str> = changed_binaries.iter().map(String::as_str).collect();
+    let (now, later): (Vec<&str>, Vec<&str>) =
+        changed.iter().partition(|b| previous.is_none() || **b == "kubeadm");
+    add_binaries(docker, &id, &artifacts, &now, reporter).await.context("copying the Kubernetes binaries")?;
     // 7. Every image the cluster needs, and where each will come from.
     let built_names: Vec<String> =
         built.iter().map(|b| b.name.clone()).chain(kept_built.iter().map(|(n, _)| n.clone())).collect();
@@ -182,23 +191,52 @@ pub async fn run(
         .await
         .context("comparing the images with the image built on")?;
     let replaced = incremental::replaced(&old.images, &items);
+    let fetched = plan.iter().filter(|p| p.origin != sources::Origin::Kept).count();
+    let base = (base, base_id);
     if let Some(previous) = &previous
-        && changed_binaries.is_empty()
+        && fetched == 0
         && replaced.is_empty()
-        && items.len() == old.images.len()
-        && old.version == version.text
     {
-        return unchanged(docker, cfg, previous, container, plan, reporter).await;
+        // Nothing changed: the image built on gets the tag (after --verify), no layer added.
+        if changed_binaries.is_empty() && old.version == version.text {
+            reporter.info(format!("unchanged since {}: no new layer", previous.reference));
+            let (id, built_on) = (previous.id.clone(), Some(previous.reference.clone()));
+            return finish(docker, cfg, id, Some(container), artifacts, plan, base, built_on, reporter).await;
+        }
+        // Only files changed: their layer is written here and loaded on the image built on.
+        if layer::can_append(docker) && same_cgroup_driver(&old.version, version) {
+            let inputs = inputs(cfg, version, &base.1, binaries, items);
+            let record = commit::Record::next(Some(previous), inputs, &old, &replaced, &changed);
+            let layer = layer::Layer {
+                files: artifacts
+                    .binaries
+                    .iter()
+                    .filter(|p| changed.contains(&steps::file_name(p).as_str()))
+                    .map(|p| (p.clone(), format!("/usr/bin/{}", steps::file_name(p)), 0o755))
+                    .collect(),
+                texts: vec![("/kind/version".to_owned(), format!("{}\n", artifacts.version))],
+                labels: commit::labels(cfg, &artifacts, &record),
+                created_by: format!("nodeimg build node-image: {}", changed_binaries.join(", ")),
+            };
+            let container = if cfg.keep_container {
+                Some(container)
+            } else {
+                container.remove().await.context("removing the build container")?;
+                None
+            };
+            let image_id = layer::append(docker, &previous.id, layer, scratch.path(), reporter).await?;
+            let built_on = Some(previous.reference.clone());
+            return finish(docker, cfg, image_id, container, artifacts, plan, base, built_on, reporter).await;
+        }
     }
     // 8. Import and pin what is new into the build container's containerd, after removing
     //    what it replaces (so the image does not grow with every rebuild).
-    let importing: Vec<images::BuiltImage> = to_import
-        .iter()
-        .filter(|b| plan.iter().any(|p| p.origin == sources::Origin::Built(b.tar.clone())))
-        .cloned()
-        .collect();
-    let fetched = plan.iter().filter(|p| p.origin != sources::Origin::Kept).count();
     if fetched > 0 || !replaced.is_empty() {
+        let importing: Vec<images::BuiltImage> = to_import
+            .iter()
+            .filter(|b| plan.iter().any(|p| p.origin == sources::Origin::Built(b.tar.clone())))
+            .cloned()
+            .collect();
         let step = reporter.step("starting containerd in the build container");
         containerd::start(docker, &id).await?;
         step.finish("ready");
@@ -220,7 +258,10 @@ pub async fn run(
         }
         containerd::stop(docker, &id).await?;
     }
-    // 9. kind's files and the containerd configuration.
+    // 9. The other binaries of a rebuild, kind's files and the containerd configuration.
+    add_binaries(docker, &id, &artifacts, &later, reporter)
+        .await
+        .context("copying the Kubernetes binaries")?;
     add_kind_files(docker, &id, &artifacts).await.context("writing /kind/version and /kind/manifests")?;
     patch_containerd_config(docker, &id, &artifacts).await.context("adjusting the containerd config")?;
     if !cfg.node_mirrors.is_empty() && previous.is_none() {
@@ -229,70 +270,69 @@ pub async fn run(
             .context("writing the node's registry mirrors")?;
     }
     // 10. Commit (recording what went in), check (--verify), and only then tag.
-    let replaced_binaries: Vec<String> =
-        changed_binaries.iter().filter(|b| old.binaries.contains_key(**b)).map(|b| b.to_string()).collect();
-    let record = commit::Record {
-        inputs: incremental::Inputs {
-            version: version.text.clone(),
-            arch: cfg.arch.clone(),
-            base: base_id,
-            settings: settings(cfg),
-            binaries,
-            images: items,
-        },
-        layers: previous.as_ref().map_or(0, |p| p.layers + 1),
-        dead_bytes: previous.as_ref().map_or(0, |p| {
-            p.dead_bytes
-                + incremental::dead_bytes(&old.images, &replaced)
-                + incremental::dead_bytes(&old.binaries, &replaced_binaries)
-        }),
-    };
+    let inputs = inputs(cfg, version, &base.1, binaries, items);
+    let record = commit::Record::next(previous.as_ref(), inputs, &old, &replaced, &changed);
     let image_id = commit::commit(docker, &id, cfg, &artifacts, &record, reporter).await?;
-    let container = if cfg.keep_container {
-        container.keep();
-        None
-    } else {
-        Some(container)
+    let built_on = previous.map(|p| p.reference);
+    finish(docker, cfg, image_id, Some(container), artifacts, plan, base, built_on, reporter).await
+}
+
+fn inputs(
+    cfg: &NodeImageConfig,
+    version: &kube::KubeVersion,
+    base_id: &str,
+    binaries: BTreeMap<String, incremental::Item>,
+    images: BTreeMap<String, incremental::Item>,
+) -> incremental::Inputs {
+    incremental::Inputs {
+        version: version.text.clone(),
+        arch: cfg.arch.clone(),
+        base: base_id.to_owned(),
+        settings: settings(cfg),
+        binaries,
+        images,
+    }
+}
+
+/// kind picks the kubelet's cgroup driver by version (systemd from 1.24) and the build sets
+/// runc's to match: a version across that line needs the config patched, in a container.
+fn same_cgroup_driver(old: &str, new: &kube::KubeVersion) -> bool {
+    kube::KubeVersion::parse(old).is_ok_and(|old| old.at_least(1, 24) == new.at_least(1, 24))
+}
+
+/// Tags the image as the target (after `--verify`) and says what was built.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    docker: &Docker,
+    cfg: &NodeImageConfig,
+    image_id: String,
+    container: Option<ContainerGuard>,
+    artifacts: Artifacts,
+    plan: Vec<sources::Planned>,
+    (base, base_id): (String, String),
+    built_on: Option<String>,
+    reporter: &Reporter,
+) -> Result<Outcome> {
+    let container = match container {
+        Some(container) if cfg.keep_container => {
+            container.keep();
+            None
+        }
+        other => other,
     };
     commit::check_then_tag(docker, &image_id, container, &cfg.image, cfg.check.as_ref(), reporter).await?;
     let size = docker.inspect_image(&image_id).await?.map(|i| i.size).unwrap_or_default();
-    Ok(Outcome::Built(NodeImage {
+    Ok(Outcome::Built(Box::new(NodeImage {
         reference: cfg.image.clone(),
         id: image_id,
         size,
         version: artifacts.version.text,
         plan,
-        built_on: previous.map(|p| p.reference),
-    }))
-}
-
-/// Nothing changed since the image built on: it gets the target tag (after `--verify`), and
-/// no layer is added.
-async fn unchanged(
-    docker: &Docker,
-    cfg: &NodeImageConfig,
-    previous: &incremental::Previous,
-    container: ContainerGuard,
-    plan: Vec<sources::Planned>,
-    reporter: &Reporter,
-) -> Result<Outcome> {
-    reporter.info(format!("unchanged since {}: no new layer", previous.reference));
-    let container = if cfg.keep_container {
-        container.keep();
-        None
-    } else {
-        Some(container)
-    };
-    commit::check_then_tag(docker, &previous.id, container, &cfg.image, cfg.check.as_ref(), reporter).await?;
-    let size = docker.inspect_image(&previous.id).await?.map(|i| i.size).unwrap_or_default();
-    Ok(Outcome::Built(NodeImage {
-        reference: cfg.image.clone(),
-        id: previous.id.clone(),
-        size,
-        version: previous.inputs.version.clone(),
-        plan,
-        built_on: Some(previous.reference.clone()),
-    }))
+        built_on,
+        provenance: artifacts.provenance,
+        base,
+        base_id,
+    })))
 }
 
 fn expected<'a>(cfg: &'a NodeImageConfig, base_id: &'a str) -> incremental::Expected<'a> {

@@ -106,7 +106,7 @@ fn temp_name(docker: &Docker, arch: &str) -> String {
 
 fn built(outcome: Outcome) -> NodeImage {
     match outcome {
-        Outcome::Built(image) => image,
+        Outcome::Built(image) => *image,
         _ => unreachable!("Stop::Image ends in an image"),
     }
 }

@@ -7,6 +7,8 @@ pub struct Held {
     pub digest: String,
     /// As ctr prints it (rounded), in bytes.
     pub size: u64,
+    /// `linux/amd64`, or a comma-separated list for a multi-platform image.
+    pub platforms: String,
     /// Labelled `io.cri-containerd.pinned=pinned`: the kubelet's garbage collection keeps it.
     pub pinned: bool,
 }
@@ -28,6 +30,7 @@ pub fn parse_listing(listing: &str) -> Vec<Held> {
                 name: (*name).to_owned(),
                 digest: (*digest).to_owned(),
                 size: words.get(3..5).and_then(|w| parse_size(&w.join(" "))).unwrap_or(0),
+                platforms: words.get(5).map_or_else(String::new, |p| (*p).to_owned()),
                 pinned: labels.split(',').any(|l| l == "io.cri-containerd.pinned=pinned"),
             })
         })
@@ -74,12 +77,14 @@ registry.k8s.io/pause:3.9         application/vnd.oci.image.manifest.v1+json    
                     name: "docker.io/library/busybox:1".into(),
                     digest: "sha256:aaa".into(),
                     size: 1258291,
+                    platforms: "linux/amd64".into(),
                     pinned: true
                 },
                 Held {
                     name: "registry.k8s.io/pause:3.9".into(),
                     digest: "sha256:ccc".into(),
                     size: 307200,
+                    platforms: "linux/amd64".into(),
                     pinned: false
                 },
             ]
