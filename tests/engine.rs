@@ -46,6 +46,11 @@ impl Traces {
     }
 }
 
+/// A second daemon started with `--bridge none` deletes the host's docker0.
+fn main_bridge_is_there() -> bool {
+    std::path::Path::new("/sys/class/net/docker0").exists()
+}
+
 /// The main daemon's process ID (its pidfile), to see that it is the same daemon after.
 fn main_daemon() -> String {
     std::fs::read_to_string("/var/run/docker.pid").unwrap_or_default().trim().to_owned()
@@ -112,6 +117,7 @@ fn second_engine_runs_apart_and_leaves_nothing() {
     traces.assert_gone();
 
     assert_eq!(main_daemon(), main_pid, "the main daemon is the same process");
+    assert!(main_bridge_is_there(), "the main daemon's docker0 is still there");
     docker_cli(&["version"]);
     let driver = docker_cli(&["info", "--format", "{{.Driver}}"]);
     assert!(!driver.trim().is_empty(), "the main engine answers");
@@ -166,6 +172,7 @@ fn two_engines_side_by_side_are_independent() {
     traces_b.assert_gone();
 
     assert_eq!(main_daemon(), main_pid, "the main daemon is the same process");
+    assert!(main_bridge_is_there(), "the main daemon's docker0 is still there");
     assert!(!main_has(&name) && !main_has(&other), "the test's images are removed from the main engine");
     docker_cli(&["version"]);
 }
@@ -207,5 +214,6 @@ fn killed_engine_leaves_nothing() {
     assert!(cgroups.is_empty(), "the container's cgroups are removed: {cgroups:?}");
 
     assert_eq!(main_daemon(), main_pid, "the main daemon is the same process");
+    assert!(main_bridge_is_there(), "the main daemon's docker0 is still there");
     docker_cli(&["version"]);
 }

@@ -2,8 +2,10 @@
 //! `--engine ARCH=DOCKER_HOST`): `dockerd` with its own socket, data root, exec root and
 //! pidfile in a fresh dir under /var/tmp (overlay2 works there; the data root must not be on
 //! a tmpfs), an empty config file (the host's /etc/docker/daemon.json names the main
-//! daemon's data root), and no bridge, iptables or masquerading rules (the host's network is
-//! never touched: containers there get no network). It starts its own containerd under its
+//! daemon's data root), a bridge of its own and no iptables or masquerading rules (the
+//! host's network is otherwise untouched: containers there reach nothing beyond it). Not
+//! `--bridge none`: a daemon started so deletes the host's `docker0`, which the main daemon's
+//! containers hang on. It starts its own containerd under its
 //! exec root. On drop (also after a failed assertion) its containers are removed, the daemon
 //! and every process under its dirs stopped, what it mounted there unmounted and the dir
 //! deleted. The main daemon is never touched.
@@ -28,6 +30,8 @@ const PARENT: &str = "/var/tmp";
 pub struct SecondEngine {
     child: Option<Child>,
     dir: Option<tempfile::TempDir>,
+    /// The bridge interface made for it, deleted on drop.
+    bridge: String,
     /// `unix:///…/docker.sock`, for `DOCKER_HOST` and `--engine ARCH=HOST`.
     pub host: String,
 }
@@ -43,6 +47,7 @@ impl SecondEngine {
         let socket = path.join("docker.sock");
         let host = format!("unix://{}", socket.display());
         let log = std::fs::File::create(path.join("dockerd.log")).unwrap();
+        let bridge = make_bridge(path);
         let child = Command::new("dockerd")
             .arg("--config-file")
             .arg(&config)
@@ -54,7 +59,7 @@ impl SecondEngine {
             .arg("--pidfile")
             .arg(path.join("dockerd.pid"))
             .args(["--storage-driver", "overlay2"])
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-masq=false"])
+            .args(["--bridge", &bridge, "--iptables=false", "--ip6tables=false", "--ip-masq=false"])
             .args(["--shutdown-timeout", "5"])
             // Its own containerd, not the host's (`--containerd` unset), and no environment of
             // the main daemon's.
@@ -66,7 +71,7 @@ impl SecondEngine {
             .spawn()
             .expect("dockerd is installed");
         // From here the drop stops the daemon and removes what it left.
-        let mut engine = SecondEngine { child: Some(child), dir: Some(dir), host };
+        let mut engine = SecondEngine { child: Some(child), dir: Some(dir), bridge, host };
         let start = Instant::now();
         while !ping(&socket) {
             if let Ok(Some(status)) = engine.child.as_mut().unwrap().try_wait() {
@@ -195,7 +200,26 @@ impl Drop for SecondEngine {
             }
         }
         dir.close().ok();
+        Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status().ok();
     }
+}
+
+/// A bridge interface for the daemon, `nimg-<6 chars of its dir's name>`, with an address
+/// of its own in 10.213.0.0/16 (the daemon takes its subnet from it).
+fn make_bridge(dir: &Path) -> String {
+    let name = dir.file_name().unwrap().to_string_lossy();
+    let suffix: String = name.chars().rev().take(6).collect();
+    let bridge = format!("nimg-{suffix}");
+    let third = suffix.bytes().fold(0u32, |a, b| (a * 31 + u32::from(b)) % 250) + 2;
+    for args in [
+        vec!["link", "add", &bridge, "type", "bridge"],
+        vec!["addr", "add", &format!("10.213.{third}.1/24"), "dev", &bridge],
+        vec!["link", "set", &bridge, "up"],
+    ] {
+        let status = Command::new("ip").args(&args).status().expect("ip (iproute2) is installed");
+        assert!(status.success(), "ip {} failed", args.join(" "));
+    }
+    bridge
 }
 
 /// Mount points at or under `dir` in this process's mount namespace (the daemon's), deepest
