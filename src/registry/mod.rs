@@ -14,5 +14,5 @@ pub use auth::{Credentials, DockerConfig};
 pub use client::Client;
 pub use error::Error;
 pub use manifest::{ManifestInfo, OCI_INDEX, Platform, digest, index_json};
-pub use push::{PushResult, PushedImage, push_all, push_all_with};
+pub use push::{PushResult, PushedImage, push_all, push_all_with, push_each};
 pub use target::{Target, is_insecure};

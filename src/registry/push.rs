@@ -47,6 +47,27 @@ pub async fn push_all_with(
     target: &str,
     reporter: &Reporter,
 ) -> Result<PushResult, Error> {
+    let items: Vec<(String, &Docker, String)> =
+        items.iter().map(|(arch, image)| (arch.clone(), docker, image.clone())).collect();
+    push_each_with(client, &items, target, reporter).await
+}
+
+/// [`push_all`] for images on engines of their own (`(arch, engine, local image)`): each is
+/// pushed by the engine that holds it.
+pub async fn push_each(
+    items: &[(String, &Docker, String)],
+    target: &str,
+    reporter: &Reporter,
+) -> Result<PushResult, Error> {
+    push_each_with(&Client::new()?, items, target, reporter).await
+}
+
+async fn push_each_with(
+    client: &Client,
+    items: &[(String, &Docker, String)],
+    target: &str,
+    reporter: &Reporter,
+) -> Result<PushResult, Error> {
     let parsed = super::Target::parse(target).filter(|t| !super::target::is_digest(&t.reference));
     let Some(parsed) = parsed else { return Err(Error::Reference { reference: target.to_owned() }) };
     if items.is_empty() {
@@ -57,10 +78,10 @@ pub async fn push_all_with(
     let login = login.as_ref().map(|c| (c.username.as_str(), c.password.as_str()));
     let mut pushed = Vec::new();
     let mut entries = Vec::new();
-    for (arch, image) in items {
+    for (arch, docker, image) in items {
         let reference = format!("{repo}:{tag}-{arch}");
         let step = reporter.step(format!("pushing the {arch} image to {reference}"));
-        match push_one(client, docker, reporter, (arch, image), &reference, login).await {
+        match push_one(client, docker, reporter, (arch, image.as_str()), &reference, login).await {
             Ok((info, kept_tag)) => {
                 step.finish(&info.digest);
                 if info.platform.architecture != *arch {
