@@ -20,6 +20,15 @@ pub async fn guarded<T>(
     reporter: &Reporter,
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
+    guarded_all(&[docker], reporter, work).await
+}
+
+/// [`guarded`] for work on several engines (`--engine ARCH=HOST`): each is swept.
+pub async fn guarded_all<T>(
+    dockers: &[&Docker],
+    reporter: &Reporter,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let outcome = tokio::select! {
@@ -27,7 +36,12 @@ pub async fn guarded<T>(
         _ = sigint.recv() => Err(("SIGINT", 130)),
         _ = sigterm.recv() => Err(("SIGTERM", 143)),
     };
-    let swept = sweep(docker).await;
+    let mut swept = Sweep { removed: Vec::new(), failed: Vec::new() };
+    for docker in dockers {
+        let one = sweep(docker).await;
+        swept.removed.extend(one.removed);
+        swept.failed.extend(one.failed);
+    }
     match outcome {
         Ok(result) => {
             if !swept.failed.is_empty() {

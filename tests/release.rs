@@ -126,3 +126,84 @@ fn a_report_path_in_a_missing_directory_is_refused_before_building() {
     assert_one_error_line(&out, "/nonexistent/dir/report.json");
     run.assert_clean();
 }
+
+/// amd64 on this machine's engine, arm64 on a second one standing in for an arm64 builder
+/// (here it runs under the same qemu), at the same time; both pushed, one index.
+#[test]
+fn two_arches_on_two_engines_are_pushed_as_one_index() {
+    let (amd64_base, arm64_base) = (support::base_image(), support::base_image_arm64());
+    let registry = Registry::start();
+    let second = support::engine::SecondEngine::start();
+    let run = Run::new("engines");
+    let targets: Vec<String> = ["amd64", "arm64"].iter().map(|a| format!("{}-{a}", run.target)).collect();
+    let _remove = support::RemoveImage(targets[0].clone());
+    // The bases, under names of this run: amd64 here, arm64 copied to the second engine.
+    let base = |arch: &str| format!("nodeimg-test/base:{}-{arch}", run.unique);
+    let (_amd64_base, _arm64_base) =
+        (support::RemoveImage(base("amd64")), support::RemoveImage(base("arm64")));
+    docker_cli(&["tag", &amd64_base, &base("amd64")]);
+    docker_cli(&["tag", &arm64_base, &base("arm64")]);
+    second.copy_image(&base("arm64"));
+    // Releases for both arches (aarch64 kubelet and kubectl), served; archives per arch.
+    let arm_true = run.files.path().join("true");
+    support::arches::copy_out(&run, &arm64_base, "/usr/bin/true", &arm_true);
+    let amd64 = fixtures::server_tarball(&Options::default());
+    let arm64 = fixtures::server_tarball(&Options {
+        arch: Some("arm64"),
+        binary: Some(arm_true),
+        ..Default::default()
+    });
+    for (arch, release) in [("amd64", &amd64), ("arm64", &arm64)] {
+        std::fs::create_dir_all(run.files.path().join(arch)).unwrap();
+        std::fs::copy(&release.images, run.files.path().join(arch).join("images.tar")).unwrap();
+    }
+    let served = tempfile::tempdir().unwrap();
+    support::arches::lay_out(served.path(), &[("amd64", &amd64.tarball), ("arm64", &arm64.tarball)]);
+    let server = fixtures::HttpServer::serve(served.path());
+
+    let repo = format!("{}/nodeimg-test/node", registry.host);
+    let target = format!("{repo}:{}", run.unique);
+    let report_path = run.files.path().join("report.json");
+    let archive = run.files.path().join("{arch}/images.tar");
+    let mut cmd = run.command(&["build", "node-image", VERSION, "-i", &run.target, "-b", &base("{arch}")]);
+    cmd.args(["--arch", "amd64,arm64", "--engine", &format!("arm64={}", second.host)])
+        .args(["--release-url", &server.url, "--push", &target, "--report", report_path.to_str().unwrap()])
+        .arg("--image-archive")
+        .arg(&archive);
+    let started = std::time::Instant::now();
+    let out = support::output_within(&mut cmd, support::EMULATED_BUILD_LIMIT);
+    assert_success(&out, "build node-image --arch amd64,arm64 --engine arm64=… --push");
+    eprintln!("amd64 + arm64 on two engines, pushed: {:?}", started.elapsed());
+    run.assert_clean();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[..2], targets[..], "{stdout}");
+    let index_digest = lines[2].strip_prefix(&format!("{repo}@")).expect("REPO@sha256:…");
+    // Each image lives on the engine that built it.
+    assert!(!docker_cli(&["images", "-q", &targets[0]]).trim().is_empty());
+    assert!(docker_cli(&["images", "-q", &targets[1]]).trim().is_empty(), "arm64 was built elsewhere");
+    assert!(!second.docker_cli(&["images", "-q", &targets[1]]).trim().is_empty());
+
+    // The index: both platforms; each child pulls by digest and is for its arch.
+    let index = get_json(
+        &format!("http://{}/v2/nodeimg-test/node/manifests/{}", registry.host, run.unique),
+        OCI_INDEX,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["index"]["digest"], index_digest);
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{index}");
+    for (n, arch) in ["amd64", "arm64"].into_iter().enumerate() {
+        let child =
+            manifests.iter().find(|m| m["platform"]["architecture"] == arch).expect("a manifest per arch");
+        let digest = child["digest"].as_str().unwrap();
+        assert_eq!(report["architectures"][n]["arch"], arch);
+        assert_eq!(report["architectures"][n]["pushed"]["digest"], digest);
+        let images = report["architectures"][n]["images"].as_array().unwrap();
+        assert!(images.iter().all(|i| i["platform"] == format!("linux/{arch}")), "{arch}: {images:?}");
+        let by_digest = format!("{repo}@{digest}");
+        let _pulled = support::RemoveImage(by_digest.clone());
+        docker_cli(&["pull", "-q", &by_digest]);
+        assert_eq!(docker_cli(&["image", "inspect", "-f", "{{.Architecture}}", &by_digest]).trim(), arch);
+    }
+}

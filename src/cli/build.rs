@@ -80,6 +80,11 @@ pub struct NodeImageArgs {
     /// architecture built as REF; prints REF@<index digest>. Credentials: the docker CLI's.
     #[arg(long, value_name = "REF", help_heading = "Release")]
     pub push: Option<String>,
+    /// Build ARCH's image on the Docker engine at DOCKER_HOST (unix:///… or tcp://…; for
+    /// ssh, forward the socket: `ssh -nNT -L /tmp/arm64.sock:/var/run/docker.sock host`),
+    /// natively and at the same time as the other arches (repeatable).
+    #[arg(long = "engine", value_name = "ARCH=DOCKER_HOST", help_heading = "Release")]
+    pub engines: Vec<String>,
     /// Write a JSON report of what went in (Kubernetes source, base, every preloaded image
     /// with its digest and platform, pushed digests) to FILE, and a table to stderr.
     #[arg(long, value_name = "FILE", help_heading = "Release")]

@@ -8,7 +8,8 @@ use super::build_report;
 use crate::cli::NodeImageArgs;
 use crate::config::{self, Outputs};
 use crate::docker::Docker;
-use crate::nodeimage::{self, NodeImage, multiarch};
+use crate::nodeimage::multiarch::{self, Engines, MultiArch};
+use crate::nodeimage::{self, NodeImage};
 use crate::progress::Reporter;
 use crate::report::{BuildReport, Pushed};
 use crate::{docker, guard, registry};
@@ -18,21 +19,23 @@ pub async fn run(args: NodeImageArgs, reporter: &Reporter) -> Result<()> {
     if !multi.cfg.checksums {
         reporter.warn("--skip-checksums: downloads are NOT checked against published checksums");
     }
-    // Every arch before any: a missing handler for the second fails before the first builds.
-    for arch in &multi.arches {
+    // Every arch of this machine's engines before any: a missing handler for the second
+    // fails before the first builds.
+    for arch in multi.arches.iter().filter(|a| !multi.engines.iter().any(|(e, _)| e == *a)) {
         crate::platform::ensure_runnable(arch)?;
     }
-    let docker = super::connect(reporter).await?;
-    let images = guard::guarded(&docker, reporter, multiarch::build(&multi, &docker, reporter)).await?;
+    let engines = connect_engines(&multi, reporter).await?;
+    let work = multiarch::build(&multi, &engines, reporter);
+    let images = guard::guarded_all(&engines.all(), reporter, work).await?;
     for built in &images {
         describe(built, reporter);
     }
     // Config refuses --save with several arches.
     if let (Some(target), [built]) = (&outputs.save, images.as_slice()) {
-        super::save::save(&docker, reporter, &built.reference, target).await?;
+        super::save::save(engines.of(&multi.arches[0]), reporter, &built.reference, target).await?;
     }
     let built: Vec<(String, NodeImage)> = multi.arches.iter().cloned().zip(images).collect();
-    let pinned = publish(&docker, &built, &outputs, reporter).await?;
+    let pinned = publish(&engines, &built, &outputs, reporter).await?;
     for (_, image) in &built {
         println!("{}", image.reference);
     }
@@ -40,6 +43,26 @@ pub async fn run(args: NodeImageArgs, reporter: &Reporter) -> Result<()> {
         println!("{pinned}");
     }
     Ok(())
+}
+
+/// The default engine, and each `--engine`: one line each says which answered. An engine of
+/// another architecture than the one it builds runs it under its own qemu; one on this
+/// machine's socket is checked for the handler here.
+async fn connect_engines(multi: &MultiArch, reporter: &Reporter) -> Result<Engines> {
+    let default = super::connect(reporter).await?;
+    let mut by_arch = Vec::new();
+    for (arch, host) in &multi.engines {
+        let docker = Docker::connect_to(host, default.labels().clone())
+            .await
+            .with_context(|| format!("connecting to the {arch} engine (--engine {arch}={host})"))?;
+        let engine = docker.engine();
+        reporter.info(format!("engine for {arch}: {engine} on {} at {host}", engine.arch));
+        if engine.arch != *arch && host.starts_with("unix://") {
+            crate::platform::ensure_runnable(arch)?;
+        }
+        by_arch.push((arch.clone(), docker));
+    }
+    Ok(Engines { default, by_arch })
 }
 
 fn describe(built: &NodeImage, reporter: &Reporter) {
@@ -61,7 +84,7 @@ fn describe(built: &NodeImage, reporter: &Reporter) {
 /// `--push` and `--report`: every architecture's image pushed, then the index; the report
 /// written once the digests are known. Returns `REF@<index digest>` when pushed.
 async fn publish(
-    docker: &Docker,
+    engines: &Engines,
     built: &[(String, NodeImage)],
     outputs: &Outputs,
     reporter: &Reporter,
@@ -71,7 +94,7 @@ async fn publish(
             let mut architectures = Vec::new();
             for (arch, image) in built {
                 architectures.push(
-                    build_report::arch_report(docker, arch, image)
+                    build_report::arch_report(engines.of(arch), arch, image)
                         .await
                         .with_context(|| format!("reporting on {}", image.reference))?,
                 );
@@ -82,9 +105,11 @@ async fn publish(
     };
     let mut pinned = None;
     if let Some(target) = &outputs.push {
-        let items: Vec<(String, String)> =
-            built.iter().map(|(arch, image)| (arch.clone(), image.reference.clone())).collect();
-        let pushed = registry::push_all(docker, &items, target, reporter)
+        let items: Vec<(String, &Docker, String)> = built
+            .iter()
+            .map(|(arch, image)| (arch.clone(), engines.of(arch), image.reference.clone()))
+            .collect();
+        let pushed = registry::push_each(&items, target, reporter)
             .await
             .with_context(|| format!("pushing to {target}"))?;
         let index_ref = format!("{}@{}", crate::reference::split(target).0, pushed.index_digest);

@@ -52,6 +52,8 @@ pub enum ConfigError {
     SourceForArches(String),
     #[error("--save writes one image, --arch {0} makes several: save each with `nodeimg save`")]
     SaveArches(String),
+    #[error("invalid --engine {given:?}: {why}")]
+    Engine { given: String, why: String },
     #[error("cannot save to {0:?}: the name must end in .tar, .tar.gz or .tar.zst")]
     ArchiveName(String),
     #[error(transparent)]

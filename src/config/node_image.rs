@@ -77,7 +77,33 @@ pub fn node_image(mut args: NodeImageArgs) -> Result<(MultiArch, Outputs), Confi
         }
         (None, false) => FromNode::Auto,
     };
-    Ok((MultiArch { cfg, arches, image: args.image, base_image }, outputs))
+    let engines = engines(&args.engines, &arches)?;
+    Ok((MultiArch { cfg, arches, image: args.image, base_image, engines }, outputs))
+}
+
+/// `--engine ARCH=DOCKER_HOST`: an arch being built, once, on a socket or TCP engine.
+fn engines(given: &[String], arches: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut engines: Vec<(String, String)> = Vec::new();
+    for text in given {
+        let err = |why: String| ConfigError::Engine { given: text.clone(), why };
+        let (arch, host) = text.split_once('=').ok_or_else(|| err("expected ARCH=DOCKER_HOST".into()))?;
+        if !arches.iter().any(|a| a == arch) {
+            return Err(err(format!("{arch} is not among --arch {}", arches.join(","))));
+        }
+        if engines.iter().any(|(a, _)| a == arch) {
+            return Err(err(format!("a second engine for {arch}")));
+        }
+        if host.starts_with("ssh://") {
+            return Err(err(
+                "ssh is not spoken here; forward the engine's socket (ssh -nNT -L /tmp/e.sock:/var/run/docker.sock HOST) and pass unix:///tmp/e.sock".into(),
+            ));
+        }
+        if !["unix://", "tcp://", "http://", "https://"].iter().any(|s| host.starts_with(s)) {
+            return Err(err("DOCKER_HOST must start with unix://, tcp://, http:// or https://".into()));
+        }
+        engines.push((arch.to_owned(), host.to_owned()));
+    }
+    Ok(engines)
 }
 
 /// `--arch a,b,...`: each one checked, none twice; none given: the host's.

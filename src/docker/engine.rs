@@ -21,6 +21,8 @@ pub struct Engine {
     pub version: String,
     /// The Docker Engine API version it speaks (`1.41`).
     pub api_version: String,
+    /// The machine's architecture, in Docker's words (`amd64`, `arm64`).
+    pub arch: String,
 }
 
 impl Engine {
@@ -28,7 +30,8 @@ impl Engine {
         let podman = v.components.iter().flatten().find(|c| c.name == "Podman Engine");
         let kind = if podman.is_some() { EngineKind::Podman } else { EngineKind::Docker };
         let version = podman.map(|c| c.version.clone()).or_else(|| v.version.clone()).unwrap_or_default();
-        Engine { kind, version, api_version: v.api_version.clone().unwrap_or_default() }
+        let arch = v.arch.clone().unwrap_or_default();
+        Engine { kind, version, api_version: v.api_version.clone().unwrap_or_default(), arch }
     }
 
     pub fn is_podman(&self) -> bool {

@@ -34,6 +34,9 @@ pub enum FromNode {
     Full,
     /// From the target tag when it holds a build of the same source.
     Auto,
+    /// As `Auto`, from this image rather than the target (a multi-arch build stages each
+    /// arch under a temporary name; its real name holds the image to build on).
+    AutoOn(String),
     /// `--from-node IMAGE`.
     Image(String),
 }
@@ -87,6 +90,7 @@ pub async fn choose(
     let (reference, explicit) = match from {
         FromNode::Full => return Ok(None),
         FromNode::Auto => (target, false),
+        FromNode::AutoOn(image) => (image.as_str(), false),
         FromNode::Image(image) => (image.as_str(), true),
     };
     let Some(info) = docker.inspect_image(reference).await? else {

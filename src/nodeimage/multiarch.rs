@@ -22,6 +22,8 @@ pub struct MultiArch {
     pub image: String,
     /// `-b` as given (may hold `{arch}`).
     pub base_image: Option<String>,
+    /// `--engine ARCH=DOCKER_HOST`: arches built on an engine of their own.
+    pub engines: Vec<(String, String)>,
 }
 
 impl MultiArch {
@@ -32,8 +34,8 @@ impl MultiArch {
     }
 
     /// `-b`, `--image-archive`, `--images-dir` and `--from-node` may name one per arch with
-    /// `{arch}`. With several arches the target is a temporary name, so the automatic
-    /// incremental choice (the target tag's image) finds nothing: each arch builds in full.
+    /// `{arch}`. With several arches the target is a temporary name: the automatic
+    /// incremental choice looks at the arch's real name instead.
     pub fn config_for(&self, arch: &str) -> NodeImageConfig {
         let mut cfg = NodeImageConfig {
             arch: arch.to_owned(),
@@ -48,8 +50,12 @@ impl MultiArch {
         };
         cfg.images.archive_files.iter_mut().for_each(fill);
         cfg.images.archive_dirs.iter_mut().for_each(fill);
-        if let super::incremental::FromNode::Image(image) = &mut cfg.from_node {
-            *image = image.replace(ARCH_PLACEHOLDER, arch);
+        match &mut cfg.from_node {
+            super::incremental::FromNode::Image(image) => *image = image.replace(ARCH_PLACEHOLDER, arch),
+            from @ super::incremental::FromNode::Auto if self.arches.len() > 1 => {
+                *from = super::incremental::FromNode::AutoOn(cfg.image.clone());
+            }
+            _ => {}
         }
         cfg
     }
@@ -66,31 +72,49 @@ pub fn name_for(image: &str, arch: &str, many: bool) -> String {
     format!("{repo}:{tag}-{arch}")
 }
 
-/// Builds every arch in order; the images under their final names, in the order of `--arch`.
-pub async fn build(multi: &MultiArch, docker: &Docker, reporter: &Reporter) -> Result<Vec<NodeImage>> {
+/// The engine each arch is built on: its own (`--engine`) or the default one.
+pub struct Engines {
+    pub default: Docker,
+    pub by_arch: Vec<(String, Docker)>,
+}
+
+impl Engines {
+    pub fn of(&self, arch: &str) -> &Docker {
+        self.by_arch.iter().find(|(a, _)| a == arch).map_or(&self.default, |(_, d)| d)
+    }
+
+    pub fn all(&self) -> Vec<&Docker> {
+        std::iter::once(&self.default).chain(self.by_arch.iter().map(|(_, d)| d)).collect()
+    }
+}
+
+/// Builds every arch (in order on one engine, at the same time when arches have engines of
+/// their own); the images under their final names, in the order of `--arch`.
+pub async fn build(multi: &MultiArch, engines: &Engines, reporter: &Reporter) -> Result<Vec<NodeImage>> {
     if let [arch] = multi.arches.as_slice() {
+        let docker = engines.of(arch);
         return Ok(vec![built(super::run(&multi.config_for(arch), Stop::Image, docker, reporter).await?)]);
     }
     // Temporary names of this process (`nodeimg clean` removes those of runs that died);
     // dropping a guard removes the name, and the image with it while no other name holds it.
-    let mut staged: Vec<(NodeImage, ImageGuard)> = Vec::new();
-    for arch in &multi.arches {
-        let mut cfg = multi.config_for(arch);
-        let target = std::mem::replace(&mut cfg.image, temp_name(docker, arch));
-        reporter.info(format!("building {target} ({arch}, {} of {})", staged.len() + 1, multi.arches.len()));
-        let guard = ImageGuard::new(docker, &cfg.image);
-        let image = built(
-            super::run(&cfg, Stop::Image, docker, reporter)
-                .await
-                .with_context(|| format!("building {target} for {arch}; no image of this run was tagged"))?,
-        );
-        staged.push((NodeImage { reference: target, ..image }, guard));
+    let mut staged = Vec::new();
+    if engines.by_arch.is_empty() {
+        for (n, arch) in multi.arches.iter().enumerate() {
+            staged.push(stage(multi, engines, n, arch, reporter).await?);
+        }
+    } else {
+        // A failed arch's error; the others' guards remove what they staged.
+        let all = futures_util::future::join_all(
+            multi.arches.iter().enumerate().map(|(n, a)| stage(multi, engines, n, a, reporter)),
+        )
+        .await;
+        staged = all.into_iter().collect::<Result<Vec<_>>>()?;
     }
-    let mut images = Vec::new();
-    for (image, _) in &staged {
+    for (image, _, docker) in &staged {
         docker.tag_image(&image.id, &image.reference).await?;
     }
-    for (image, guard) in staged {
+    let mut images = Vec::new();
+    for (image, guard, _) in staged {
         // The final name holds the image now: this only untags.
         if let Err(err) = guard.remove().await {
             reporter.warn(format!("could not remove a temporary tag of {}: {err}", image.reference));
@@ -98,6 +122,27 @@ pub async fn build(multi: &MultiArch, docker: &Docker, reporter: &Reporter) -> R
         images.push(image);
     }
     Ok(images)
+}
+
+/// One arch built under a temporary name, guarded; with the engine that holds it.
+async fn stage<'a>(
+    multi: &MultiArch,
+    engines: &'a Engines,
+    n: usize,
+    arch: &str,
+    reporter: &Reporter,
+) -> Result<(NodeImage, ImageGuard, &'a Docker)> {
+    let docker = engines.of(arch);
+    let mut cfg = multi.config_for(arch);
+    let target = std::mem::replace(&mut cfg.image, temp_name(docker, arch));
+    reporter.info(format!("building {target} ({arch}, {} of {})", n + 1, multi.arches.len()));
+    let guard = ImageGuard::new(docker, &cfg.image);
+    let image = built(
+        super::run(&cfg, Stop::Image, docker, reporter)
+            .await
+            .with_context(|| format!("building {target} for {arch}; no image of this run was tagged"))?,
+    );
+    Ok((NodeImage { reference: target, ..image }, guard, docker))
 }
 
 fn temp_name(docker: &Docker, arch: &str) -> String {

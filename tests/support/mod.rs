@@ -8,6 +8,7 @@
 //! ([`RemoveImage`], [`fixtures::TestImage`], [`Run`]), also when an assertion fails.
 #![allow(dead_code)]
 
+pub mod arches;
 pub mod engine;
 pub mod fake_registry;
 pub mod fixtures;

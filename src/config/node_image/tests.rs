@@ -137,3 +137,19 @@ fn checksum_flag_is_named_for_what_it_skips() {
     assert!(!node(&["--skip-checksums"]).unwrap().checksums);
     assert!(!node(&["--no-verify"]).unwrap().checksums, "the old name still works");
 }
+
+#[test]
+fn engines_name_an_arch_being_built_and_a_socket_or_tcp_host() {
+    let m = multi(&["--arch", "amd64,arm64", "-b", "b:{arch}", "--engine", "arm64=unix:///tmp/arm.sock"])
+        .unwrap();
+    assert_eq!(m.engines, [("arm64".to_owned(), "unix:///tmp/arm.sock".to_owned())]);
+    let refused = |engine: &str, needle: &str| {
+        let err =
+            multi(&["--arch", "amd64,arm64", "-b", "b:{arch}", "--engine", engine]).unwrap_err().to_string();
+        assert!(err.contains(needle) && err.contains(engine), "{err}");
+    };
+    refused("s390x=tcp://h:2375", "not among --arch");
+    refused("arm64", "ARCH=DOCKER_HOST");
+    refused("arm64=ssh://builder", "forward");
+    refused("arm64=builder:2375", "unix://");
+}
