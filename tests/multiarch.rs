@@ -5,7 +5,7 @@
 mod support;
 
 use nodeimg::docker::{ContainerSpec, Docker};
-use support::arches::{copy_out, e_machine, lay_out};
+use support::arches::{TwoArches, copy_out, e_machine, lay_out};
 use support::fixtures::{self, ImageArchive, Options, TestImage, VERSION};
 use support::{RemoveImage, Run, assert_success};
 
@@ -62,34 +62,18 @@ fn one_node_image_per_arch() {
     let run = Run::new("multiarch");
     let targets: Vec<String> = ["amd64", "arm64"].iter().map(|a| format!("{}-{a}", run.target)).collect();
     let _remove: Vec<RemoveImage> = targets.iter().cloned().map(RemoveImage).collect();
-    // A real aarch64 executable as kubelet and kubectl: the arm64 base's /usr/bin/true.
-    let arm_true = run.files.path().join("true");
-    copy_out(&run, &arm64_base, "/usr/bin/true", &arm_true);
-    let amd64 = fixtures::server_tarball(&Options::default());
-    let arm64 = fixtures::server_tarball(&Options {
-        arch: Some("arm64"),
-        binary: Some(arm_true),
-        ..Default::default()
-    });
-    // One archive of needed images per arch, found through `{arch}` in the path.
-    for (arch, release) in [("amd64", &amd64), ("arm64", &arm64)] {
-        std::fs::create_dir_all(run.files.path().join(arch)).unwrap();
-        std::fs::copy(&release.images, run.files.path().join(arch).join("images.tar")).unwrap();
-    }
-    let served = tempfile::tempdir().unwrap();
-    lay_out(served.path(), &[("amd64", &amd64.tarball), ("arm64", &arm64.tarball)]);
-    let server = fixtures::HttpServer::serve(served.path());
+    let two = TwoArches::serve(&run, &arm64_base);
     support::runtime().block_on(async {
         let docker = support::docker(&run.run_id).await;
         let _bases = (
             base_for(&docker, &run, &amd64_base, "amd64").await,
             base_for(&docker, &run, &arm64_base, "arm64").await,
         );
-        let archive = run.files.path().join("{arch}/images.tar");
         let base = format!("nodeimg-test/base:{}-{{arch}}", run.unique);
         let started = std::time::Instant::now();
         let mut cmd = run.command(&["build", "node-image", VERSION, "-i", &run.target, "-b", &base]);
-        cmd.args(["--arch", "amd64,arm64", "--release-url", &server.url, "--image-archive"]).arg(&archive);
+        cmd.args(["--arch", "amd64,arm64", "--release-url", &two.server.url, "--image-archive"])
+            .arg(&two.archive);
         let out = support::output_within(&mut cmd, support::EMULATED_BUILD_LIMIT);
         assert_success(&out, "build node-image --arch amd64,arm64");
         eprintln!("amd64+arm64 node images built in {:?}", started.elapsed());

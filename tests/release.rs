@@ -144,32 +144,23 @@ fn two_arches_on_two_engines_are_pushed_as_one_index() {
     docker_cli(&["tag", &amd64_base, &base("amd64")]);
     docker_cli(&["tag", &arm64_base, &base("arm64")]);
     second.copy_image(&base("arm64"));
-    // Releases for both arches (aarch64 kubelet and kubectl), served; archives per arch.
-    let arm_true = run.files.path().join("true");
-    support::arches::copy_out(&run, &arm64_base, "/usr/bin/true", &arm_true);
-    let amd64 = fixtures::server_tarball(&Options::default());
-    let arm64 = fixtures::server_tarball(&Options {
-        arch: Some("arm64"),
-        binary: Some(arm_true),
-        ..Default::default()
-    });
-    for (arch, release) in [("amd64", &amd64), ("arm64", &arm64)] {
-        std::fs::create_dir_all(run.files.path().join(arch)).unwrap();
-        std::fs::copy(&release.images, run.files.path().join(arch).join("images.tar")).unwrap();
-    }
-    let served = tempfile::tempdir().unwrap();
-    support::arches::lay_out(served.path(), &[("amd64", &amd64.tarball), ("arm64", &arm64.tarball)]);
-    let server = fixtures::HttpServer::serve(served.path());
+    let two = support::arches::TwoArches::serve(&run, &arm64_base);
 
     let repo = format!("{}/nodeimg-test/node", registry.host);
     let target = format!("{repo}:{}", run.unique);
     let report_path = run.files.path().join("report.json");
-    let archive = run.files.path().join("{arch}/images.tar");
     let mut cmd = run.command(&["build", "node-image", VERSION, "-i", &run.target, "-b", &base("{arch}")]);
     cmd.args(["--arch", "amd64,arm64", "--engine", &format!("arm64={}", second.host)])
-        .args(["--release-url", &server.url, "--push", &target, "--report", report_path.to_str().unwrap()])
+        .args([
+            "--release-url",
+            &two.server.url,
+            "--push",
+            &target,
+            "--report",
+            report_path.to_str().unwrap(),
+        ])
         .arg("--image-archive")
-        .arg(&archive);
+        .arg(&two.archive);
     let started = std::time::Instant::now();
     let out = support::output_within(&mut cmd, support::EMULATED_BUILD_LIMIT);
     assert_success(&out, "build node-image --arch amd64,arm64 --engine arm64=… --push");

@@ -33,3 +33,39 @@ pub fn lay_out(root: &Path, releases: &[(&str, &Path)]) {
         std::fs::write(dir.join(format!("{name}.sha512")), format!("{sum}  {name}\n")).unwrap();
     }
 }
+
+/// An amd64 and an arm64 fixture release served over HTTP as a release URL lays them out,
+/// and an archive of the needed images per arch at `<run files>/<arch>/images.tar` (found
+/// through `{arch}` in `--image-archive`). The arm64 release's kubelet and kubectl are a real
+/// aarch64 executable: `arm64_base`'s /usr/bin/true.
+pub struct TwoArches {
+    pub server: super::fixtures::HttpServer,
+    /// `--image-archive` with `{arch}`.
+    pub archive: std::path::PathBuf,
+    pub releases: [super::fixtures::Release; 2],
+    _served: tempfile::TempDir,
+}
+
+impl TwoArches {
+    pub fn serve(run: &Run, arm64_base: &str) -> Self {
+        use super::fixtures::{Options, server_tarball};
+        let arm_true = run.files.path().join("true");
+        copy_out(run, arm64_base, "/usr/bin/true", &arm_true);
+        let amd64 = server_tarball(&Options::default());
+        let arm64 =
+            server_tarball(&Options { arch: Some("arm64"), binary: Some(arm_true), ..Default::default() });
+        for (arch, release) in [("amd64", &amd64), ("arm64", &arm64)] {
+            std::fs::create_dir_all(run.files.path().join(arch)).unwrap();
+            std::fs::copy(&release.images, run.files.path().join(arch).join("images.tar")).unwrap();
+        }
+        let served = tempfile::tempdir().unwrap();
+        lay_out(served.path(), &[("amd64", &amd64.tarball), ("arm64", &arm64.tarball)]);
+        let server = super::fixtures::HttpServer::serve(served.path());
+        TwoArches {
+            server,
+            archive: run.files.path().join("{arch}/images.tar"),
+            releases: [amd64, arm64],
+            _served: served,
+        }
+    }
+}

@@ -10,7 +10,6 @@
 //! and every process under its dirs stopped, what it mounted there unmounted and the dir
 //! deleted. The main daemon is never touched.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,7 +72,7 @@ impl SecondEngine {
         // From here the drop stops the daemon and removes what it left.
         let mut engine = SecondEngine { child: Some(child), dir: Some(dir), bridge, host };
         let start = Instant::now();
-        while !ping(&socket) {
+        while !super::ping(&socket) {
             if let Ok(Some(status)) = engine.child.as_mut().unwrap().try_wait() {
                 panic!("the second dockerd exited ({status}) before it answered:\n{}", engine.log_tail());
             }
@@ -338,15 +337,4 @@ fn bounded_output(mut cmd: Command, limit: Duration) -> Option<Vec<u8>> {
             }
         }
     }
-}
-
-/// A `GET /_ping` answered with 200 on `socket`.
-fn ping(socket: &Path) -> bool {
-    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else { return false };
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
-    if stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut status = String::new();
-    BufReader::new(stream).read_line(&mut status).is_ok() && status.contains(" 200")
 }

@@ -236,3 +236,15 @@ pub async fn with_containerd(docker: &Docker, image: &str) -> String {
     .await;
     id
 }
+
+/// A `GET /_ping` answered with 200 on `socket`.
+pub fn ping(socket: &std::path::Path) -> bool {
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else { return false };
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok();
+    if std::io::Write::write_all(&mut stream, b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut status = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut status).is_ok()
+        && status.contains(" 200")
+}

@@ -61,7 +61,7 @@ impl Podman {
         HostTraces::enter();
         let podman = Podman { child: Some(child), dir: Some(dir), host };
         let start = Instant::now();
-        while !ping(&socket) {
+        while !super::ping(&socket) {
             assert!(
                 start.elapsed() < START_LIMIT,
                 "podman system service did not answer within {START_LIMIT:?}"
@@ -178,17 +178,6 @@ fn hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
     // SAFETY: getrlimit writes into the struct we own.
     assert_eq!(unsafe { libc::getrlimit(resource, &mut limit) }, 0);
     limit.rlim_max.min(1 << 20)
-}
-
-/// A `GET /_ping` answered with 200 on `socket`.
-fn ping(socket: &Path) -> bool {
-    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else { return false };
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
-    if stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut status = String::new();
-    BufReader::new(stream).read_line(&mut status).is_ok() && status.contains(" 200")
 }
 
 /// A Podman 3 stand-in: answers every request with its `/version` (API 1.40), one request
