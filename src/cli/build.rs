@@ -33,6 +33,13 @@ Examples:
   # Keep the extracted artifacts and the build container for debugging
   nodeimg build node-image v1.30.0 -d ./build --keep-container
 
+  # Your tree, again after an edit: only what changed goes in, as one layer (--full: all)
+  nodeimg build node-image --kube-root ~/go/src/k8s.io/kubernetes --build-mode host -i kindest/node:dev
+
+  # Release: amd64 and arm64, pushed with an OCI index, and a report of what went in
+  nodeimg build node-image v1.30.0 --arch amd64,arm64 -i kindest/node:v1.30.0 \\
+    --push registry.example.com/kindest/node:v1.30.0 --report node.json
+
   # Also write it to a tarball for machines without a registry (`nodeimg load -i` there)
   nodeimg build node-image v1.30.0 -i kindest/node:v1.30.0 --save node.tar.zst
 
