@@ -203,6 +203,39 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     }
     assert_nothing_left(&run, &volumes_before);
 
+    // Another architecture from the real tree (issue 13): upstream's make cross-compiles
+    // kubeadm for arm64 (pure Go, no cross C compiler); in the arm64 base image, under qemu,
+    // it says its version and lists the images of its release.
+    {
+        let mut make = Command::new("make");
+        make.arg("-C")
+            .arg(&tree)
+            .args(["all", "WHAT=cmd/kubeadm", "KUBE_BUILD_PLATFORMS=linux/arm64"])
+            .env_remove("OUT_DIR");
+        let started = Instant::now();
+        assert_success(&output_within(&mut make, REAL_LIMIT), "cross-compiling kubeadm for arm64");
+        let compiled = started.elapsed();
+        let kubeadm = Path::new(&tree).join("_output/local/bin/linux/arm64/kubeadm");
+        let header = std::fs::read(&kubeadm).unwrap();
+        assert_eq!(support::arches::e_machine(&header[..64]), 183, "EM_AARCH64");
+        let arm64_base = support::base_image_arm64();
+        let mount = format!("{}:/kubeadm:ro", kubeadm.display());
+        let kubeadm_in_arm64 = |args: &[&str]| {
+            let run = ["run", "--rm", "-v", &mount, "--entrypoint", "/kubeadm", &arm64_base];
+            docker_cli(&[&run[..], args].concat())
+        };
+        let started = Instant::now();
+        assert_eq!(kubeadm_in_arm64(&["version", "-o", "short"]).trim(), "v1.20.2");
+        let images = kubeadm_in_arm64(&["config", "images", "list", "--kubernetes-version", "v1.20.2"]);
+        for image in ["kube-apiserver:v1.20.2", "kube-proxy:v1.20.2", "etcd:3.4.13-0", "coredns:1.7.0"] {
+            assert!(images.lines().any(|l| l.ends_with(image)), "{image} in:\n{images}");
+        }
+        eprintln!(
+            "kubeadm cross-compiled for arm64 in {compiled:?}; ran under qemu in {:?}",
+            started.elapsed()
+        );
+    }
+
     // A kubelet that exits at once: kubeadm init gives up after the timeout, the check
     // names that stage, and the node goes away all the same.
     let broken = format!("{target}-broken-kubelet");
