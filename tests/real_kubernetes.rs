@@ -32,9 +32,11 @@ const STAGES: [&str; 8] = [
 /// For preparing the tree and for the build (a full Go build on 2 cores, then --verify).
 const REAL_LIMIT: Duration = Duration::from_secs(30 * 60);
 
-#[test]
-#[ignore = "builds Kubernetes v1.20.2 from source (minutes); run with NODEIMG_REAL_KUBERNETES=1 and --ignored"]
-fn node_image_from_real_kubernetes_v1_20_2() {
+/// The tests share one tree: its builds (upstream's make) take turns.
+static TREE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The prepared tree (tests/real-kubernetes/prepare.sh, idempotent) and its directory.
+fn prepared_tree() -> (String, String) {
     assert_eq!(
         std::env::var("NODEIMG_REAL_KUBERNETES").as_deref(),
         Ok("1"),
@@ -46,6 +48,14 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     let prepare = output_within(prepare.arg(&dir), REAL_LIMIT);
     assert_success(&prepare, "tests/real-kubernetes/prepare.sh");
     let tree = String::from_utf8_lossy(&prepare.stdout).lines().last().unwrap().to_owned();
+    (dir, tree)
+}
+
+#[test]
+#[ignore = "builds Kubernetes v1.20.2 from source (minutes); run with NODEIMG_REAL_KUBERNETES=1 and --ignored"]
+fn node_image_from_real_kubernetes_v1_20_2() {
+    let _tree = TREE.lock().unwrap_or_else(|e| e.into_inner());
+    let (dir, tree) = prepared_tree();
 
     let run = Run::new("real");
     let target = &run.target;
@@ -202,39 +212,6 @@ fn node_image_from_real_kubernetes_v1_20_2() {
         );
     }
     assert_nothing_left(&run, &volumes_before);
-
-    // Another architecture from the real tree (issue 13): upstream's make cross-compiles
-    // kubeadm for arm64 (pure Go, no cross C compiler); in the arm64 base image, under qemu,
-    // it says its version and lists the images of its release.
-    {
-        let mut make = Command::new("make");
-        make.arg("-C")
-            .arg(&tree)
-            .args(["all", "WHAT=cmd/kubeadm", "KUBE_BUILD_PLATFORMS=linux/arm64"])
-            .env_remove("OUT_DIR");
-        let started = Instant::now();
-        assert_success(&output_within(&mut make, REAL_LIMIT), "cross-compiling kubeadm for arm64");
-        let compiled = started.elapsed();
-        let kubeadm = Path::new(&tree).join("_output/local/bin/linux/arm64/kubeadm");
-        let header = std::fs::read(&kubeadm).unwrap();
-        assert_eq!(support::arches::e_machine(&header[..64]), 183, "EM_AARCH64");
-        let arm64_base = support::base_image_arm64();
-        let mount = format!("{}:/kubeadm:ro", kubeadm.display());
-        let kubeadm_in_arm64 = |args: &[&str]| {
-            let run = ["run", "--rm", "-v", &mount, "--entrypoint", "/kubeadm", &arm64_base];
-            docker_cli(&[&run[..], args].concat())
-        };
-        let started = Instant::now();
-        assert_eq!(kubeadm_in_arm64(&["version", "-o", "short"]).trim(), "v1.20.2");
-        let images = kubeadm_in_arm64(&["config", "images", "list", "--kubernetes-version", "v1.20.2"]);
-        for image in ["kube-apiserver:v1.20.2", "kube-proxy:v1.20.2", "etcd:3.4.13-0", "coredns:1.7.0"] {
-            assert!(images.lines().any(|l| l.ends_with(image)), "{image} in:\n{images}");
-        }
-        eprintln!(
-            "kubeadm cross-compiled for arm64 in {compiled:?}; ran under qemu in {:?}",
-            started.elapsed()
-        );
-    }
 
     // A kubelet that exits at once: kubeadm init gives up after the timeout, the check
     // names that stage, and the node goes away all the same.
@@ -466,4 +443,92 @@ async fn on_base(
     let made = TestImage::new(name, &image);
     docker.tag_image(&image, name).await.unwrap();
     made
+}
+
+/// Another architecture from the real tree (issue 13): upstream's make cross-compiles
+/// kubeadm for arm64 (pure Go, no cross C compiler); in the arm64 base image, under qemu, it
+/// says its version and lists its release's images; then it goes into an arm64 node image
+/// (a fixture release's, as tests/multiarch.rs builds it) with `build node-variant`, whose
+/// architecture check it passes, and runs there.
+#[test]
+#[ignore = "cross-compiles kubeadm v1.20.2 for arm64 (minutes); run with NODEIMG_REAL_KUBERNETES=1 and --ignored"]
+fn kubeadm_from_real_kubernetes_for_arm64() {
+    let _tree = TREE.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, tree) = prepared_tree();
+    let mut make = Command::new("make");
+    make.arg("-C")
+        .arg(&tree)
+        .args(["all", "WHAT=cmd/kubeadm", "KUBE_BUILD_PLATFORMS=linux/arm64"])
+        .env_remove("OUT_DIR");
+    let started = Instant::now();
+    assert_success(&output_within(&mut make, REAL_LIMIT), "cross-compiling kubeadm for arm64");
+    let compiled = started.elapsed();
+    let kubeadm = Path::new(&tree).join("_output/local/bin/linux/arm64/kubeadm");
+    let header = std::fs::read(&kubeadm).unwrap();
+    assert_eq!(support::arches::e_machine(&header[..64]), 183, "EM_AARCH64");
+    let arm64_base = support::base_image_arm64();
+    let kubeadm_in = |image: &str, entrypoint: &str, mount: bool, args: &[&str]| {
+        let volume = format!("{}:/kubeadm:ro", kubeadm.display());
+        let mut cli = vec!["run", "--rm", "--entrypoint", entrypoint];
+        if mount {
+            cli.extend(["-v", &volume]);
+        }
+        cli.push(image);
+        docker_cli(&[&cli[..], args].concat())
+    };
+    let started = Instant::now();
+    assert_eq!(kubeadm_in(&arm64_base, "/kubeadm", true, &["version", "-o", "short"]).trim(), VERSION);
+    let images = kubeadm_in(
+        &arm64_base,
+        "/kubeadm",
+        true,
+        &["config", "images", "list", "--kubernetes-version", VERSION],
+    );
+    for image in ["kube-apiserver:v1.20.2", "kube-proxy:v1.20.2", "etcd:3.4.13-0", "coredns:1.7.0"] {
+        assert!(images.lines().any(|l| l.ends_with(image)), "{image} in:\n{images}");
+    }
+    let ran = started.elapsed();
+
+    let run = Run::new("real-arm64");
+    let two = support::arches::TwoArches::serve(&run, &arm64_base);
+    let node = format!("{}-arm64", run.target);
+    let variant = format!("{}-arm64-kubeadm", run.target);
+    let (_node, _variant) = (support::RemoveImage(node.clone()), support::RemoveImage(variant.clone()));
+    let archive = two.archive.to_str().unwrap();
+    let build = [
+        "build",
+        "node-image",
+        fixtures::VERSION,
+        "--arch",
+        "arm64",
+        "-i",
+        &node,
+        "-b",
+        &arm64_base,
+        "--release-url",
+        &two.server.url,
+        "--image-archive",
+        archive,
+    ];
+    assert_success(
+        &output_within(&mut run.command(&build), support::EMULATED_BUILD_LIMIT),
+        "an arm64 node image",
+    );
+    let with = [
+        "build",
+        "node-variant",
+        "--from-node",
+        &node,
+        "--with-kubeadm",
+        kubeadm.to_str().unwrap(),
+        "-i",
+        &variant,
+    ];
+    assert_success(&run.output(&with), "build node-variant --with-kubeadm (arm64)");
+    assert_eq!(kubeadm_in(&variant, "kubeadm", false, &["version", "-o", "short"]).trim(), VERSION);
+    run.assert_clean();
+    eprintln!(
+        "kubeadm cross-compiled for arm64 in {compiled:?}, ran under qemu in {ran:?}, in an arm64 node image in {:?}",
+        started.elapsed()
+    );
 }
