@@ -37,3 +37,20 @@ rm -f /var/lib/dbus/machine-id
 # Nothing downloaded belongs in the image.
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
        /var/log/apt/* /var/log/dpkg.log /var/log/bootstrap.log /var/log/alternatives.log /tmp/*
+
+# What a node never reads: documentation, manual pages and translations, as in Debian's slim
+# images (dpkg keeps them out of later installs too). Copyright files stay, as Debian's
+# licenses ask.
+cat > /etc/dpkg/dpkg.cfg.d/nodeimg-slim <<'SLIM'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+path-exclude /usr/share/lintian/*
+SLIM
+find /usr/share/doc -mindepth 1 ! -name copyright ! -type d -delete 2>/dev/null || true
+find /usr/share/doc -mindepth 1 -type d -empty -delete 2>/dev/null || true
+rm -rf /usr/share/man/* /usr/share/info/* /usr/share/lintian/*
+find /usr/share/locale -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} + 2>/dev/null || true

@@ -55,7 +55,7 @@ printf '%-28s %8s %10s %10s %8s %10s\n' "" "save s" "save RSS" "archive" "load s
 for ext in tar tar.gz tar.zst; do
   read -r save_s save_kb < <(measure "$bin" -q save "$img" -o "$dir/img.$ext")
   docker rmi "$img" >/dev/null
-  read -r load_s load_kb < <(measure "$bin" -q load -i "$dir/img.$ext")
+  read -r load_s load_kb < <(measure "$bin" -q load --input "$dir/img.$ext")
   same_id "nodeimg load of .$ext"
   printf '%-28s %8.1f %7d KiB %7d MB %8.1f %7d KiB\n' "nodeimg .$ext" "$save_s" "$save_kb" \
     "$(mb "$dir/img.$ext")" "$load_s" "$load_kb"

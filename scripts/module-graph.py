@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
 """Prints the top-level module graph of src/ (edges from `crate::x` paths) and fails if it has
-a cycle. Used by CI: module arrows must point one way."""
+a cycle, or an arrow that does not point to a lower layer of the map in src/lib.rs (its
+numbered `//! N. `module`, ...` lines, top first). Used by CI: module arrows point down."""
 import pathlib, re, sys
+
+layers = {}
+for line in pathlib.Path("src/lib.rs").read_text().splitlines():
+    if m := re.match(r"//! (\d+)\. (.*?)(?: — |$)", line):
+        for name in re.findall(r"`([a-z_]+)`", m.group(2)):
+            layers[name] = int(m.group(1))
 
 edges = {}
 for path in pathlib.Path("src").rglob("*.rs"):
@@ -38,3 +45,15 @@ if found:
     print("cycle:", " -> ".join(found[found.index(found[-1]):]))
     sys.exit(1)
 print("no cycle")
+bad = []
+for module in sorted(edges):
+    if module not in layers:
+        bad.append(f"{module} is not in the map in src/lib.rs")
+        continue
+    for target in sorted(edges[module]):
+        if target in layers and layers[target] <= layers[module]:
+            bad.append(f"{module} (layer {layers[module]}) -> {target} (layer {layers[target]})")
+if bad:
+    print("arrows that do not point down:", *bad, sep="\n  ")
+    sys.exit(1)
+print(f"every arrow points down ({len(layers)} modules in {len(set(layers.values()))} layers)")

@@ -12,9 +12,10 @@ fi
 # busybox-static and docker-registry: test
 # fixtures (tiny images, a registry on loopback); iptables etc. for dockerd; podman: the
 # tests that build through Podman's Docker-compatible API (tests/podman.rs);
-# qemu-user-static, binfmt-support: builds for another architecture (tests/multiarch.rs).
+# qemu-user-static, binfmt-support: builds for another architecture (tests/multiarch.rs);
+# openssl and git (its http-backend): the HTTPS git server of tests/https_clone.rs.
 packages=(debootstrap busybox-static docker-registry ca-certificates git bc libssl-dev pkg-config podman
-  qemu-user-static binfmt-support)
+  qemu-user-static binfmt-support openssl)
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do

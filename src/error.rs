@@ -24,7 +24,10 @@ pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 /// An error as one line: the context chain joined by ": ", inner newlines folded.
 pub fn one_line(err: &anyhow::Error) -> String {
     let text = format!("{err:#}");
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+    let line = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    // The last guard against an input's bytes reaching the terminal: control characters and
+    // the replacement character (bytes that were no UTF-8) become `?`.
+    line.chars().map(|c| if c.is_control() || c == char::REPLACEMENT_CHARACTER { '?' } else { c }).collect()
 }
 
 /// 130/143 after SIGINT/SIGTERM, as shells report them; 1 for every other failure.
@@ -40,6 +43,8 @@ mod tests {
     fn errors_print_on_one_line() {
         let err = anyhow::anyhow!("inner\nsecond line").context("outer");
         assert_eq!(one_line(&err), "outer: inner; second line");
+        let bytes = anyhow::anyhow!("{}", String::from_utf8_lossy(b"field \x00\x1b[31m\xff end"));
+        assert_eq!(one_line(&bytes), "field ??[31m? end");
         assert_eq!(exit_code(&err), 1);
         let sig: anyhow::Error =
             Interrupted { name: "SIGINT", exit_code: 130, cleanup: "removed nothing".into() }.into();

@@ -1,9 +1,20 @@
 //! nodeimg: builds node images for kind. `main.rs` is a thin shell over [`run`].
 //!
-//! Arrows point one way: `cli` (clap only) → `config` (validated configs) → `commands` (one
-//! per subcommand) → pipelines (`nodeimage`, `variant`, `baseimage`, `verify`, `transfer`, `kube`) →
-//! shared pieces (`node`, `platform`, `registry`, `reference`, `archive`, `docker`, `progress`, `error`);
-//! `report` (the build report's shape) stands apart and uses none of them.
+//! The module map, in layers from the top: a module uses only modules of lower layers
+//! (`scripts/module-graph.py` reads this list and fails CI on an arrow that points sideways or
+//! up). `cli` is clap only and uses nothing of the crate; `config` turns its structs into the
+//! pipelines' validated configs before anything touches Docker.
+//!
+//! 1. `commands` — one file per subcommand: validate, run under the sweep, print the result
+//! 2. `config` — clap structs → validated configs
+//! 3. `cli`, `variant` — the command line (clap only); node-image variants
+//! 4. `nodeimage` — the node-image pipeline
+//! 5. `baseimage`, `verify` — the base-image pipeline; booting a node image as kind does
+//! 6. `kube`, `transfer` — getting Kubernetes (release, tree, build); save and load
+//! 7. `sweep`, `registry` — the command-level cleanup on Ctrl-C/SIGTERM; the registry client
+//! 8. `node` — what runs inside a node container (containerd config, files, cgroups)
+//! 9. `docker`, `archive`, `blocking` — the one Docker wrapper; tar and image archives; blocking work
+//! 10. `reference`, `platform`, `part_file`, `process`, `progress`, `error`, `templates`, `provenance` — image references, architectures, files renamed into place, child processes, progress output, error lines, templates, the build report's shape
 
 #![warn(clippy::unwrap_used, clippy::dbg_macro, clippy::todo, clippy::unimplemented)]
 
@@ -15,16 +26,17 @@ pub mod commands;
 pub mod config;
 pub mod docker;
 pub mod error;
-pub mod guard;
 pub mod kube;
 pub mod node;
 pub mod nodeimage;
+pub mod part_file;
 pub mod platform;
 pub mod process;
 pub mod progress;
+pub mod provenance;
 pub mod reference;
 pub mod registry;
-pub mod report;
+pub mod sweep;
 pub mod templates;
 pub mod transfer;
 pub mod variant;

@@ -6,6 +6,17 @@
 
 use std::path::{Path, PathBuf};
 
+/// Docker's name for this machine's architecture.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
 /// Where binfmt_misc is read. Test hook: `NODEIMG_BINFMT_DIR` points the check elsewhere
 /// (a missing directory simulates a host without binfmt_misc).
 pub const BINFMT_DIR_ENV: &str = "NODEIMG_BINFMT_DIR";
@@ -51,7 +62,7 @@ pub fn qemu_name(arch: &str) -> &str {
 /// Ok when `arch` is the host's, or a handler for it is registered, enabled and usable from
 /// inside containers.
 pub fn ensure_runnable(arch: &str) -> Result<(), BinfmtError> {
-    let host = crate::archive::image::host_architecture();
+    let host = host_architecture();
     if arch == host {
         return Ok(());
     }
@@ -279,6 +290,6 @@ mod tests {
 
     #[test]
     fn the_host_architecture_needs_no_handler() {
-        assert_eq!(ensure_runnable(crate::archive::image::host_architecture()), Ok(()));
+        assert_eq!(ensure_runnable(host_architecture()), Ok(()));
     }
 }

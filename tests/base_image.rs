@@ -20,9 +20,22 @@ fn base_image_has_kinds_configuration_in_one_layer() {
         assert!(info.env.contains(&"container=docker".to_owned()), "{:?}", info.env);
         assert_eq!(info.layers, 1, "debootstrap images are a single layer");
         assert_eq!(info.labels.get("io.nodeimg.base.source").map(String::as_str), Some("debootstrap"));
-        assert!(info.labels.contains_key("io.nodeimg.build"));
+        assert!(!info.labels["io.nodeimg.image.build"].is_empty(), "the image names the run that made it");
+        assert_eq!(info.labels["io.nodeimg.build"], "", "a container label, blank on images");
         let key = &info.labels["io.nodeimg.base.key"];
         assert!(image.ends_with(key.as_str()), "{image} is named by its key {key}");
+        // The label says what the node itself reports (trixie's base-files comes with glibc).
+        let said = support::docker_cli(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sh",
+            &image,
+            "-c",
+            ". /etc/os-release; echo $PRETTY_NAME",
+        ]);
+        let label = info.labels.get("io.nodeimg.base.os-release").map(String::as_str);
+        assert_eq!(label, Some(said.trim()), "the os-release label is what /etc/os-release says");
     });
 }
 
@@ -71,17 +84,9 @@ fn base_image_boots_as_a_node_with_containerd() {
 
         // A small image, made here from busybox and saved by the daemon, imported into the
         // node's containerd through exec stdin as the node-image pipeline will do.
-        let tag = format!("nodeimg-test/busybox:{}", run.unique);
-        let _image = fixtures::busybox_image(&docker, &tag).await;
-        let saved = tokio_util::io::StreamReader::new(docker.save_image(&tag));
-        let import = docker
-            .exec_with_stdin(&node.id, &["ctr", "-n", "k8s.io", "images", "import", "-"], saved)
-            .await
-            .unwrap();
-        docker.remove_image(&tag).await.unwrap();
-        assert!(import.success(), "ctr import failed: {import:?}");
+        let name = fixtures::busybox_into_node(&docker, &node.id, &run.unique).await;
         let images = docker.exec(&node.id, &["ctr", "-n", "k8s.io", "images", "ls", "-q"]).await.unwrap();
-        assert!(images.stdout.lines().any(|l| l == format!("docker.io/{tag}")), "{}", images.stdout);
+        assert!(images.stdout.lines().any(|l| l == name), "{}", images.stdout);
 
         docker.remove_container(&node.id).await.unwrap();
         assert!(!docker.container_exists(&node.id).await.unwrap(), "the node container is gone");
@@ -107,7 +112,7 @@ fn dockerfile_build_goes_through_the_engine() {
         assert_eq!(info.entrypoint, vec!["/usr/local/bin/entrypoint", "/sbin/init"]);
         assert_eq!(info.stop_signal.as_deref(), Some("SIGRTMIN+3"));
         assert_eq!(info.labels.get("io.nodeimg.base.source").map(String::as_str), Some("dockerfile"));
-        assert_eq!(info.labels.get("io.nodeimg.build"), Some(&run.run_id));
+        assert_eq!(info.labels.get("io.nodeimg.image.build"), Some(&run.run_id));
         run.assert_clean();
     });
 }
@@ -118,6 +123,23 @@ fn fake_crictl(run: &Run) -> (std::path::PathBuf, String) {
     std::fs::copy("/bin/busybox", &path).expect("busybox-static is installed (scripts/setup.sh)");
     let sha = sha256_of(&path);
     (path, sha)
+}
+
+/// Upstream's release layout: a tar.gz holding `crictl` (the run's [`fake_crictl`]) at
+/// `tarball`; its sha256.
+fn release_tarball(run: &Run, tarball: &std::path::Path) -> String {
+    std::fs::create_dir_all(tarball.parent().unwrap()).unwrap();
+    let tar = output_within(
+        std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(tarball)
+            .arg("-C")
+            .arg(run.files.path())
+            .arg("crictl"),
+        support::COMMAND_LIMIT,
+    );
+    assert_success(&tar, "tar -czf");
+    sha256_of(tarball)
 }
 
 fn sha256_of(path: &std::path::Path) -> String {
@@ -165,18 +187,7 @@ fn crictl_from_a_release_tarball_url_is_unpacked() {
     let (crictl, binary_sha) = fake_crictl(&run);
     let served = tempfile::tempdir().unwrap();
     let name = "crictl-v1.30.0-linux-amd64.tar.gz";
-    let tarball = served.path().join(name);
-    let tar = output_within(
-        std::process::Command::new("tar")
-            .arg("-czf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(run.files.path())
-            .arg("crictl"),
-        support::COMMAND_LIMIT,
-    );
-    assert_success(&tar, "tar -czf");
-    let tarball_sha = sha256_of(&tarball);
+    let tarball_sha = release_tarball(&run, &served.path().join(name));
     let server = fixtures::HttpServer::serve(served.path());
     let url = format!("{}/{name}", server.url);
     let out = run.output(&[
@@ -240,4 +251,47 @@ fn bad_crictl_inputs_fail_in_one_line_and_leave_nothing() {
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     entries.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
+}
+
+/// No crictl flag: the pinned release (here from a loopback mirror of upstream's layout, with
+/// a pin table of the test's own, since upstream's bytes are not on this machine) is fetched
+/// and installed; a download that does not match its pin fails; an unreachable release
+/// server leaves the base without crictl and says so.
+#[test]
+fn default_crictl_is_the_pinned_release_when_it_can_be_fetched() {
+    let run = Run::new("crictl-default");
+    let (crictl, binary_sha) = fake_crictl(&run);
+    let served = tempfile::tempdir().unwrap();
+    let arch = nodeimg::platform::host_architecture();
+    let tarball = served.path().join(format!("v1.26.1/crictl-v1.26.1-linux-{arch}.tar.gz"));
+    let tarball_sha = release_tarball(&run, &tarball);
+    drop(crictl);
+    let server = fixtures::HttpServer::serve(served.path());
+    let table = run.files.path().join("crictl-releases");
+    let pin =
+        |sha: &str| std::fs::write(&table, format!("# the test's pins\nv1.26.1 {arch} {sha}\n")).unwrap();
+    let with_env = |cmd: &mut std::process::Command, base: &str| {
+        cmd.env("NODEIMG_CRICTL_RELEASE_BASE", base).env("NODEIMG_CRICTL_RELEASES", &table);
+        output_within(cmd, BUILD_LIMIT)
+    };
+
+    pin(&"0".repeat(64));
+    let out = with_env(&mut run.command(&["build", "base-image", "-i", &run.target]), &server.url);
+    let line = run.assert_failed(&out, "checksum mismatch");
+    assert!(line.contains(&tarball_sha) && line.contains("crictl-v1.26.1"), "{line}");
+
+    pin(&tarball_sha);
+    let out = with_env(&mut run.command(&["build", "base-image", "-i", &run.target]), &server.url);
+    assert_success(&out, "build base-image with the default crictl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("no crictl"), "{stderr}");
+    assert_crictl_image(&run.target, &run, &binary_sha, &tarball_sha, Some("v1.26.1"));
+
+    // Offline: the shared base without crictl (a cache hit), with the note.
+    let out = with_env(&mut run.command(&["build", "base-image"]), "http://127.0.0.1:9");
+    assert_success(&out, "build base-image with the release server down");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), support::base_image());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("crictl v1.26.1 cannot be fetched"), "{stderr}");
+    assert!(stderr.contains("no crictl: kind load reloads images every time"), "{stderr}");
 }

@@ -212,7 +212,7 @@ fn ctrl_c_during_build_verify_removes_the_node_and_clean_the_rest() {
         let tags = docker.list_tags("nodeimg-verify", "nodeimg-verify:").await.unwrap();
         let ours: Vec<_> = tags
             .iter()
-            .filter(|(_, labels)| labels.get(nodeimg::docker::LABEL_BUILD) == Some(&run.run_id))
+            .filter(|(_, labels)| labels.get(nodeimg::docker::LABEL_IMAGE_BUILD) == Some(&run.run_id))
             .map(|(tag, _)| tag.clone())
             .collect();
         let _tags: Vec<_> = ours.iter().map(|t| support::RemoveImage(t.clone())).collect();
@@ -253,4 +253,54 @@ fn a_shared_run_id_does_not_share_cleanup() {
             "another process's cleanup removed this process's container"
         );
     });
+}
+
+/// A kind node runs the node image with kind's labels and inherits the image's labels: `clean`
+/// (and `--all`) must not take it, nor a run's guard with the same run id. `clean --all` is
+/// asked with `--dry-run` (the same selection, nothing removed): for real it would also take
+/// the containers of whatever else runs on this daemon.
+#[test]
+fn clean_leaves_kind_nodes_of_a_node_image_running() {
+    let _serial = serial();
+    let run = Run::new("kindnode");
+    let release = fixtures::server_tarball(&fixtures::Options::default());
+    let out = run.build(&release.build_args());
+    assert_success(&out, "build node-image");
+    let image =
+        support::docker_cli(&["image", "inspect", "--format", "{{json .Config.Labels}}", &run.target]);
+    let labels: std::collections::HashMap<String, String> = serde_json::from_str(image.trim()).unwrap();
+    for key in ["io.nodeimg.container", "io.nodeimg.build", "io.nodeimg.pid", "io.nodeimg.process"] {
+        assert_eq!(labels.get(key).map(String::as_str), Some(""), "{key} is blank on the image: {labels:?}");
+    }
+    assert_eq!(labels.get("io.nodeimg.image.build"), Some(&run.run_id), "the image says which run built it");
+
+    let name = format!("k1-control-plane-{}", run.unique);
+    let _node = support::RemoveContainer(name.clone());
+    support::docker_cli(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--hostname",
+        &name,
+        "--label",
+        "io.x-k8s.kind.cluster=k1",
+        "--label",
+        "io.x-k8s.kind.role=control-plane",
+        "--entrypoint",
+        "sleep",
+        &run.target,
+        "600",
+    ]);
+    let running =
+        || support::docker_cli(&["inspect", "--format", "{{.State.Running}}", &name]).trim() == "true";
+    for args in [&["--dry-run"][..], &["--all", "--dry-run"], &[]] {
+        let out = clean(args);
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(!listed.lines().any(|l| l == name), "clean {args:?} lists the kind node:\n{listed}");
+        assert!(running(), "clean {args:?} left the kind node running");
+    }
+    // Nor does a later run with the same run id (a CI job id) take it in its cleanup.
+    drop(support::Cleanup(run.run_id.clone()));
+    assert!(running(), "a run's guard left the kind node running");
 }

@@ -217,3 +217,22 @@ fn killed_engine_leaves_nothing() {
     assert!(main_bridge_is_there(), "the main daemon's docker0 is still there");
     docker_cli(&["version"]);
 }
+
+/// `images list` builds nothing: on an engine without the default base it says what it needs
+/// (`-b`, or `build base-image`, which needs root) instead of starting a debootstrap build.
+#[test]
+fn images_list_without_a_base_says_what_it_needs() {
+    let engine = SecondEngine::start();
+    let run = support::Run::new("list-nobase");
+    let release = support::fixtures::server_tarball(&support::fixtures::Options::default());
+    let mut cmd = run.command(&["images", "list", "--offline"]);
+    cmd.args(release.build_args());
+    cmd.env("DOCKER_HOST", &engine.host);
+    let out = support::output_within(&mut cmd, support::BUILD_LIMIT);
+    let line = support::assert_one_error_line(&out, "nodeimg build base-image --runtime");
+    assert!(line.contains("-b IMAGE") && line.contains("as root"), "{line}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("debootstrap") || stderr.contains("(debootstrap, as root)"), "{stderr}");
+    assert!(!stderr.contains("building it"), "no base build started: {stderr}");
+    assert!(image_names(&engine).is_empty(), "nothing was made on the engine: {:?}", image_names(&engine));
+}

@@ -27,7 +27,7 @@ fn real_names() -> BTreeSet<String> {
 /// image: its run-id label is a test's, with another pid.
 async fn made_by_another_test(docker: &nodeimg::docker::Docker, name: &str) -> bool {
     let labels = docker.inspect_image(name).await.unwrap().map(|i| i.labels).unwrap_or_default();
-    let run_id = labels.get(nodeimg::docker::LABEL_BUILD).map(String::as_str).unwrap_or("");
+    let run_id = labels.get(nodeimg::docker::LABEL_IMAGE_BUILD).map(String::as_str).unwrap_or("");
     run_id.starts_with("test-") && !run_id.contains(&format!("-{}-", std::process::id()))
 }
 

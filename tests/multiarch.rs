@@ -107,7 +107,7 @@ fn one_node_image_per_arch() {
 #[test]
 fn a_missing_binfmt_handler_is_refused_before_anything_runs() {
     let run = Run::new("nobinfmt");
-    let foreign = if nodeimg::archive::image::host_architecture() == "arm64" { "amd64" } else { "arm64" };
+    let foreign = if nodeimg::platform::host_architecture() == "arm64" { "amd64" } else { "arm64" };
     // A base that does not exist: the check comes before anything looks for it.
     let mut cmd = run.build_command(&["v1.30.0", "--arch", foreign, "-b", "nodeimg-test/nobase:1"]);
     cmd.env(nodeimg::platform::BINFMT_DIR_ENV, "/nonexistent");

@@ -25,19 +25,6 @@ impl Drop for Network {
     }
 }
 
-/// A container the test created, with its anonymous volumes; removed on drop.
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("timeout")
-            .args(["120", "docker", "rm", "-f", "-v", &self.0])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 /// `sh -c script` in the node; (success, stdout + stderr).
 async fn sh(docker: &Docker, id: &str, script: &str) -> (bool, String) {
     let out = docker.exec(id, &["sh", "-c", script]).await.unwrap();
@@ -46,7 +33,12 @@ async fn sh(docker: &Docker, id: &str, script: &str) -> (bool, String) {
 
 /// Runs `image` as kind does on `network`: --privileged, or the restricted set when the daemon
 /// refuses it (as `nodeimg::node::start` does), with kind's node environment.
-async fn start_node(docker: &Docker, image: &str, name: &str, network: &str) -> (Container, Privilege) {
+async fn start_node(
+    docker: &Docker,
+    image: &str,
+    name: &str,
+    network: &str,
+) -> (support::RemoveContainer, Privilege) {
     for privilege in [Privilege::Privileged, Privilege::Restricted] {
         let mut spec = node_spec(image, Some(name), privilege);
         spec.network_mode = Some(network.to_owned());
@@ -56,7 +48,7 @@ async fn start_node(docker: &Docker, image: &str, name: &str, network: &str) -> 
             "KIND_EXPERIMENTAL_CONTAINERD_SNAPSHOTTER=native".into(),
         ];
         let id = docker.create_container(&spec).await.unwrap();
-        let guard = Container(id.clone());
+        let guard = support::RemoveContainer(id.clone());
         match docker.start_container(&id).await {
             Ok(()) => return (guard, privilege),
             Err(err) if err.is_privileged_refused() && privilege == Privilege::Privileged => drop(guard),
@@ -143,7 +135,7 @@ fn node_on_a_kind_network_honours_kinds_contract() {
         let (_, config) = sh(&docker, &id, "grep 'snapshotter =' /etc/containerd/config.toml").await;
         assert_eq!(config.trim(), "snapshotter = \"native\"", "{context}");
 
-        // Gap 4: the kubelet gets --cgroup-root=/kubelet from the drop-in, KUBELET_EXTRA_ARGS intact.
+        // Gap 4: the kubelet gets --cgroup-root from the drop-in's env file, KUBELET_EXTRA_ARGS intact.
         let (_, unit) = sh(&docker, &id, "systemctl cat kubelet").await;
         let exec_start =
             unit.lines().rfind(|l| l.starts_with("ExecStart=/usr/bin/kubelet")).unwrap_or_default();
@@ -151,7 +143,26 @@ fn node_on_a_kind_network_honours_kinds_contract() {
             exec_start.contains("$KUBELET_CGROUP_ROOT_ARGS") && exec_start.ends_with("$KUBELET_EXTRA_ARGS"),
             "{unit}"
         );
-        assert!(unit.contains("Environment=\"KUBELET_CGROUP_ROOT_ARGS=--cgroup-root=/kubelet\""), "{unit}");
+        assert!(unit.contains("EnvironmentFile=-/run/nodeimg/kubelet-cgroup-root.env"), "{unit}");
+        assert!(!unit.contains("Environment=\"KUBELET_CGROUP_ROOT_ARGS"), "no fixed flag overrides the config: {unit}");
+        // The flag only for a kubelet config without cgroupRoot (kind < v0.14); a config's own
+        // cgroupRoot (kind >= v0.14, a user's kubeadmConfigPatches) is kept and created.
+        let decide = |config: &str| {
+            format!(
+                "d=$(mktemp -d) && printf '{config}' > $d/config.yaml && \
+                 KUBELET_CONFIG=$d/config.yaml KUBELET_CGROUP_ROOT_ENV=$d/env /usr/local/bin/kubelet-cgroup-root && \
+                 echo \"env=[$(cat $d/env)]\""
+            )
+        };
+        // A root of the test's own, removed again: a node may share the host's cgroup tree.
+        let root = format!("nodeimg-test-{}", std::process::id());
+        let (ok, custom) = sh(&docker, &id, &decide(&format!("kind: KubeletConfiguration\\ncgroupRoot: /{root}\\n"))).await;
+        let (_, made) = sh(&docker, &id, &format!("ls -d /sys/fs/cgroup/{root} /sys/fs/cgroup/*/{root} 2>/dev/null")).await;
+        sh(&docker, &id, &format!("rmdir /sys/fs/cgroup/{root} /sys/fs/cgroup/*/{root} 2>/dev/null")).await;
+        assert!(ok && custom.contains("env=[]"), "cgroupRoot: /{root} gets no flag: {custom}");
+        assert!(made.contains(&root), "the config's root is created: {made} {custom}");
+        let (ok, old) = sh(&docker, &id, &decide("kind: KubeletConfiguration\\ncgroupDriver: cgroupfs\\n")).await;
+        assert!(ok && old.contains("env=[KUBELET_CGROUP_ROOT_ARGS=--cgroup-root=/kubelet]"), "no cgroupRoot: /kubelet: {old}");
 
         // Gap 1: kind's markers in the default CNI manifest.
         let (_, manifest) = sh(&docker, &id, "cat /kind/manifests/default-cni.yaml").await;
@@ -237,7 +248,7 @@ fn readme_contract_holds_in_a_built_image() {
         let docker = support::docker(&run.run_id).await;
         let info = docker.inspect_image(&run.target).await.unwrap().unwrap();
         let id = docker.create_container(&nodeimg::docker::ContainerSpec::idle(&run.target)).await.unwrap();
-        let _node = Container(id.clone());
+        let _node = support::RemoveContainer(id.clone());
         docker.start_container(&id).await.unwrap();
         let mut failures = Vec::new();
         for row in rows.iter().filter(|r| r.check != "-") {

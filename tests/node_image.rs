@@ -48,6 +48,13 @@ fn node_image_from_a_release_tarball() {
 
         let (images, files) = inspect_node(&docker, &run.target).await;
         docker.remove_image(&run.target).await.unwrap();
+        // Only the images' own names, and the `sha256:<image ID>` references containerd's CRI
+        // plugin keeps for images it has seen (what crictl and kind load look images up by);
+        // no `import-<date>@sha256:…` names.
+        let names: Vec<&str> = images.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+        assert!(!names.iter().any(|n| n.starts_with("import-")), "extra names in the node: {names:?}");
+        let own: Vec<&&str> = names.iter().filter(|n| !n.starts_with("sha256:")).collect();
+        assert_eq!(own.len(), 4 + fixtures::needed_images().len(), "one name per image: {names:?}");
         for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"] {
             let name = format!("registry.k8s.io/{c}:{VERSION}");
             let line = images

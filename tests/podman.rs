@@ -19,7 +19,7 @@ fn base_into(podman: &Podman, run: &Run) -> String {
     let out = run.output(&["save", &base, "-o", archive.to_str().unwrap()]);
     assert_success(&out, "nodeimg save (base image, from Docker)");
     let out =
-        output_within(&mut podman.nodeimg(run, &["load", "-i", archive.to_str().unwrap()]), BUILD_LIMIT);
+        output_within(&mut podman.nodeimg(run, &["load", "--input", archive.to_str().unwrap()]), BUILD_LIMIT);
     assert_success(&out, "nodeimg load (base image, into Podman)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The checksum pass comes first; the engine line is the first once Podman is asked.
@@ -121,7 +121,7 @@ fn node_image_through_podman_round_trips_into_docker() {
         BUILD_LIMIT,
     );
     assert_success(&out, "nodeimg save through Podman");
-    let out = run.output(&["load", "-i", archive.to_str().unwrap()]);
+    let out = run.output(&["load", "--input", archive.to_str().unwrap()]);
     assert_success(&out, "nodeimg load into Docker");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

@@ -67,14 +67,7 @@ fn runtime_2_boots_as_a_node_and_runs_a_pod_with_cni() {
         let server = version.stdout.split("Server:").nth(1).unwrap_or_default().to_owned();
         assert!(server.contains("Version:  2.1."), "containerd 2.1 answers: {}", version.stdout);
 
-        let tag = format!("nodeimg-test/busybox:{}", run.unique);
-        let _image = fixtures::busybox_image(&docker, &tag).await;
-        let saved = tokio_util::io::StreamReader::new(docker.save_image(&tag));
-        let import = docker
-            .exec_with_stdin(&node.id, &["ctr", "-n", "k8s.io", "images", "import", "-"], saved)
-            .await
-            .unwrap();
-        assert!(import.success(), "ctr import failed: {import:?}");
+        let tag = fixtures::busybox_into_node(&docker, &node.id, &run.unique).await;
 
         // A pod-like container on a bridge network of the node's CNI plugins. Its cgroup goes
         // under the node's kubelet root, which the run's cleanup removes from the host.
@@ -92,7 +85,7 @@ fn runtime_2_boots_as_a_node_and_runs_a_pod_with_cni() {
         .unwrap();
         let root = node.cgroup_root.clone().unwrap_or_else(|| "kubelet".to_owned());
         let cgroup = format!("/{root}/nodeimg-test-{}", run.unique);
-        let reference = format!("docker.io/{tag}");
+        let reference = tag.clone();
         let name = format!("pod-{}", run.unique);
         let cmd = [
             "timeout",

@@ -43,7 +43,7 @@ impl Case {
     }
 
     fn load(&self, path: &Path, extra: &[&str]) -> Output {
-        self.run.output(&[&["load", "-i", path.to_str().unwrap()][..], extra].concat())
+        self.run.output(&[&["load", "--input", path.to_str().unwrap()][..], extra].concat())
     }
 
     async fn image_id(&self) -> Option<String> {
@@ -162,7 +162,7 @@ fn truncated_archives_fail_with_one_line_and_load_nothing() {
         }
         let empty = case.path("empty.tar");
         std::fs::write(&empty, "").unwrap();
-        let error = assert_one_error_line(&case.load(&empty, &["--skip-checksum"]), "empty.tar");
+        let error = assert_one_error_line(&case.load(&empty, &["--skip-checksums"]), "empty.tar");
         assert!(error.contains("empty.tar: archive is truncated or corrupt"), "{error}");
         assert_eq!(case.image_id().await, None);
     });
@@ -182,7 +182,7 @@ fn a_damaged_archive_fails_before_docker_sees_it() {
 
         // The checksum fails before Docker is reached at all.
         let mut load = support::nodeimg();
-        load.args(["load", "-i", path.to_str().unwrap()]).env("DOCKER_HOST", NO_DOCKER);
+        load.args(["load", "--input", path.to_str().unwrap()]).env("DOCKER_HOST", NO_DOCKER);
         let error = assert_one_error_line(&output_within(&mut load, COMMAND_LIMIT), "node.tar.gz.sha256");
         assert!(
             error.starts_with(&format!("error: loading {}: checksum mismatch", path.display())),
@@ -191,7 +191,7 @@ fn a_damaged_archive_fails_before_docker_sees_it() {
 
         // Without the check, the gzip CRC fails it, and Docker must not have loaded the
         // complete tar it received before the trailer.
-        let out = case.load(&path, &["--skip-checksum"]);
+        let out = case.load(&path, &["--skip-checksums"]);
         assert_one_error_line(&out, "archive is truncated or corrupt (gzip data:");
         assert_eq!(case.image_id().await, None, "nothing was loaded");
     });
@@ -230,7 +230,7 @@ fn a_failed_save_leaves_no_file() {
     let out = run.output(&["save", &image, "-o", path.to_str().unwrap()]);
     let error = assert_one_error_line(&out, &image);
     assert_eq!(error, format!("error: saving {image} to {}: no such image {image}", path.display()));
-    let out = run.output(&["load", "-i", path.to_str().unwrap()]);
+    let out = run.output(&["load", "--input", path.to_str().unwrap()]);
     let error = assert_one_error_line(&out, path.to_str().unwrap());
     assert!(error.starts_with(&format!("error: loading {}: opening", path.display())), "{error}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
@@ -277,7 +277,7 @@ fn build_node_image_save_writes_a_loadable_archive() {
         sha256sum_check(release.dir.path(), "node.tar.zst");
 
         docker.remove_image(&run.target).await.unwrap();
-        let out = run.output(&["load", "-i", path.to_str().unwrap()]);
+        let out = run.output(&["load", "--input", path.to_str().unwrap()]);
         assert_success(&out, "load the saved node image");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), run.target);
         let loaded = docker.inspect_image(&run.target).await.unwrap().expect("loaded").id;

@@ -6,66 +6,9 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use support::fixtures::{self, ImageArchive};
-use support::{BUILD_LIMIT, Run, assert_success, kubetree, output_within};
-
-/// A fixture tree in a temp dir.
-fn tree(fail_target: bool) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let root = fixtures::busybox_root(scratch.path());
-    let layer = nodeimg::archive::image::write_layer(&root, &scratch.path().join("layer.tar")).unwrap();
-    kubetree::create(dir.path(), fail_target, |tag, dest| fixtures::write_image_tar(&layer, tag, dest));
-    dir
-}
-
-/// A build from a source tree: the run, and what the tree's build needs besides its own
-/// images, as an archive (the fixture tree's kubeadm lists the fixture release's images).
-struct SourceRun {
-    run: Run,
-    images: ImageArchive,
-    /// An empty GOPATH and working directory, so only the flags choose the tree.
-    nowhere: tempfile::TempDir,
-}
-
-impl SourceRun {
-    fn new(name: &str) -> Self {
-        SourceRun {
-            run: Run::new(&format!("src-{name}")),
-            images: ImageArchive::new(&fixtures::needed_images()),
-            nowhere: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn build(&self, args: &[&str]) -> Output {
-        let mut cmd = self.build_command(&["--image-archive", self.images.path.to_str().unwrap()]);
-        cmd.args(args).current_dir(self.nowhere.path()).env("GOPATH", self.nowhere.path());
-        output_within(&mut cmd, BUILD_LIMIT)
-    }
-
-    /// The built image's Kubernetes version label; removes the image.
-    fn built_version(&self) -> String {
-        self.assert_clean();
-        let target = &self.target;
-        support::block_on(async {
-            let docker = support::docker(&self.run_id).await;
-            let info = docker.inspect_image(target).await.unwrap().expect("the node image exists");
-            docker.remove_image(target).await.unwrap();
-            info.labels["io.nodeimg.kubernetes.version"].clone()
-        })
-    }
-}
-
-/// The run's names, dirs and assertions.
-impl std::ops::Deref for SourceRun {
-    type Target = Run;
-
-    fn deref(&self) -> &Run {
-        &self.run
-    }
-}
+use support::kubetree::{SourceRun, tree};
+use support::{assert_success, fixtures};
 
 /// Every file of a work tree (outside .git) with its content.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

@@ -22,9 +22,36 @@ pub enum ExtractError {
     /// The archive could not be read: cut short, not a tar, bad compression.
     #[error(transparent)]
     Read(#[from] io::Error),
+    /// An entry could not be read: where, and what was wrong in plain words (never the
+    /// input's bytes, which the tar crate quotes in its messages).
+    #[error("entry {entry} (at byte {offset} of the tar stream): {what}")]
+    Corrupt { entry: usize, offset: u64, what: &'static str },
     /// A file could not be written out: a full disk, a read-only directory.
     #[error("writing {path}: {source}", path = .path.display())]
     Write { path: PathBuf, source: io::Error },
+}
+
+/// `err` of reading entry `entry` (1-based) at `offset`, in plain words. The reader beneath
+/// (gzip, zstd) fails through the same error, so damaged compression is told here too.
+fn corrupt(entry: usize, offset: u64, err: &io::Error) -> ExtractError {
+    ExtractError::Corrupt { entry, offset, what: plain_words(err) }
+}
+
+pub fn plain_words(err: &io::Error) -> &'static str {
+    let text = err.to_string().to_ascii_lowercase();
+    if text.contains("numeric field") || text.contains("invalid octal") {
+        "a header field that must be a number is not: a damaged header, or not a tar archive"
+    } else if text.contains("checksum") {
+        "the header's checksum does not match: a damaged header, or not a tar archive"
+    } else if err.kind() == io::ErrorKind::UnexpectedEof || text.contains("unexpected eof") {
+        "the archive ends in the middle of an entry: it is cut short"
+    } else if ["gzip", "deflate", "frame", "zstd", "compress"].iter().any(|w| text.contains(w)) {
+        "the compressed data is damaged, or not in the compression its name or first bytes say"
+    } else if err.kind() == io::ErrorKind::InvalidData || err.kind() == io::ErrorKind::Other {
+        "the data is not a valid tar archive"
+    } else {
+        "the archive could not be read"
+    }
 }
 
 /// An entry's path, refused if it is absolute or climbs with `..`.
@@ -78,11 +105,16 @@ pub fn extract_selected<R: io::Read>(
 ) -> Result<Vec<PathBuf>, ExtractError> {
     let mut archive = tar::Archive::new(reader);
     let mut written = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = checked_path(&entry.path()?)?;
+    // Where the next header starts: an entry that cannot be read is named by it.
+    let mut next_offset = 0u64;
+    for (index, entry) in archive.entries().map_err(|e| corrupt(1, 0, &e))?.enumerate() {
+        let mut entry = entry.map_err(|e| corrupt(index + 1, next_offset, &e))?;
+        let offset = entry.raw_header_position();
+        let at = |e: io::Error| corrupt(index + 1, offset, &e);
+        next_offset = offset + 512 + entry.size().div_ceil(512) * 512;
+        let path = checked_path(&entry.path().map_err(at)?)?;
         let kind = entry.header().entry_type();
-        if let Some(target) = entry.link_name()? {
+        if let Some(target) = entry.link_name().map_err(at)? {
             check_link(&path, &target, kind == EntryType::Link)?;
         }
         let Some((rel, mode)) = select(&path) else {
@@ -93,7 +125,10 @@ pub fn extract_selected<R: io::Read>(
         }
         let rel = checked_path(&rel)?;
         let out = dest.join(&rel);
-        write_entry(&mut entry, &out, mode)?;
+        write_entry(&mut entry, &out, mode).map_err(|e| match e {
+            ExtractError::Read(e) => corrupt(index + 1, offset, &e),
+            other => other,
+        })?;
         written.push(rel);
     }
     Ok(written)
@@ -180,10 +215,9 @@ mod tests {
         assert_eq!(source.raw_os_error(), Some(libc::ENOSPC));
         assert!(err.to_string().contains("No space left on device"), "{err}");
         let cut = &tar[..600];
-        assert!(matches!(
-            extract_selected(cut, tempfile::tempdir().unwrap().path(), select_all),
-            Err(ExtractError::Read(_))
-        ));
+        let err = extract_selected(cut, tempfile::tempdir().unwrap().path(), select_all).unwrap_err();
+        assert!(matches!(err, ExtractError::Corrupt { .. }), "{err:?}");
+        assert!(err.to_string().contains("cut short"), "{err}");
     }
 
     #[test]

@@ -181,52 +181,18 @@ pub fn image_archive(
     layer: &Layer,
     tags: &[String],
 ) -> (String, impl Stream<Item = io::Result<Bytes>> + Send + 'static) {
-    let config_bytes = config_json(config, &layer.diff_id, &rfc3339(SystemTime::now()));
+    let config_bytes = config_json(
+        config,
+        &layer.diff_id,
+        &humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    );
     archive_of(config_bytes, 0, layer, tags)
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` (UTC) without a date library: days since the epoch to a civil
-/// date (Howard Hinnant's algorithm).
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-/// Docker's name for this machine's architecture.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures_util::TryStreamExt;
-    use std::time::Duration;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_401_296);
-        assert_eq!(rfc3339(t), "2026-11-23T02:34:56Z");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn config_carries_what_import_changes_cannot() {

@@ -16,6 +16,10 @@ pub const LABEL_VERSION: &str = "io.nodeimg.crictl.version";
 pub const INSTALL_PATH: &str = "usr/local/bin/crictl";
 /// Upstream's releases: `<base>/<version>/crictl-<version>-linux-<arch>.tar.gz`.
 pub const RELEASE_BASE: &str = "https://github.com/kubernetes-sigs/cri-tools/releases/download";
+/// A mirror of upstream's release layout to fetch the default crictl from instead.
+pub const RELEASE_BASE_ENV: &str = "NODEIMG_CRICTL_RELEASE_BASE";
+/// A pin table of one's own (the format of `base-image/crictl-releases`) instead of ours.
+pub const RELEASES_ENV: &str = "NODEIMG_CRICTL_RELEASES";
 
 /// Where the crictl comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +49,25 @@ pub struct Crictl {
 impl Crictl {
     /// Upstream's release tarball of `version` for `arch` (Docker's names: amd64, arm64...).
     pub fn release_url(version: &str, arch: &str) -> String {
-        format!("{RELEASE_BASE}/{version}/crictl-{version}-linux-{arch}.tar.gz")
+        let base = std::env::var(RELEASE_BASE_ENV).ok().filter(|b| !b.is_empty());
+        let base = base.as_deref().unwrap_or(RELEASE_BASE).trim_end_matches('/');
+        format!("{base}/{version}/crictl-{version}-linux-{arch}.tar.gz")
+    }
+
+    /// The pinned release for `arch` (`base-image/crictl-releases`, or the table
+    /// `NODEIMG_CRICTL_RELEASES` names): what a base image gets when no crictl flag is given.
+    pub fn pinned(arch: &str) -> Result<Option<Self>> {
+        let table = match std::env::var(RELEASES_ENV).ok().filter(|p| !p.is_empty()) {
+            Some(path) => {
+                std::fs::read_to_string(&path).with_context(|| format!("reading {RELEASES_ENV}={path}"))?
+            }
+            None => String::from_utf8_lossy(super::assets::get("crictl-releases").contents).into_owned(),
+        };
+        Ok(pinned_in(&table, arch).map(|(version, sha256)| Crictl {
+            input: Input::Url(Self::release_url(&version, arch)),
+            sha256,
+            version: Some(version),
+        }))
     }
 
     /// The version in an upstream file name, `.../crictl-v1.30.0-linux-amd64.tar.gz`.
@@ -54,6 +76,16 @@ impl Crictl {
         let (version, _) = name.strip_prefix("crictl-")?.split_once("-linux-")?;
         is_version(version).then(|| version.to_owned())
     }
+}
+
+/// `VERSION SHA256` of `arch` in a pin table (`VERSION ARCH SHA256` lines, `#` comments).
+fn pinned_in(table: &str, arch: &str) -> Option<(String, String)> {
+    table.lines().map(str::trim).filter(|l| !l.starts_with('#')).find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (version, of, sha256) = (fields.next()?, fields.next()?, fields.next()?);
+        let pinned = of == arch && is_version(version) && sha256.len() == 64;
+        pinned.then(|| (version.to_owned(), sha256.to_ascii_lowercase()))
+    })
 }
 
 /// A release tag as upstream spells them: `v1.30.0`, `v1.31.0-rc.1`.
@@ -170,7 +202,7 @@ fn check_elf(binary: &Path, input: &str) -> Result<()> {
     if !matches!(read_u16(16), 2 | 3) {
         return Err(not_elf().into());
     }
-    let host = crate::archive::image::host_architecture();
+    let host = crate::platform::host_architecture();
     match (elf_machine(read_u16(18)), expected_machine(host)) {
         (found, Some(want)) if found != Some(want) => Err(CrictlError::WrongMachine {
             input: input.to_owned(),

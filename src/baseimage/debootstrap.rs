@@ -181,11 +181,10 @@ async fn install_runtime(
     Ok(())
 }
 
-/// `Package Version` lines of the packages whose versions become labels.
+/// `Package Version` lines of the packages whose versions become labels, and the os-release.
 async fn installed_versions(root: &Path) -> Result<String> {
     let mut cmd = tokio::process::Command::new("chroot");
-    cmd.arg(root).args(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"]);
-    cmd.args(runtime::LABELLED_PACKAGES.map(|(p, _)| p)).env_clear().env("PATH", CHROOT_PATH);
+    cmd.arg(root).args(["sh", "-c", &runtime::installed_script()]).env_clear().env("PATH", CHROOT_PATH);
     let out = cmd.output().await.context("running dpkg-query in the chroot")?;
     if !out.status.success() {
         bail!("dpkg-query failed: {}", String::from_utf8_lossy(&out.stderr).trim());

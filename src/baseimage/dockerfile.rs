@@ -73,7 +73,10 @@ pub async fn build(
 async fn builder_containers_gone(docker: &Docker) {
     let run_id = docker.labels().run_id.clone();
     for attempt in 0..=25 {
-        let left = docker.list_containers(Some(&run_id)).await.unwrap_or_default();
+        let left = docker
+            .list_containers_by(crate::docker::LABEL_IMAGE_BUILD, Some(&run_id))
+            .await
+            .unwrap_or_default();
         let created: Vec<_> = left.into_iter().filter(|c| c.state == "created").collect();
         if created.is_empty() {
             return;
@@ -92,9 +95,7 @@ async fn installed_versions(docker: &Docker, image: &str) -> Result<String> {
     let id = docker.create_container(&ContainerSpec::idle(image)).await?;
     let outcome = async {
         docker.start_container(&id).await?;
-        let mut cmd = vec!["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"];
-        cmd.extend(runtime::LABELLED_PACKAGES.map(|(p, _)| p));
-        Ok::<_, anyhow::Error>(docker.exec(&id, &cmd).await?)
+        Ok::<_, anyhow::Error>(docker.exec(&id, &["sh", "-c", &runtime::installed_script()]).await?)
     }
     .await;
     docker.remove_container(&id).await?;

@@ -41,6 +41,9 @@ pub struct BaseImageConfig {
     pub rebuild: bool,
     /// The crictl to install; none leaves the image without one.
     pub crictl: Option<Crictl>,
+    /// No crictl flag was given: the pinned release (`base-image/crictl-releases`) is
+    /// installed when it can be fetched, see [`with_default_crictl`].
+    pub crictl_default: bool,
     /// containerd, runc and CNI plugins: which pinned set of `base-image/runtimes`.
     pub runtime: RuntimeLine,
     /// Docker's name of the target architecture (`amd64`, `arm64`, ...); another than the
@@ -115,7 +118,7 @@ impl BaseImageConfig {
     /// The image configuration as kind's base image has it (the Dockerfile says the same),
     /// with the input labels and the run's labels.
     fn image_config(&self, docker: &Docker) -> ImageConfig {
-        let mut labels: BTreeMap<String, String> = docker.labels().to_map().into_iter().collect();
+        let mut labels: BTreeMap<String, String> = docker.labels().image_map().into_iter().collect();
         labels.extend(self.image_labels().into_iter().map(|(k, v)| (k.to_owned(), v)));
         ImageConfig {
             architecture: self.arch.clone(),
@@ -136,8 +139,44 @@ pub fn default_config(runtime: RuntimeLine, arch: &str) -> BaseImageConfig {
         image: None,
         rebuild: false,
         crictl: None,
+        crictl_default: true,
         runtime,
         arch: arch.to_owned(),
+    }
+}
+
+/// Without a crictl flag, a debootstrap base gets the pinned crictl release when a base with
+/// it is cached or the release can be fetched (into the download cache, where the build
+/// takes it from). Offline it goes without, and says so; a download that does not match its
+/// pin fails the build.
+pub async fn with_default_crictl(
+    cfg: &BaseImageConfig,
+    docker: &Docker,
+    reporter: &Reporter,
+) -> Result<BaseImageConfig> {
+    let without = BaseImageConfig { crictl_default: false, ..cfg.clone() };
+    if !cfg.crictl_default || cfg.crictl.is_some() || !matches!(cfg.source, Source::Debootstrap { .. }) {
+        return Ok(without);
+    }
+    let Some(pinned) = Crictl::pinned(&cfg.arch)? else { return Ok(without) };
+    let with = BaseImageConfig { crictl: Some(pinned.clone()), ..without.clone() };
+    if !cfg.rebuild
+        && let Some(existing) = docker.inspect_image(&with.target()).await?
+        && existing.labels.get(LABEL_KEY) == Some(&with.key())
+    {
+        return Ok(with);
+    }
+    let crictl::Input::Url(url) = &pinned.input else { return Ok(with) };
+    match crate::kube::download::fetch_sha256(url, &pinned.sha256, reporter).await {
+        Ok(_) => Ok(with),
+        Err(err) if err.is::<crate::kube::download::ChecksumMismatch>() => {
+            Err(err.context(format!("the pinned crictl ({})", crictl::RELEASES_ENV)))
+        }
+        Err(err) => {
+            let version = pinned.version.as_deref().unwrap_or_default();
+            reporter.info(format!("crictl {version} cannot be fetched ({})", crate::error::one_line(&err)));
+            Ok(without)
+        }
     }
 }
 
@@ -156,6 +195,7 @@ pub struct BaseImage {
 /// Builds (or reuses) the base image: build untagged, check it boots the tools a node needs,
 /// and only then move the tag, so a failed build never holds the target name.
 pub async fn build(cfg: &BaseImageConfig, docker: &Docker, reporter: &Reporter) -> Result<BaseImage> {
+    let cfg = &with_default_crictl(cfg, docker, reporter).await?;
     let target = cfg.target();
     let started = Instant::now();
     if let Some(note) = cfg.no_crictl_note() {
@@ -216,6 +256,7 @@ mod tests {
             image: None,
             rebuild: false,
             crictl: None,
+            crictl_default: false,
             runtime: RuntimeLine::V1_7,
             arch: "amd64".into(),
         }

@@ -17,6 +17,21 @@ pub const LABEL_CRI: &str = "io.nodeimg.cri.versions";
 pub const LABELLED_PACKAGES: [(&str, &str); 3] =
     [("containerd", LABEL_CONTAINERD), ("runc", LABEL_RUNC), ("containernetworking-plugins", LABEL_CNI)];
 
+/// What the node reports as its OS (`PRETTY_NAME` of /etc/os-release): with the 1.7 and 2
+/// lines, trixie's base-files comes with its glibc, so a bookworm root filesystem says
+/// "Debian GNU/Linux 13 (trixie)"; the label says what the node says, beside the suite.
+pub const LABEL_OS_RELEASE: &str = "io.nodeimg.base.os-release";
+
+/// The shell command, run in the image's filesystem, whose output [`labels_from_dpkg`] reads:
+/// `Package Version` of the labelled packages, then `os-release PRETTY_NAME`.
+pub fn installed_script() -> String {
+    let packages = LABELLED_PACKAGES.map(|(p, _)| p).join(" ");
+    format!(
+        "dpkg-query -W -f '${{Package}} ${{Version}}\\n' {packages} && \
+         . /etc/os-release && echo \"os-release $PRETTY_NAME\""
+    )
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RuntimeLine {
     /// Debian bookworm's own containerd 1.6 (end of life): kept for reproducing old images.
@@ -136,6 +151,9 @@ pub fn labels_from_dpkg(suite: &str, line: RuntimeLine, dpkg: &str) -> Vec<(&'st
     if let Some(v) = installed.get("containerd").and_then(|v| ContainerdVersion::parse(v)) {
         labels.push((LABEL_CRI, v.cri_versions().to_owned()));
     }
+    if let Some(name) = installed.get("os-release") {
+        labels.push((LABEL_OS_RELEASE, (*name).to_owned()));
+    }
     labels
 }
 
@@ -188,7 +206,8 @@ mod tests {
 
     #[test]
     fn labels_read_the_installed_versions() {
-        let dpkg = "containerd 2.1.9~ds1-5\nrunc 1.3.6+ds1-1\ncontainernetworking-plugins 1.9.1+ds1-1\n";
+        let dpkg = "containerd 2.1.9~ds1-5\nrunc 1.3.6+ds1-1\ncontainernetworking-plugins 1.9.1+ds1-1\n\
+                    os-release Debian GNU/Linux 13 (trixie)\n";
         let labels = labels_from_dpkg("bookworm", RuntimeLine::V2, dpkg);
         for expected in [
             (LABEL_SUITE, "bookworm"),
@@ -197,6 +216,7 @@ mod tests {
             (LABEL_RUNC, "1.3.6+ds1-1"),
             (LABEL_CNI, "1.9.1+ds1-1"),
             (LABEL_CRI, "v1"),
+            (LABEL_OS_RELEASE, "Debian GNU/Linux 13 (trixie)"),
         ] {
             assert!(labels.contains(&(expected.0, expected.1.to_owned())), "{expected:?} in {labels:?}");
         }

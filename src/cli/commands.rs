@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::SourceArgs;
+use super::PlanArgs;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -37,11 +37,15 @@ pub struct VerifyOptions {
     /// Pod network: the image's default CNI when all its images are in the node (auto),
     /// that one (default), or a bridge conflist written for the check (bridge) [default: auto].
     #[arg(long, value_enum)]
-    pub cni: Option<crate::verify::Cni>,
+    pub cni: Option<super::values::Cni>,
     /// Nodes in the cluster: one control plane plus N-1 workers that join it with
     /// `kubeadm join`, as kind's multi-node clusters (1 to 10) [default: 1].
     #[arg(long, value_name = "N")]
     pub nodes: Option<usize>,
+    /// Accept a stage that could check nothing on this host (DNS where the engine's network
+    /// does not resolve node names): reported as skipped, not failed.
+    #[arg(long)]
+    pub allow_skipped: bool,
 }
 
 #[derive(Debug, Args)]
@@ -57,11 +61,29 @@ pub struct SaveArgs {
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// The tarball to load; its compression is read from its first bytes.
-    #[arg(short, long, value_name = "FILE")]
-    pub input: std::path::PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "input_short")]
+    pub input: Option<std::path::PathBuf>,
+    /// The old spelling of --input: `-i` is --image in every other command.
+    #[arg(short = 'i', value_name = "FILE", hide = true, conflicts_with = "input")]
+    pub input_short: Option<std::path::PathBuf>,
     /// Do not check FILE against FILE.sha256.
-    #[arg(long = "skip-checksum", alias = "no-verify")]
+    #[arg(long = "skip-checksums")]
+    pub skip_checksums: bool,
+    /// Old spellings of --skip-checksums.
+    #[arg(long = "skip-checksum", hide = true)]
     pub skip_checksum: bool,
+    #[arg(long = "no-verify", hide = true)]
+    pub no_verify: bool,
+}
+
+impl LoadArgs {
+    pub fn file(&self) -> &std::path::Path {
+        self.input.as_deref().or(self.input_short.as_deref()).expect("clap requires one")
+    }
+
+    pub fn skips_checksums(&self) -> bool {
+        self.skip_checksums || self.skip_checksum || self.no_verify
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,7 +98,7 @@ Examples:
   nodeimg images list v1.30.0
   nodeimg images list kindest/node:v1.30.0     # what an existing node image holds
   nodeimg images list ./kubernetes-server-linux-amd64.tar.gz -b nodeimg/base:abc | cut -f1")]
-    List(Box<SourceArgs>),
+    List(Box<PlanArgs>),
     /// Write every image a node image needs (except those built from the Kubernetes
     /// artifacts) to one archive, for `--image-archive` on the air-gapped side. Images are
     /// obtained like a build does (archives, host cache, mirrors, pulls).
@@ -107,7 +129,7 @@ pub struct BundleArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: std::path::PathBuf,
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub source: PlanArgs,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 mod build;
 mod commands;
 mod source;
+mod values;
 mod variant;
 
 use clap::{Parser, Subcommand};
@@ -12,10 +13,9 @@ pub use build::{BaseImageArgs, BuildCommand, From, NodeImageArgs, Runtime};
 pub use commands::{
     BundleArgs, CleanArgs, ImagesCommand, LoadArgs, Output, SaveArgs, VerifyArgs, VerifyOptions,
 };
-pub use source::{ImageSourceArgs, SourceArgs};
+pub use source::{ImageSourceArgs, KubeArgs, PlanArgs, SourceArgs};
+pub use values::{BuildMode, Cni, SourceType};
 pub use variant::{ImagesAddArgs, NodeVariantArgs, VariantOptions};
-
-use crate::progress::Verbosity;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -118,12 +118,29 @@ Examples:
   nodeimg build node-image v1.30.0 -i kindest/node:v1.30.0 --save node.tar.gz";
 
 impl Cli {
-    pub fn verbosity(&self) -> Verbosity {
-        match (self.quiet, self.verbose) {
-            (true, _) => Verbosity::Quiet,
-            (_, true) => Verbosity::Verbose,
-            _ => Verbosity::Normal,
+    /// One line per old spelling used: they still work, and say what to write instead.
+    pub fn deprecations(&self) -> Vec<&'static str> {
+        let source = match &self.command {
+            Command::Build(BuildCommand::NodeImage(args)) => Some(&args.source.kube),
+            Command::Images(ImagesCommand::List(args)) => Some(&args.kube),
+            Command::Images(ImagesCommand::Save(args)) => Some(&args.source.kube),
+            _ => None,
+        };
+        let mut lines = Vec::new();
+        if source.is_some_and(|s| s.no_verify) {
+            lines.push("--no-verify is deprecated: it means --skip-checksums (write that)");
         }
+        if let Command::Load(load) = &self.command {
+            if load.input_short.is_some() {
+                lines.push(
+                    "load -i is deprecated: -i means --image in every other command; write --input FILE",
+                );
+            }
+            if load.skip_checksum || load.no_verify {
+                lines.push("load --skip-checksum and --no-verify are deprecated: write --skip-checksums");
+            }
+        }
+        lines
     }
 }
 
@@ -151,7 +168,7 @@ mod tests {
     fn quiet_and_verbose_conflict() {
         assert!(Cli::try_parse_from(["nodeimg", "-q", "-v", "clean"]).is_err());
         let cli = Cli::try_parse_from(["nodeimg", "-v", "clean"]).unwrap();
-        assert_eq!(cli.verbosity(), Verbosity::Verbose);
+        assert!(cli.verbose && !cli.quiet);
     }
 
     #[test]
@@ -195,15 +212,31 @@ mod tests {
         assert!(!node.contains("not available yet"), "--type source works");
         assert!(node.contains("--skip-checksums") && !node.contains("--no-verify"), "{node}");
         let list = long_help(&["images", "list"]);
+        for promise in ["ARCH[,ARCH...]", "Build even when", "(see below)", "comma list"] {
+            assert!(!list.contains(promise), "images list does not offer {promise:?}: {list}");
+        }
+        assert!(list.contains("an existing node image"), "{list}");
         assert!(!list.contains("without building anything") && list.contains("make"), "{list}");
         let load = long_help(&["load"]);
-        assert!(load.contains("--skip-checksum") && !load.contains("--no-verify"), "{load}");
+        assert!(load.contains("--skip-checksums") && load.contains("--input"), "{load}");
+        assert!(!load.contains("--no-verify") && !load.contains("-i,"), "{load}");
     }
 
     #[test]
-    fn old_checksum_flags_still_parse() {
+    fn old_spellings_still_parse_and_say_so() {
         let cli = Cli::try_parse_from(["nodeimg", "load", "-i", "x.tar", "--no-verify"]).unwrap();
-        let Command::Load(args) = cli.command else { unreachable!() };
-        assert!(args.skip_checksum);
+        assert_eq!(cli.deprecations().len(), 2, "{:?}", cli.deprecations());
+        let Command::Load(args) = &cli.command else { unreachable!() };
+        assert!(args.skips_checksums());
+        assert_eq!(args.file(), std::path::Path::new("x.tar"));
+        let cli = Cli::try_parse_from(["nodeimg", "load", "--input", "x.tar", "--skip-checksums"]).unwrap();
+        assert!(cli.deprecations().is_empty());
+        assert!(Cli::try_parse_from(["nodeimg", "load", "-i", "a.tar", "--input", "b.tar"]).is_err());
+        assert!(Cli::try_parse_from(["nodeimg", "load"]).is_err(), "a file is required");
+        let cli = Cli::try_parse_from(["nodeimg", "build", "node-image", "v1.30.0", "--no-verify"]).unwrap();
+        assert_eq!(
+            cli.deprecations(),
+            vec!["--no-verify is deprecated: it means --skip-checksums (write that)"]
+        );
     }
 }

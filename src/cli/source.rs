@@ -40,9 +40,45 @@ pub struct ImageSourceArgs {
     pub config: Option<std::path::PathBuf>,
 }
 
-/// Where Kubernetes and the base image come from: shared by `build node-image` and
-/// `images list`.
+/// How Kubernetes is obtained once SOURCE is known: shared by `build node-image`, `images
+/// list` and `images save`. SOURCE itself is each command's own (its help differs).
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    /// Read SOURCE as this type instead of detecting it.
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub source_type: Option<super::values::SourceType>,
+    /// Kubernetes version to check out (a tag) in the source tree; with `--type release`,
+    /// the release to fetch.
+    #[arg(short, long, value_name = "VERSION")]
+    pub kube_version: Option<String>,
+    /// The Kubernetes source tree [default: the current directory if it is one, else
+    /// $GOPATH/src/k8s.io/kubernetes, else $GOPATH/src/github.com/kubernetes/kubernetes].
+    #[arg(long, value_name = "DIR")]
+    pub kube_root: Option<std::path::PathBuf>,
+    /// Repository to clone into ~/.cache/nodeimg/kubernetes when no tree is found and -k is
+    /// given [default: https://github.com/kubernetes/kubernetes].
+    #[arg(long, value_name = "URL")]
+    pub kube_repo: Option<String>,
+    /// How to build a source tree: upstream's dockerized build, or the host's Go.
+    #[arg(long, value_enum, default_value_t = super::values::BuildMode::Docker)]
+    pub build_mode: super::values::BuildMode,
+    /// Base of the control-plane images in host mode [default: the one upstream uses for
+    /// that version, from build/common.sh; kube-proxy needs iptables in it, and nodeimg adds
+    /// an iptables wrapper if it has none].
+    #[arg(long, value_name = "IMAGE")]
+    pub component_base_image: Option<String>,
+    /// Base URL of Kubernetes releases (dl.k8s.io layout), e.g. an internal mirror.
+    #[arg(long, env = "NODEIMG_RELEASE_URL", default_value = "https://dl.k8s.io", value_name = "URL")]
+    pub release_url: String,
+    /// Do not check downloads against their published checksums.
+    #[arg(long = "skip-checksums")]
+    pub skip_checksums: bool,
+    /// The old spelling of --skip-checksums, read next to `--verify` as its opposite.
+    #[arg(long = "no-verify", hide = true)]
+    pub no_verify: bool,
+}
 
+/// `build node-image`'s SOURCE, base and arches.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
     /// Where Kubernetes comes from (see below).
@@ -57,40 +93,36 @@ pub struct SourceArgs {
     /// (containerd 2 below v1.26, containerd 1.x from v1.37).
     #[arg(long)]
     pub skip_compat_check: bool,
-    /// Target architecture: amd64, arm64, ppc64le or s390x [default: this machine's]. With
-    /// `build node-image`, a comma list builds one image per arch, named `-i` with `{arch}`
-    /// filled in, or else with `-ARCH` after its tag; `-b` then needs `{arch}` too. Another
-    /// arch than this machine's needs a binfmt_misc handler (qemu-user-static).
+    /// Target architecture: amd64, arm64, ppc64le or s390x [default: this machine's]. A
+    /// comma list builds one image per arch, named `-i` with `{arch}` filled in, or else
+    /// with `-ARCH` after its tag; `-b` then needs `{arch}` too. Another arch than this
+    /// machine's needs a binfmt_misc handler (qemu-user-static).
     #[arg(long, value_name = "ARCH[,ARCH...]")]
     pub arch: Option<String>,
-    /// Read SOURCE as this type instead of detecting it.
-    #[arg(long = "type", value_enum, value_name = "TYPE")]
-    pub source_type: Option<crate::kube::SourceType>,
-    /// Kubernetes version to check out (a tag) in the source tree; with `--type release`,
-    /// the release to fetch.
-    #[arg(short, long, value_name = "VERSION")]
-    pub kube_version: Option<String>,
-    /// The Kubernetes source tree [default: the current directory if it is one, else
-    /// $GOPATH/src/k8s.io/kubernetes, else $GOPATH/src/github.com/kubernetes/kubernetes].
-    #[arg(long, value_name = "DIR")]
-    pub kube_root: Option<std::path::PathBuf>,
-    /// Repository to clone into ~/.cache/nodeimg/kubernetes when no tree is found and -k is given.
-    #[arg(long, value_name = "URL", default_value = crate::kube::tree::DEFAULT_REPO)]
-    pub kube_repo: String,
-    /// How to build a source tree: upstream's dockerized build, or the host's Go.
-    #[arg(long, value_enum, default_value_t = crate::kube::build::BuildMode::Docker)]
-    pub build_mode: crate::kube::build::BuildMode,
-    /// Base of the control-plane images in host mode [default: the one upstream uses for
-    /// that version, from build/common.sh; kube-proxy needs iptables in it, and nodeimg adds
-    /// an iptables wrapper if it has none].
-    #[arg(long, value_name = "IMAGE")]
-    pub component_base_image: Option<String>,
-    /// Base URL of Kubernetes releases (dl.k8s.io layout), e.g. an internal mirror.
-    #[arg(long, env = "NODEIMG_RELEASE_URL", default_value = "https://dl.k8s.io", value_name = "URL")]
-    pub release_url: String,
-    /// Do not check downloads against their published checksums.
-    #[arg(long = "skip-checksums", alias = "no-verify")]
-    pub skip_checksums: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub images: ImageSourceArgs,
+}
+
+/// `images list` and `images save`: what a build of SOURCE would hold, for one arch; builds
+/// nothing, so it never builds a base image either.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Where Kubernetes comes from, as for `build node-image`: a release tarball or its
+    /// URL, a version (v1.30.0), ci/latest, or a source tree. `images list` also takes an
+    /// existing node image here and lists what it holds.
+    #[arg(value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// Base image to plan on [default: the base `build node-image` would use, which must be
+    /// present: `nodeimg build base-image` makes it (debootstrap, as root)].
+    #[arg(short, long, value_name = "IMAGE")]
+    pub base_image: Option<String>,
+    /// Target architecture: amd64, arm64, ppc64le or s390x [default: this machine's].
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
     #[command(flatten)]
     pub images: ImageSourceArgs,
 }

@@ -11,8 +11,8 @@ use crate::docker::Docker;
 use crate::nodeimage::multiarch::{self, Engines, MultiArch};
 use crate::nodeimage::{self, NodeImage};
 use crate::progress::Reporter;
-use crate::report::{BuildReport, Pushed};
-use crate::{docker, guard, registry};
+use crate::provenance::{BuildReport, Pushed};
+use crate::{docker, registry, sweep};
 
 pub async fn run(args: NodeImageArgs, reporter: &Reporter) -> Result<()> {
     let (multi, outputs) = config::node_image(args)?;
@@ -26,7 +26,7 @@ pub async fn run(args: NodeImageArgs, reporter: &Reporter) -> Result<()> {
     }
     let engines = connect_engines(&multi, reporter).await?;
     let work = multiarch::build(&multi, &engines, reporter);
-    let images = guard::guarded_all(&engines.all(), reporter, work).await?;
+    let images = sweep::guarded_all(&engines.all(), reporter, work).await?;
     for built in &images {
         describe(built, reporter);
     }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use crate::cli::NodeVariantArgs;
 use crate::progress::Reporter;
 use crate::variant::{self, VariantConfig};
-use crate::{config, docker, guard};
+use crate::{config, docker, sweep};
 
 pub async fn run(args: NodeVariantArgs, reporter: &Reporter) -> Result<()> {
     let cfg = config::node_variant(args)?;
@@ -15,7 +15,7 @@ pub async fn run(args: NodeVariantArgs, reporter: &Reporter) -> Result<()> {
 /// Runs the variant pipeline under the cleanup guard and reports it; `images add` too.
 pub(super) async fn make(cfg: VariantConfig, reporter: &Reporter) -> Result<()> {
     let docker = super::connect(reporter).await?;
-    let made = guard::guarded(&docker, reporter, variant::run(&cfg, &docker, reporter)).await?;
+    let made = sweep::guarded(&docker, reporter, variant::run(&cfg, &docker, reporter)).await?;
     reporter.info(format!(
         "node image {} ({}): Kubernetes {}, a variant of {} ({})",
         made.reference,

@@ -8,7 +8,9 @@ use crate::baseimage::runtime::{LABEL_CNI, LABEL_CONTAINERD, LABEL_RUNC};
 use crate::docker::Docker;
 use crate::kube::Provenance;
 use crate::nodeimage::NodeImage;
-use crate::report::{ArchReport, Base, Kubernetes, KubernetesSource, PreloadedImage, SourceKind, TreeState};
+use crate::provenance::{
+    ArchReport, Base, Kubernetes, KubernetesSource, PreloadedImage, SourceKind, TreeState,
+};
 
 /// One architecture's part of the report (not yet pushed).
 pub async fn arch_report(docker: &Docker, arch: &str, built: &NodeImage) -> Result<ArchReport> {

@@ -8,7 +8,7 @@ use crate::cli::CleanArgs;
 
 #[cfg(test)]
 use crate::docker::ContainerSummary;
-use crate::docker::{Docker, LABEL_HOST, LABEL_PID, short_id};
+use crate::docker::{Docker, LABEL_IMAGE_HOST, LABEL_IMAGE_PID, short_id};
 use crate::nodeimage::{TEMP_REPO, VERIFY_REPO};
 use crate::progress::Reporter;
 
@@ -102,8 +102,8 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
         removed.push(v.name);
     }
     for (id, labels) in docker.list_dangling_images().await? {
-        let pid = labels.get(LABEL_PID).and_then(|p| p.parse().ok());
-        let host = labels.get(LABEL_HOST).map(String::as_str);
+        let pid = labels.get(LABEL_IMAGE_PID).and_then(|p| p.parse().ok());
+        let host = labels.get(LABEL_IMAGE_HOST).map(String::as_str);
         if let Verdict::Keep(why) = verdict(host, pid, &this_host, process_alive)
             && !cfg.all
         {
@@ -121,8 +121,8 @@ pub async fn clean(cfg: CleanConfig, docker: &Docker, reporter: &Reporter) -> Re
     let verify_tags = docker.list_tags(VERIFY_REPO, &format!("{VERIFY_REPO}:")).await?;
     let temp_tags = docker.list_tags(&format!("{TEMP_REPO}/*"), &format!("{TEMP_REPO}/")).await?;
     for (tag, labels) in verify_tags.into_iter().chain(temp_tags) {
-        let pid = labels.get(LABEL_PID).and_then(|p| p.parse().ok());
-        let host = labels.get(LABEL_HOST).map(String::as_str);
+        let pid = labels.get(LABEL_IMAGE_PID).and_then(|p| p.parse().ok());
+        let host = labels.get(LABEL_IMAGE_HOST).map(String::as_str);
         if let Verdict::Keep(why) = verdict(host, pid, &this_host, process_alive)
             && !cfg.all
         {

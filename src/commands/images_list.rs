@@ -4,16 +4,16 @@
 
 use anyhow::Result;
 
-use crate::cli::SourceArgs;
+use crate::cli::PlanArgs;
 use crate::config::ConfigError;
 use crate::kube::SourceError;
 use crate::nodeimage::{self, Outcome, Stop};
 use crate::progress::Reporter;
-use crate::{config, guard, reference, variant};
+use crate::{config, reference, sweep, variant};
 
-pub async fn run(args: SourceArgs, reporter: &Reporter) -> Result<()> {
-    let given = args.source.clone().filter(|_| args.source_type.is_none());
-    let cfg = match config::sources(args) {
+pub async fn run(args: PlanArgs, reporter: &Reporter) -> Result<()> {
+    let given = args.source.clone().filter(|_| args.kube.source_type.is_none());
+    let cfg = match config::plan(args) {
         Ok(cfg) => cfg,
         // Neither a path, a URL, a version nor a tree: perhaps a node image of the engine.
         Err(err @ ConfigError::Source(SourceError::Unknown(_))) => {
@@ -27,7 +27,7 @@ pub async fn run(args: SourceArgs, reporter: &Reporter) -> Result<()> {
     crate::platform::ensure_runnable(&cfg.arch)?;
     let docker = super::connect(reporter).await?;
     let outcome =
-        guard::guarded(&docker, reporter, nodeimage::run(&cfg, Stop::Plan, &docker, reporter)).await?;
+        sweep::guarded(&docker, reporter, nodeimage::run(&cfg, Stop::Plan, &docker, reporter)).await?;
     let Outcome::Planned(plan) = outcome else { unreachable!("Stop::Plan ends in a plan") };
     for p in plan {
         println!("{}\t{}", p.image, p.origin);
@@ -38,7 +38,7 @@ pub async fn run(args: SourceArgs, reporter: &Reporter) -> Result<()> {
 /// What the node image holds; `not_a_source` is the error when it is no node image either.
 async fn list_node_image(image: &str, not_a_source: ConfigError, reporter: &Reporter) -> Result<()> {
     let docker = super::connect(reporter).await?;
-    let Some(held) = guard::guarded(&docker, reporter, variant::contents::list(&docker, image)).await? else {
+    let Some(held) = sweep::guarded(&docker, reporter, variant::contents::list(&docker, image)).await? else {
         return Err(anyhow::Error::from(not_a_source)
             .context(format!("{image} is neither a build SOURCE nor a local node image")));
     };

@@ -18,11 +18,19 @@ use anyhow::{Context, Result};
 
 use crate::cli::{BuildCommand, Cli, Command, ImagesCommand};
 use crate::docker::{Docker, Labels};
-use crate::progress::Reporter;
+use crate::progress::{Reporter, Verbosity};
 
 /// Runs one command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    let reporter = Reporter::new(cli.verbosity());
+    let verbosity = match (cli.quiet, cli.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (_, true) => Verbosity::Verbose,
+        _ => Verbosity::Normal,
+    };
+    let reporter = Reporter::new(verbosity);
+    for line in cli.deprecations() {
+        reporter.warn(line);
+    }
     match cli.command {
         Command::Build(BuildCommand::BaseImage(args)) => build_base_image::run(args, &reporter).await,
         Command::Build(BuildCommand::NodeImage(args)) => build_node_image::run(*args, &reporter).await,

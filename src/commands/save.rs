@@ -6,7 +6,7 @@ use crate::cli::SaveArgs;
 use crate::docker::Docker;
 use crate::progress::Reporter;
 use crate::transfer::SaveTarget;
-use crate::{config, guard, transfer};
+use crate::{config, sweep, transfer};
 
 pub async fn run(args: SaveArgs, reporter: &Reporter) -> Result<()> {
     let target = config::save_target(&args)?;
@@ -18,7 +18,7 @@ pub async fn run(args: SaveArgs, reporter: &Reporter) -> Result<()> {
 
 /// Also `build node-image --save`.
 pub async fn save(docker: &Docker, reporter: &Reporter, image: &str, target: &SaveTarget) -> Result<()> {
-    guard::guarded(docker, reporter, transfer::save(docker, image, target, reporter))
+    sweep::guarded(docker, reporter, transfer::save(docker, image, target, reporter))
         .await
         .with_context(|| format!("saving {image} to {}", target.path.display()))?;
     Ok(())

@@ -1,17 +1,18 @@
-//! `nodeimg verify IMAGE`: prints the report (text or JSON); exit 0 only if every stage passed.
+//! `nodeimg verify IMAGE`: prints the report (text or JSON); exit 0 only if every stage passed
+//! (or was skipped, with `--allow-skipped`).
 
 use anyhow::{Context, Result};
 
 use crate::cli::{Output, VerifyArgs};
 use crate::progress::Reporter;
-use crate::{config, guard, verify};
+use crate::{config, sweep, verify};
 
 pub async fn run(args: VerifyArgs, reporter: &Reporter) -> Result<()> {
     let output = args.output;
     let cfg = config::verify(args)?;
     let docker = super::connect(reporter).await?;
     let (mut report, result) =
-        guard::guarded(&docker, reporter, async { Ok(verify::verify(&cfg, &docker, reporter).await) })
+        sweep::guarded(&docker, reporter, async { Ok(verify::verify(&cfg, &docker, reporter).await) })
             .await?;
     report.finish(result.as_ref().err().map(crate::error::one_line));
     match output {

@@ -42,7 +42,7 @@ pub fn crictl(args: &BaseImageArgs) -> Result<Option<Crictl>, CrictlConfigError>
             if !is_version(version) {
                 return Err(CrictlConfigError::Version(version.clone()));
             }
-            let arch = crate::archive::image::host_architecture();
+            let arch = crate::platform::host_architecture();
             (Input::Url(Crictl::release_url(version, arch)), Some(version.clone()))
         }
     };

@@ -13,7 +13,7 @@ use crate::baseimage::{BaseImageConfig, DEFAULT_SUITE, RuntimeLine, Source, defa
 use crate::cli::{BaseImageArgs, From, Runtime, SaveArgs, VerifyArgs, VerifyOptions};
 use crate::transfer::SaveTarget;
 
-pub use node_image::{Outputs, node_image, sources};
+pub use node_image::{Outputs, node_image, plan};
 pub use variant::{VariantError, images_add, node_variant};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,6 +32,10 @@ pub enum ConfigError {
     NoDirectory(String),
     #[error("{0} applies only with {1}")]
     OnlyWith(&'static str, &'static str),
+    #[error(
+        "--verify with --no-verify: --no-verify is the old spelling of --skip-checksums, not the opposite of --verify; write --skip-checksums"
+    )]
+    VerifyNoVerify,
     #[error("invalid SOURCE")]
     Source(#[from] crate::kube::SourceError),
     #[error("invalid --release-url {0:?}: expected an http:// or https:// URL")]
@@ -107,7 +111,16 @@ pub fn base_image(args: BaseImageArgs) -> Result<BaseImageConfig, ConfigError> {
         Runtime::V2 => RuntimeLine::V2,
     };
     let arch = validate_arch(args.arch)?;
-    Ok(BaseImageConfig { source, image: args.image, rebuild: args.rebuild, crictl, runtime, arch })
+    let crictl_default = crictl.is_none();
+    Ok(BaseImageConfig {
+        source,
+        image: args.image,
+        rebuild: args.rebuild,
+        crictl,
+        crictl_default,
+        runtime,
+        arch,
+    })
 }
 
 /// `verify IMAGE`.
@@ -132,6 +145,8 @@ fn checked_if(
         Some("--cni")
     } else if options.nodes.is_some() {
         Some("--nodes")
+    } else if options.allow_skipped {
+        Some("--allow-skipped")
     } else {
         None
     };
@@ -149,9 +164,10 @@ fn verify_options(options: VerifyOptions, image: String) -> Result<crate::verify
     Ok(crate::verify::VerifyConfig {
         image,
         timeout: options.timeout.unwrap_or(std::time::Duration::from_secs(300)),
-        cni: options.cni.unwrap_or(crate::verify::Cni::Auto),
+        cni: options.cni.map_or(crate::verify::Cni::Auto, cni),
         nodes,
         keep: false,
+        allow_skipped: options.allow_skipped,
     })
 }
 
@@ -179,7 +195,7 @@ pub fn output_dir_exists(path: &Path) -> Result<(), ConfigError> {
 
 /// One of the architectures kind's node images exist for; none: the host's.
 fn validate_arch(given: Option<String>) -> Result<String, ConfigError> {
-    let arch = given.unwrap_or_else(|| crate::archive::image::host_architecture().to_owned());
+    let arch = given.unwrap_or_else(|| crate::platform::host_architecture().to_owned());
     if !ARCHES.contains(&arch.as_str()) {
         return Err(ConfigError::Arch(arch));
     }
@@ -202,6 +218,33 @@ fn validate_mirror(mirror: &str) -> Result<String, ConfigError> {
             Ok(mirror.trim_end_matches('/').to_owned())
         }
         _ => Err(ConfigError::Mirror(mirror.to_owned())),
+    }
+}
+
+fn cni(value: crate::cli::Cni) -> crate::verify::Cni {
+    match value {
+        crate::cli::Cni::Auto => crate::verify::Cni::Auto,
+        crate::cli::Cni::Default => crate::verify::Cni::Default,
+        crate::cli::Cni::Bridge => crate::verify::Cni::Bridge,
+    }
+}
+
+fn source_type(value: crate::cli::SourceType) -> crate::kube::SourceType {
+    use crate::cli::SourceType as Arg;
+    use crate::kube::SourceType;
+    match value {
+        Arg::File => SourceType::File,
+        Arg::Url => SourceType::Url,
+        Arg::Release => SourceType::Release,
+        Arg::Ci => SourceType::Ci,
+        Arg::Source => SourceType::Source,
+    }
+}
+
+fn build_mode(value: crate::cli::BuildMode) -> crate::kube::build::BuildMode {
+    match value {
+        crate::cli::BuildMode::Docker => crate::kube::build::BuildMode::Docker,
+        crate::cli::BuildMode::Host => crate::kube::build::BuildMode::Host,
     }
 }
 

@@ -2,7 +2,7 @@
 //! the node's images come from, from flags and the `--config` file.
 
 use super::{ConfigError, archive_target, checked_if, file, validate_arch, validate_image, validate_mirror};
-use crate::cli::{ImageSourceArgs, NodeImageArgs, SourceArgs};
+use crate::cli::{ImageSourceArgs, KubeArgs, NodeImageArgs, PlanArgs, SourceArgs};
 use crate::kube::{self, KubeVersion, SourceError};
 use crate::nodeimage::incremental::FromNode;
 use crate::nodeimage::mirror::{Mirror, MirrorError, NodeMirror};
@@ -24,6 +24,9 @@ pub struct Outputs {
 /// `build node-image`, and where `--save`, `--push` and `--report` go (checked with the
 /// other flags).
 pub fn node_image(mut args: NodeImageArgs) -> Result<(MultiArch, Outputs), ConfigError> {
+    if args.verify && args.source.kube.no_verify {
+        return Err(ConfigError::VerifyNoVerify);
+    }
     let arches = arches(args.source.arch.take())?;
     for arch in &arches {
         validate_image(&multiarch::name_for(&args.image, arch, arches.len() > 1))?;
@@ -120,47 +123,68 @@ fn arches(given: Option<String>) -> Result<Vec<String>, ConfigError> {
     Ok(arches)
 }
 
+/// `build node-image`'s sources, before the target and outputs are added.
+fn sources(args: SourceArgs) -> Result<NodeImageConfig, ConfigError> {
+    let mut cfg = sources_of(args.source, args.base_image, args.arch, args.kube, args.images)?;
+    cfg.skip_compat_check = args.skip_compat_check;
+    Ok(cfg)
+}
+
 /// A node-image config without a target (for `images list` and `images save`).
-pub fn sources(args: SourceArgs) -> Result<NodeImageConfig, ConfigError> {
-    if let Some(base) = &args.base_image {
+pub fn plan(args: PlanArgs) -> Result<NodeImageConfig, ConfigError> {
+    let mut cfg = sources_of(args.source, args.base_image, args.arch, args.kube, args.images)?;
+    cfg.plan_only = true;
+    Ok(cfg)
+}
+
+fn sources_of(
+    given: Option<String>,
+    base_image: Option<String>,
+    arch: Option<String>,
+    kube: KubeArgs,
+    images: ImageSourceArgs,
+) -> Result<NodeImageConfig, ConfigError> {
+    if let Some(base) = &base_image {
         validate_image(base)?;
     }
-    let arch = validate_arch(args.arch)?;
+    let arch = validate_arch(arch)?;
     let release_url =
-        validate_mirror(&args.release_url).map_err(|_| ConfigError::ReleaseUrl(args.release_url.clone()))?;
-    let source = kube::detect(args.source.as_deref(), args.source_type, args.kube_version.as_deref())?;
-    if let Some(base) = &args.component_base_image {
+        validate_mirror(&kube.release_url).map_err(|_| ConfigError::ReleaseUrl(kube.release_url.clone()))?;
+    let forced = kube.source_type.map(super::source_type);
+    let source = kube::detect(given.as_deref(), forced, kube.kube_version.as_deref())?;
+    if let Some(base) = &kube.component_base_image {
         validate_image(base)?;
     }
-    let version = match (&source, &args.kube_version) {
+    let version = match (&source, &kube.kube_version) {
         (kube::Source::Tree(_), Some(v)) => Some(KubeVersion::parse(v).map_err(SourceError::from)?),
         _ => None,
     };
-    let allow_foreign_images = args.images.allow_foreign_images;
-    let (images, node_mirrors) = image_sources(args.images)?;
+    let allow_foreign_images = images.allow_foreign_images;
+    let (images, node_mirrors) = image_sources(images)?;
     Ok(NodeImageConfig {
         source,
         image: String::new(),
-        base_image: args.base_image,
-        skip_compat_check: args.skip_compat_check,
+        base_image,
+        skip_compat_check: false,
         arch,
         release_url,
-        checksums: !args.skip_checksums,
+        checksums: !(kube.skip_checksums || kube.no_verify),
         build_dir: None,
         keep_container: false,
         check: None,
         tree: kube::TreeOptions {
-            kube_root: args.kube_root,
-            kube_repo: args.kube_repo,
+            kube_root: kube.kube_root,
+            kube_repo: kube.kube_repo.unwrap_or_else(|| kube::tree::DEFAULT_REPO.to_owned()),
             version,
-            mode: args.build_mode,
+            mode: super::build_mode(kube.build_mode),
         },
-        component_base_image: args.component_base_image,
+        component_base_image: kube.component_base_image,
         images,
         node_mirrors,
         proxy_env: proxy_env(|k| std::env::var(k).ok()),
         from_node: FromNode::Full,
         allow_foreign_images,
+        plan_only: false,
     })
 }
 

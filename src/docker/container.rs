@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::error::{Daemon, Error};
-use super::{Docker, LABEL_BUILD, LABEL_HOST, LABEL_PID, LABEL_PROCESS, Result};
+use super::{Docker, LABEL_BUILD, LABEL_CONTAINER, LABEL_HOST, LABEL_PID, LABEL_PROCESS, Result};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CgroupNs {
@@ -89,7 +89,7 @@ impl ContainerSpec {
             ..HostConfig::default()
         };
         ContainerCreateBody {
-            image: Some(self.image.clone()),
+            image: Some(super::engine::engine_form(&self.image).to_owned()),
             hostname: self.hostname.clone(),
             entrypoint: self.entrypoint.clone(),
             cmd: self.cmd.clone(),
@@ -133,7 +133,7 @@ pub struct ContainerNetwork {
 impl Docker {
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
         let options = CreateContainerOptions { name: spec.name.clone(), ..Default::default() };
-        let mut body = spec.to_body(self.labels.to_map());
+        let mut body = spec.to_body(self.labels.container_map());
         // Podman mounts anonymous volumes nosuid,nodev: see volume.rs.
         let mut named = Vec::new();
         if self.engine.is_podman() && !spec.volumes.is_empty() {
@@ -221,9 +221,16 @@ impl Docker {
 
     /// Containers created by nodeimg (any run, or the given one), running or not.
     pub async fn list_containers(&self, run_id: Option<&str>) -> Result<Vec<ContainerSummary>> {
-        let label = match run_id {
-            Some(id) => format!("{LABEL_BUILD}={id}"),
-            None => LABEL_BUILD.to_owned(),
+        self.list_containers_by(LABEL_CONTAINER, run_id).await
+    }
+
+    /// Containers with a non-blank `key` (equal to `value` if given). The Dockerfile builder's
+    /// intermediate containers carry the image labels of the build, so they are found by
+    /// the image's run label.
+    pub async fn list_containers_by(&self, key: &str, value: Option<&str>) -> Result<Vec<ContainerSummary>> {
+        let label = match value {
+            Some(v) => format!("{key}={v}"),
+            None => key.to_owned(),
         };
         let options = ListContainersOptions {
             all: true,
@@ -237,6 +244,8 @@ impl Docker {
             .map_err(|e| Error::ListContainers { source: Daemon(e) })?;
         Ok(found
             .into_iter()
+            // A blank one came from an image: a container nodeimg did not create.
+            .filter(|c| c.labels.as_ref().and_then(|l| l.get(key)).is_some_and(|v| !v.is_empty()))
             .map(|c| {
                 let labels = c.labels.unwrap_or_default();
                 ContainerSummary {

@@ -72,15 +72,16 @@ pub fn familiar(name: &str) -> &str {
     name
 }
 
-/// `name` (without a registry) as Docker reads it: on Docker Hub, official images under
-/// `library/`.
-pub fn docker_qualified(name: &str) -> String {
-    let first = name.split('/').next().unwrap_or_default();
-    let has_registry = name.contains('/') && (first.contains(['.', ':']) || first == "localhost");
-    match (has_registry, name.contains('/')) {
-        (true, _) => name.to_owned(),
-        (false, true) => format!("docker.io/{name}"),
-        (false, false) => format!("docker.io/library/{name}"),
+/// The form of a user's reference the engine resolves. Docker looks a pinned reference with a
+/// tag (`x:1@sha256:…`) up by its digest alone, which only images pulled by digest have; nodeimg
+/// checks the digest itself when it inspects the image ([`super::Docker::inspect_image`]) and then
+/// names it by its tag. A reference with a digest and no tag is left to the engine.
+pub fn engine_form(reference: &str) -> &str {
+    match reference.split_once('@') {
+        Some((name, _)) if crate::reference::ImageRef::parse(reference).is_ok_and(|r| r.tag().is_some()) => {
+            name
+        }
+        _ => reference,
     }
 }
 
@@ -128,22 +129,19 @@ mod tests {
     }
 
     #[test]
+    fn pinned_references_reach_the_engine_by_tag() {
+        let d = format!("sha256:{}", "b".repeat(64));
+        assert_eq!(engine_form(&format!("kindest/node:v1@{d}")), "kindest/node:v1");
+        assert_eq!(engine_form(&format!("kindest/node@{d}")), format!("kindest/node@{d}"));
+        assert_eq!(engine_form("localhost:5000/x:1"), "localhost:5000/x:1");
+    }
+
+    #[test]
     fn familiar_names_drop_what_podman_adds() {
         assert_eq!(familiar("localhost/nodeimg/base:1"), "nodeimg/base:1");
         assert_eq!(familiar("docker.io/library/debian:bookworm"), "debian:bookworm");
         assert_eq!(familiar("docker.io/kindest/node:v1"), "kindest/node:v1");
         assert_eq!(familiar("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
         assert_eq!(familiar("localhost:5000/x:1"), "localhost:5000/x:1");
-    }
-
-    #[test]
-    fn names_are_qualified_as_docker_reads_them() {
-        assert_eq!(docker_qualified("nodeimg/base:1"), "docker.io/nodeimg/base:1");
-        assert_eq!(docker_qualified("debian:bookworm"), "docker.io/library/debian:bookworm");
-        assert_eq!(docker_qualified("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
-        assert_eq!(docker_qualified("localhost:5000/x:1"), "localhost:5000/x:1");
-        for name in ["nodeimg/base:1", "debian:bookworm"] {
-            assert_eq!(familiar(&docker_qualified(name)), name);
-        }
     }
 }

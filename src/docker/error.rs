@@ -82,6 +82,8 @@ pub enum Error {
     Commit { id: String, source: Daemon },
     #[error("inspecting image {name}")]
     InspectImage { name: String, source: Daemon },
+    #[error("image {name} is pinned to {wanted}, but the image under that name has {found}")]
+    DigestMismatch { name: String, wanted: String, found: String },
     #[error("importing the root filesystem as an image")]
     Import { source: Daemon },
     #[error("loading an image archive")]
@@ -153,9 +155,12 @@ impl Error {
             | ListVolumes { source }
             | Logs { source, .. }
             | Exec { source, .. } => Some(source),
-            Unreachable { .. } | ApiTooOld { .. } | PodmanLimits { .. } | ExecIo { .. } | Protocol { .. } => {
-                None
-            }
+            Unreachable { .. }
+            | ApiTooOld { .. }
+            | PodmanLimits { .. }
+            | ExecIo { .. }
+            | Protocol { .. }
+            | DigestMismatch { .. } => None,
         }
     }
 

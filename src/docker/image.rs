@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use super::container::is_not_found;
 use super::container::short;
 use super::error::{Daemon, Error};
-use super::{Docker, LABEL_BUILD, Result};
+use super::{Docker, LABEL_IMAGE_BUILD, Result};
 
 /// What the pipeline needs to know about an image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,9 +30,48 @@ pub struct ImageInfo {
     pub repo_digests: Vec<String>,
 }
 
+impl ImageInfo {
+    /// The registry digests the engine holds for `repository` (`library/busybox`).
+    fn digests_of(&self, repository: &str) -> Vec<String> {
+        let of_repo = |d: &&String| {
+            d.rsplit_once('@')
+                .and_then(|(name, _)| crate::reference::ImageRef::parse(name).ok())
+                .is_some_and(|r| r.repository() == repository)
+        };
+        self.repo_digests
+            .iter()
+            .filter(of_repo)
+            .filter_map(|d| d.rsplit_once('@'))
+            .map(|(_, d)| d.to_owned())
+            .collect()
+    }
+}
+
 impl Docker {
-    /// `None` when there is no such image.
+    /// `None` when there is no such image. A pinned reference (`name:tag@sha256:…`) is the
+    /// image under `name:tag` whose digest is the pinned one: a registry digest the engine
+    /// holds for that repository, or the image ID; another digest is refused, naming both.
     pub async fn inspect_image(&self, name: &str) -> Result<Option<ImageInfo>> {
+        let pinned = crate::reference::ImageRef::parse(name).ok().filter(|r| r.digest().is_some());
+        let Some(pinned) = pinned.filter(|r| r.tag().is_some()) else {
+            return self.inspect_as_named(name).await;
+        };
+        let wanted = pinned.digest().unwrap_or_default();
+        let (tagged, _) = name.split_once('@').unwrap_or((name, ""));
+        let Some(info) = self.inspect_as_named(tagged).await? else { return Ok(None) };
+        let found = info.digests_of(pinned.repository());
+        if info.id == wanted || found.iter().any(|d| d == wanted) {
+            return Ok(Some(info));
+        }
+        let found = if found.is_empty() {
+            format!("image ID {} and no registry digest", info.id)
+        } else {
+            found.join(", ")
+        };
+        Err(Error::DigestMismatch { name: tagged.into(), wanted: wanted.into(), found })
+    }
+
+    async fn inspect_as_named(&self, name: &str) -> Result<Option<ImageInfo>> {
         match self.client.inspect_image(name).await {
             Ok(img) => {
                 let config = img.config.unwrap_or_default();
@@ -71,7 +110,7 @@ impl Docker {
                     let created =
                         std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.created.max(0) as u64);
                     serde_json::json!({
-                        "created": crate::archive::image::rfc3339(created),
+                        "created": humantime::format_rfc3339_seconds(created).to_string(),
                         "created_by": r.created_by,
                         "comment": r.comment,
                     })
@@ -175,7 +214,7 @@ impl Docker {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
-        let mut all_labels = self.labels.to_map();
+        let mut all_labels = self.labels.image_map();
         all_labels.extend(labels);
         let options = BuildImageOptions {
             dockerfile: "Dockerfile".into(),
@@ -231,7 +270,7 @@ impl Docker {
         let options = ListImagesOptions {
             filters: Some(HashMap::from([
                 ("dangling".to_owned(), vec!["true".to_owned()]),
-                ("label".to_owned(), vec![LABEL_BUILD.to_owned()]),
+                ("label".to_owned(), vec![LABEL_IMAGE_BUILD.to_owned()]),
             ])),
             ..Default::default()
         };
@@ -255,7 +294,7 @@ impl Docker {
         let options = ListImagesOptions {
             filters: Some(HashMap::from([
                 ("reference".to_owned(), vec![pattern.to_owned()]),
-                ("label".to_owned(), vec![LABEL_BUILD.to_owned()]),
+                ("label".to_owned(), vec![LABEL_IMAGE_BUILD.to_owned()]),
             ])),
             ..Default::default()
         };
@@ -298,7 +337,7 @@ impl Docker {
         if !self.engine.is_podman() || name.starts_with("localhost/") || !info.names.contains(&local) {
             return Ok((name.to_owned(), None));
         }
-        let qualified = super::engine::docker_qualified(short);
+        let qualified = crate::reference::normalize(short);
         if info.names.contains(&qualified) {
             return Ok((qualified, None));
         }
@@ -311,7 +350,7 @@ impl Docker {
 
     /// `docker save` as a byte stream (a docker-archive tar), read as the consumer pulls it.
     pub fn save_image(&self, name: &str) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        let name = name.to_owned();
+        let name = super::engine::engine_form(name).to_owned();
         self.client
             .export_image(&name)
             .map_err(move |e| std::io::Error::other(Error::Save { name: name.clone(), source: Daemon(e) }))
@@ -320,6 +359,27 @@ impl Docker {
     /// Pulls `reference` for `platform` (e.g. `linux/amd64`), reading the progress stream to
     /// its end; `on_status` sees each status line.
     pub async fn pull(
+        &self,
+        reference: &str,
+        platform: &str,
+        on_status: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<()> {
+        // A pinned reference with a tag is pulled by its digest, then given its tag.
+        let tagged = super::engine::engine_form(reference);
+        let by_digest = match reference.split_once('@') {
+            Some((name, digest)) if tagged != reference => {
+                format!("{}@{digest}", crate::reference::split(name).0)
+            }
+            _ => reference.to_owned(),
+        };
+        self.pull_exactly(&by_digest, platform, on_status).await?;
+        if tagged != reference {
+            self.tag_image(&by_digest, tagged).await?;
+        }
+        Ok(())
+    }
+
+    async fn pull_exactly(
         &self,
         reference: &str,
         platform: &str,
@@ -371,7 +431,7 @@ impl Docker {
     }
 
     pub(super) fn label_changes(&self) -> Vec<String> {
-        let mut labels: Vec<_> = self.labels.to_map().into_iter().collect();
+        let mut labels: Vec<_> = self.labels.image_map().into_iter().collect();
         labels.sort();
         labels.into_iter().map(|(k, v)| format!("LABEL {k}={}", quote(&v))).collect()
     }

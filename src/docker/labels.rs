@@ -16,6 +16,18 @@ pub const LABEL_HOST: &str = "io.nodeimg.host";
 /// when several processes share a run id.
 pub const LABEL_PROCESS: &str = "io.nodeimg.process";
 
+/// The run id, on the containers nodeimg creates and never on an image: a container started
+/// from a node image (a kind node) inherits the image's labels, and `clean` and the guards find
+/// containers by this one. Images carry it blank ([`Labels::image_map`]), and a blank one
+/// matches nothing.
+pub const LABEL_CONTAINER: &str = "io.nodeimg.container";
+/// What made an image (run, process, pid, host), under keys no container is judged by: for
+/// `clean` and the guards to tell an unfinished image of a live run from a leftover.
+pub const LABEL_IMAGE_BUILD: &str = "io.nodeimg.image.build";
+pub const LABEL_IMAGE_PROCESS: &str = "io.nodeimg.image.process";
+pub const LABEL_IMAGE_PID: &str = "io.nodeimg.image.pid";
+pub const LABEL_IMAGE_HOST: &str = "io.nodeimg.image.host";
+
 /// The labels put on everything a run creates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Labels {
@@ -54,6 +66,29 @@ impl Labels {
             (LABEL_HOST.to_owned(), self.host.clone()),
             (LABEL_PROCESS.to_owned(), self.process.clone()),
         ])
+    }
+
+    /// A container's: the run's labels and [`LABEL_CONTAINER`].
+    pub fn container_map(&self) -> HashMap<String, String> {
+        let mut map = self.to_map();
+        map.insert(LABEL_CONTAINER.to_owned(), self.run_id.clone());
+        map
+    }
+
+    /// An image's: the run under the image's own keys, and the container keys blank, which
+    /// overrides what a committed build container had (Docker's commit cannot drop a label).
+    pub fn image_map(&self) -> HashMap<String, String> {
+        let blank = [LABEL_CONTAINER, LABEL_BUILD, LABEL_PID, LABEL_HOST, LABEL_PROCESS];
+        let mut map: HashMap<String, String> =
+            blank.iter().map(|k| ((*k).to_owned(), String::new())).collect();
+        map.extend([
+            (LABEL_VERSION.to_owned(), self.version.clone()),
+            (LABEL_IMAGE_BUILD.to_owned(), self.run_id.clone()),
+            (LABEL_IMAGE_PID.to_owned(), self.pid.to_string()),
+            (LABEL_IMAGE_HOST.to_owned(), self.host.clone()),
+            (LABEL_IMAGE_PROCESS.to_owned(), self.process.clone()),
+        ]);
+        map
     }
 }
 
@@ -94,6 +129,17 @@ mod tests {
         assert_eq!(map[LABEL_PID], "42");
         assert_eq!(map[LABEL_HOST], "h");
         assert_eq!(map[LABEL_PROCESS], "p");
+    }
+
+    #[test]
+    fn images_never_carry_what_containers_are_found_by() {
+        let labels = Labels::with_run_id(Some("r2".into()));
+        let image = labels.image_map();
+        for key in [LABEL_CONTAINER, LABEL_BUILD, LABEL_PID, LABEL_HOST, LABEL_PROCESS] {
+            assert_eq!(image[key], "", "{key} is blank on images");
+        }
+        assert_eq!(image[LABEL_IMAGE_BUILD], "r2");
+        assert_eq!(labels.container_map()[LABEL_CONTAINER], "r2");
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub use exec::ExecOutput;
 pub use guard::{ContainerGuard, ImageGuard};
 pub use image::{ImageInfo, quote};
 pub use labels::{
-    LABEL_BUILD, LABEL_HOST, LABEL_HOST_CGROUPS, LABEL_KEEP, LABEL_PID, LABEL_PROCESS, LABEL_VERSION, Labels,
+    LABEL_BUILD, LABEL_CONTAINER, LABEL_HOST, LABEL_HOST_CGROUPS, LABEL_IMAGE_BUILD, LABEL_IMAGE_HOST,
+    LABEL_IMAGE_PID, LABEL_IMAGE_PROCESS, LABEL_KEEP, LABEL_PID, LABEL_PROCESS, LABEL_VERSION, Labels,
     hostname as labels_hostname,
 };
 pub use network::NetworkSummary;

@@ -11,7 +11,7 @@ use super::{Artifacts, KubeVersion, release};
 use crate::process;
 use crate::progress::Reporter;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BuildMode {
     /// Upstream's dockerized build (`make quick-release-images`), as kind does.
     Docker,

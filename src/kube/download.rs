@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256, Sha512};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::retry::{self, Interruption, Resume};
+use crate::part_file::PartFile;
 use crate::progress::{Reporter, Step};
-use crate::transfer::PartFile;
 
 /// Checksums and CI markers are a few bytes: a server still sending after this is stuck.
 const SMALL_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -99,6 +99,16 @@ pub async fn fetch(url: &str, verify: bool, reporter: &Reporter) -> Result<PathB
     fetch_checked(&client, url, checksum, "published", reporter).await
 }
 
+/// What was downloaded is not what its checksum says: never a reason to go on without it.
+#[derive(Debug, thiserror::Error)]
+#[error("checksum mismatch for {url}: {origin} {expected}, downloaded file has {actual}")]
+pub struct ChecksumMismatch {
+    pub url: String,
+    pub origin: String,
+    pub expected: String,
+    pub actual: String,
+}
+
 /// Downloads `url` (or reuses the cached copy), which must have the sha256 the user gave.
 pub async fn fetch_sha256(url: &str, sha256: &str, reporter: &Reporter) -> Result<PathBuf> {
     fetch_checked(&client()?, url, Some(Checksum::Sha256(sha256.to_owned())), "expected", reporter).await
@@ -132,14 +142,17 @@ async fn fetch_checked(
         && !sum.matches(&sha512, &sha256)
     {
         std::fs::remove_file(&dest).ok();
-        bail!(
-            "checksum mismatch for {url}: {origin} {}, downloaded file has {}",
-            sum.hex(),
-            match sum {
-                Checksum::Sha512(_) => &sha512,
-                Checksum::Sha256(_) => &sha256,
-            }
-        );
+        let actual = match sum {
+            Checksum::Sha512(_) => sha512,
+            Checksum::Sha256(_) => sha256,
+        };
+        return Err(ChecksumMismatch {
+            url: url.to_owned(),
+            origin: origin.to_owned(),
+            expected: sum.hex().to_owned(),
+            actual,
+        }
+        .into());
     }
     Ok(dest)
 }

@@ -57,18 +57,14 @@ pub struct ComponentBinaries {
     pub common_sh: String,
 }
 
-/// What SOURCE is, as detected or forced with `--type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// What SOURCE is, as detected or forced with `--type` (`cli::SourceType` says what each
+/// reading means).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SourceType {
-    /// A local kubernetes-server-linux-<arch>.tar.gz, or an extracted kubernetes/ directory.
     File,
-    /// An http(s) URL of such a tarball.
     Url,
-    /// A release version such as v1.30.0, fetched from the release base URL.
     Release,
-    /// A CI marker such as ci/latest or ci/latest-1.36.
     Ci,
-    /// A Kubernetes source tree, built with upstream's build.
     Source,
 }
 
@@ -95,6 +91,10 @@ pub enum SourceError {
         "cannot tell what {0:?} is: give a tarball path, a URL, a version (v1.30.0) or ci/latest, or set --type"
     )]
     Unknown(String),
+    #[error("--type release with no SOURCE needs -k VERSION (or the version as SOURCE: v1.30.0)")]
+    ReleaseWithoutVersion,
+    #[error("--type {0} needs a SOURCE")]
+    TypeWithoutSource(&'static str),
 }
 
 /// Detects SOURCE as kind does; `--type` forces the reading. With no SOURCE, `-k` names a
@@ -108,8 +108,11 @@ pub fn detect(
         // No SOURCE: a source tree (checked out at -k if given), or `--type release -k V`.
         return match (forced, kube_version) {
             (Some(SourceType::Release), Some(v)) => Ok(Source::Release(KubeVersion::parse(v)?)),
+            (Some(SourceType::Release), None) => Err(SourceError::ReleaseWithoutVersion),
             (None | Some(SourceType::Source), _) => Ok(Source::Tree(None)),
-            _ => Err(SourceError::Unknown(String::new())),
+            (Some(SourceType::File), _) => Err(SourceError::TypeWithoutSource("file")),
+            (Some(SourceType::Url), _) => Err(SourceError::TypeWithoutSource("url")),
+            (Some(SourceType::Ci), _) => Err(SourceError::TypeWithoutSource("ci")),
         };
     };
     let is_url = input.starts_with("http://") || input.starts_with("https://");

@@ -40,7 +40,11 @@ pub fn from_tarball(tarball: &Path, dest: &Path, cancel: &crate::blocking::Cance
     };
     match result {
         Err(archive::ExtractError::Read(e)) => {
-            bail!("reading {}: truncated or not a Kubernetes server tarball ({e})", tarball.display())
+            let what = archive::plain_words(&e);
+            bail!("reading {}: truncated or not a Kubernetes server tarball ({what})", tarball.display())
+        }
+        Err(err @ archive::ExtractError::Corrupt { .. }) => {
+            bail!("reading {}: truncated or not a Kubernetes server tarball: {err}", tarball.display())
         }
         // A full disk or an unwritable build dir is the machine's problem, not the tarball's.
         Err(err @ archive::ExtractError::Write { .. }) => {

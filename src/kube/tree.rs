@@ -71,8 +71,9 @@ pub fn uncommitted_changes(repo: &Repository) -> Result<Vec<String>> {
 pub async fn checkout_version(root: &Path, version: &KubeVersion, reporter: &Reporter) -> Result<()> {
     let (r, v) = (root.to_owned(), version.clone());
     if !blocking::run(move |_| clean_tree_has_tag(&r, &v)).await? {
-        let tag_ref = format!("refs/tags/{version}");
-        fetch_in(root, vec![format!("+{tag_ref}:{tag_ref}")], reporter)
+        // A shallow clone (ours, of one tag) stays shallow: the next tag comes alone too.
+        let depth = Repository::open(root)?.is_shallow().then_some(1);
+        fetch_in(root, vec![tag_refspec(version)], depth, reporter)
             .await
             .with_context(|| format!("fetching tag {version}"))?;
     }
@@ -122,8 +123,33 @@ fn checkout_tag(root: &Path, version: &KubeVersion, cancel: &Cancel) -> Result<(
     Ok(())
 }
 
-/// Every branch and tag: what a clone has, and what updating the cached clone fetches.
+/// Every branch and tag: what a clone without a version (or of a local remote) has, and what
+/// updating such a clone fetches.
 const ALL_REFS: [&str; 2] = ["+refs/tags/*:refs/tags/*", "+refs/heads/*:refs/remotes/origin/*"];
+
+fn tag_refspec(version: &KubeVersion) -> String {
+    format!("+refs/tags/{version}:refs/tags/{version}")
+}
+
+/// The depth of a clone of one tag: 1 over the network (Kubernetes' whole history is ~2 GB,
+/// one tag's tree ~0.1 GB), none for a local remote, whose objects are copied and which
+/// libgit2's local transport cannot fetch shallow.
+fn one_tag_depth(url: &str) -> Option<i32> {
+    ["https://", "http://", "ssh://", "git://"].iter().any(|p| url.starts_with(p)).then_some(1)
+}
+
+/// What a fetch received, for its step's last words.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Received {
+    pub objects: usize,
+    pub bytes: usize,
+}
+
+impl std::fmt::Display for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} objects, {:.1} MB received", self.objects, self.bytes as f64 / 1e6)
+    }
+}
 
 /// Clones `url` into `cache` the first time, its work tree at `version` (empty without
 /// one); later runs reuse it and fetch only what is missing. Returns the tree's path.
@@ -135,7 +161,12 @@ pub async fn ensure_clone(
     reporter: &Reporter,
 ) -> Result<PathBuf> {
     if cache.join(".git").is_dir() {
-        fetch_in(cache, ALL_REFS.map(String::from).to_vec(), reporter)
+        let shallow = Repository::open(cache)?.is_shallow();
+        let (refspecs, depth) = match version {
+            Some(v) if shallow => (vec![tag_refspec(v)], Some(1)),
+            _ => (ALL_REFS.map(String::from).to_vec(), None),
+        };
+        fetch_in(cache, refspecs, depth, reporter)
             .await
             .with_context(|| format!("updating the Kubernetes clone in {}", cache.display()))?;
         return Ok(cache.to_owned());
@@ -143,12 +174,12 @@ pub async fn ensure_clone(
     std::fs::create_dir_all(cache.parent().unwrap_or(cache))?;
     let step = reporter.step(format!("cloning {url}"));
     let (source, dest, version) = (url.to_owned(), cache.to_owned(), version.cloned());
-    blocking::run_with_progress(&step, move |cancel, progress| {
+    let received = blocking::run_with_progress(&step, move |cancel, progress| {
         clone(&source, &dest, version.as_ref(), progress, cancel)
     })
     .await
     .with_context(|| format!("cloning {url}"))?;
-    step.finish("done");
+    step.finish(format!("done: {received}"));
     Ok(cache.to_owned())
 }
 
@@ -161,36 +192,45 @@ fn clone(
     version: Option<&KubeVersion>,
     progress: &Progress,
     cancel: &Cancel,
-) -> Result<()> {
+) -> Result<Received> {
     let partial = dest.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
-    if let Err(e) = clone_into(url, &partial, version, progress, cancel) {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e);
+    match clone_into(url, &partial, version, progress, cancel) {
+        Ok(received) => {
+            std::fs::rename(&partial, dest)?;
+            Ok(received)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(e)
+        }
     }
-    Ok(std::fs::rename(&partial, dest)?)
 }
 
-/// A clone as an init and a fetch of every branch and tag, then `version` written into the
-/// empty work tree: no default branch is checked out only to be replaced by the tag.
+/// A clone as an init and a fetch, then `version` written into the empty work tree: no
+/// default branch is checked out only to be replaced by the tag. With a version and a network
+/// remote only that tag is fetched, one commit deep; else every branch and tag.
 fn clone_into(
     url: &str,
     dest: &Path,
     version: Option<&KubeVersion>,
     progress: &Progress,
     cancel: &Cancel,
-) -> Result<()> {
+) -> Result<Received> {
     let repo = Repository::init(dest)?;
     repo.remote("origin", url)?;
-    fetch(&repo, &ALL_REFS, progress, cancel)?;
+    let received = match (version, one_tag_depth(url)) {
+        (Some(v), Some(depth)) => fetch(&repo, &[tag_refspec(v)], Some(depth), progress, cancel)?,
+        _ => fetch(&repo, &ALL_REFS, None, progress, cancel)?,
+    };
     // Without the tag, the clone is still worth keeping; checkout_version says what is missing.
     let Some(commit) = version.and_then(|v| repo.revparse_single(&format!("refs/tags/{v}^{{commit}}")).ok())
     else {
-        return Ok(());
+        return Ok(received);
     };
     checkout_in_batches(&repo, &commit.peel_to_tree()?, progress, cancel)?;
     repo.set_head_detached(commit.id())?;
-    Ok(())
+    Ok(received)
 }
 
 /// Files per libgit2 call when filling a new clone's work tree. libgit2 cannot stop a
@@ -227,14 +267,14 @@ fn checkout_in_batches(
 }
 
 /// Fetches `refspecs` from `origin` into the repository at `root`, as a step.
-async fn fetch_in(root: &Path, refspecs: Vec<String>, reporter: &Reporter) -> Result<()> {
+async fn fetch_in(root: &Path, refspecs: Vec<String>, depth: Option<i32>, reporter: &Reporter) -> Result<()> {
     let step = reporter.step("fetching from origin");
     let root = root.to_owned();
-    blocking::run_with_progress(&step, move |cancel, progress| {
-        fetch(&Repository::open(root)?, &refspecs, progress, cancel)
+    let received = blocking::run_with_progress(&step, move |cancel, progress| {
+        fetch(&Repository::open(root)?, &refspecs, depth, progress, cancel)
     })
     .await?;
-    step.finish("done");
+    step.finish(format!("done: {received}"));
     Ok(())
 }
 
@@ -243,9 +283,10 @@ async fn fetch_in(root: &Path, refspecs: Vec<String>, reporter: &Reporter) -> Re
 fn fetch(
     repo: &Repository,
     refspecs: &[impl AsRef<str>],
+    depth: Option<i32>,
     progress: &Progress,
     cancel: &Cancel,
-) -> Result<()> {
+) -> Result<Received> {
     let mut callbacks = RemoteCallbacks::new();
     callbacks.transfer_progress(|p| {
         progress.send_replace(format!(
@@ -261,8 +302,20 @@ fn fetch(
     callbacks.sideband_progress(|_| !cancel.is_set());
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks);
+    // libgit2 reads the proxy from git's config (http.proxy) and HTTPS_PROXY/HTTP_PROXY,
+    // and honours NO_PROXY; TLS goes through OpenSSL with the system CA store (SSL_CERT_FILE
+    // and SSL_CERT_DIR apply).
+    let mut proxy = git2::ProxyOptions::new();
+    proxy.auto();
+    opts.proxy_options(proxy);
+    if let Some(depth) = depth {
+        opts.depth(depth);
+    }
     let refspecs: Vec<&str> = refspecs.iter().map(AsRef::as_ref).collect();
-    repo.find_remote("origin")?.fetch(&refspecs, Some(&mut opts), None).map_err(|e| cancel.explain(e))
+    let mut remote = repo.find_remote("origin")?;
+    remote.fetch(&refspecs, Some(&mut opts), None).map_err(|e| cancel.explain(e))?;
+    let stats = remote.stats();
+    Ok(Received { objects: stats.received_objects(), bytes: stats.received_bytes() })
 }
 
 /// What upstream's build stamps, from `hack/print-workspace-status.sh`.

@@ -10,33 +10,45 @@ use crate::docker::Docker;
 use crate::kube::KubeVersion;
 use crate::progress::Reporter;
 
-/// The base to build on, present in Docker when this returns.
+/// The base to build on, present in Docker when this returns: `-b` (pulled if absent), or
+/// the automatic one (built if absent, except for a plan, which builds nothing).
 pub async fn resolve(
     docker: &Docker,
-    given: Option<&str>,
+    cfg: &super::NodeImageConfig,
     kube: &KubeVersion,
-    arch: &str,
-    offline: bool,
     reporter: &Reporter,
 ) -> Result<String> {
-    match given {
+    match cfg.base_image.as_deref() {
         Some(base) => {
-            ensure_given(docker, base, arch, offline, reporter).await?;
+            ensure_given(docker, base, &cfg.arch, cfg.images.offline, reporter).await?;
             Ok(base.to_owned())
         }
-        None => automatic(docker, kube, arch, reporter).await,
+        None => automatic(docker, kube, &cfg.arch, !cfg.plan_only, reporter).await,
     }
 }
 
 /// The newest runtime line that serves `kube`, for `arch`, under the name `nodeimg build
-/// base-image --runtime LINE --arch ARCH` gives it; built here when absent, as that command would.
-async fn automatic(docker: &Docker, kube: &KubeVersion, arch: &str, reporter: &Reporter) -> Result<String> {
+/// base-image --runtime LINE --arch ARCH` gives it; built here when absent (and `build`), as
+/// that command would.
+async fn automatic(
+    docker: &Docker,
+    kube: &KubeVersion,
+    arch: &str,
+    build: bool,
+    reporter: &Reporter,
+) -> Result<String> {
     let line = RuntimeLine::for_kubernetes(kube);
-    let cfg = baseimage::default_config(line, arch);
+    let cfg =
+        baseimage::with_default_crictl(&baseimage::default_config(line, arch), docker, reporter).await?;
     let target = cfg.target();
     let existing = docker.inspect_image(&target).await?;
     let labels = match existing {
         Some(image) if image.labels.get(baseimage::LABEL_KEY) == Some(&cfg.key()) => image.labels,
+        _ if !build => bail!(
+            "the base image for Kubernetes {kube} ({target}) is not here, and `images list`/`images save` build nothing: \
+             pass -b IMAGE, or make it with `nodeimg build base-image --runtime {line} --arch {arch}` \
+             (debootstrap, as root)"
+        ),
         _ => {
             reporter.info(format!("base image {target} (runtime {line}) is not here: building it"));
             let built = baseimage::build(&cfg, docker, reporter)

@@ -182,6 +182,7 @@ mod tests {
             proxy_env: vec![("HTTPS_PROXY".into(), "http://proxy.internal:3128".into())],
             from_node: Default::default(),
             allow_foreign_images: false,
+            plan_only: false,
         };
         let artifacts = Artifacts {
             binaries: vec![],

@@ -11,8 +11,9 @@ use crate::docker::Docker;
 use crate::progress::Reporter;
 use crate::reference::normalize;
 
-pub const IMPORT: [&str; 8] =
-    ["ctr", "-n", "k8s.io", "images", "import", "--all-platforms", "--no-unpack", "--digests"];
+/// No `--digests`: a docker-save archive names its images, and the extra
+/// `import-<date>@sha256:…` names would stay in the node image (kind's pulled images have none).
+pub const IMPORT: [&str; 7] = ["ctr", "-n", "k8s.io", "images", "import", "--all-platforms", "--no-unpack"];
 
 /// A docker-save tar built with Kubernetes, and the names it is stored under in the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,8 +198,8 @@ pub async fn pull_with_retry(
 }
 
 /// Streams what `open` gives into `ctr images import`. Imports run side by side, and two
-/// images with the same digest race for ctr's digest name (`import-<date>@sha256:…`): the
-/// loser fails with "already exists" and is fed again once the winner is done.
+/// imports of the same content can race for a name or blob: the loser fails with "already
+/// exists" and is fed again once the winner is done.
 pub async fn ctr_import<R, F, Fut>(
     docker: &Docker,
     id: &str,
@@ -227,7 +228,8 @@ where
 
 /// Keeps the kubelet's image garbage collection away from an image.
 pub async fn pin(docker: &Docker, id: &str, name: &str) -> Result<()> {
-    ctr(docker, id, &["images", "label", name, "io.cri-containerd.pinned=pinned"]).await.map(|_| ())
+    let name = crate::reference::node_name(name);
+    ctr(docker, id, &["images", "label", &name, "io.cri-containerd.pinned=pinned"]).await.map(|_| ())
 }
 
 /// Runs `ctr -n k8s.io ...` and returns its stdout, failing on a non-zero exit.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::archive::image::{layer_archive, rfc3339, write_files_layer};
+use crate::archive::image::{layer_archive, write_files_layer};
 use crate::docker::{Docker, short_id};
 use crate::progress::Reporter;
 
@@ -46,7 +46,7 @@ pub async fn append(
         .await?
         .context("writing the layer")?;
     let lower = config["rootfs"]["diff_ids"].as_array().map_or(0, Vec::len);
-    let now = rfc3339(std::time::SystemTime::now());
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     config["rootfs"]["diff_ids"]
         .as_array_mut()
         .context("the image has no layer list")?
@@ -58,7 +58,7 @@ pub async fn append(
     let mut labels: BTreeMap<String, String> =
         serde_json::from_value(config["config"]["Labels"].take()).unwrap_or_default();
     labels.extend(layer.labels.into_iter().map(|(k, v)| (k.to_owned(), v)));
-    labels.extend(docker.labels().to_map());
+    labels.extend(docker.labels().image_map());
     config["config"]["Labels"] = serde_json::to_value(labels)?;
     let (id, archive) = layer_archive(serde_json::to_vec(&config)?, lower, &written);
     let loaded = docker.load_image(archive).await;

@@ -235,7 +235,7 @@ async fn from_mirror(
     }
     imported?;
     let mirror_name = normalize(reference);
-    ctr(docker, id, &["images", "tag", "--force", &mirror_name, image]).await?;
+    ctr(docker, id, &["images", "tag", "--force", &mirror_name, &crate::reference::node_name(image)]).await?;
     ctr(docker, id, &["images", "rm", &mirror_name]).await?;
     pin(docker, id, image).await
 }
@@ -251,8 +251,10 @@ async fn import_archive(
     reporter: &Reporter,
 ) -> Result<()> {
     let path = archive.path.clone();
-    // Docker-save archives name their images; digest names only help OCI layouts.
-    let cmd: Vec<&str> = images::IMPORT.into_iter().filter(|a| archive.oci || *a != "--digests").collect();
+    // Docker-save archives name their images; an OCI layout's are found by digest names,
+    // dropped again below.
+    let digests = archive.oci.then_some("--digests");
+    let cmd: Vec<&str> = images::IMPORT.into_iter().chain(digests).collect();
     let compression = archive.compression;
     images::ctr_import(docker, id, &cmd, &path.display().to_string(), || {
         let path = path.clone();

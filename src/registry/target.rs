@@ -4,8 +4,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
-/// Docker Hub's API host; references without a registry name mean it.
-const HUB_API: &str = "registry-1.docker.io";
+use crate::reference::ImageRef;
+pub use crate::reference::is_digest;
 
 /// A reference resolved for the registry API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,29 +21,9 @@ pub struct Target {
 impl Target {
     /// `[host/]repo[:tag][@digest]`; a digest wins over a tag, no tag means `latest`.
     pub fn parse(reference: &str) -> Option<Self> {
-        let (name, digest) = match reference.split_once('@') {
-            Some((name, digest)) => (name, Some(digest)),
-            None => (reference, None),
-        };
-        if let Some(digest) = digest
-            && !is_digest(digest)
-        {
-            return None;
-        }
-        let (repo, tag) = crate::reference::split(name);
-        if !crate::reference::is_valid(&format!("{repo}:{tag}")) {
-            return None;
-        }
-        let (host, path) = match repo.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
-                (first, rest.to_owned())
-            }
-            Some(_) => (HUB_API, repo.to_owned()),
-            None => (HUB_API, format!("library/{repo}")),
-        };
-        let host = if host == "docker.io" || host == "index.docker.io" { HUB_API } else { host };
-        let reference = digest.unwrap_or(tag).to_owned();
-        Some(Self { host: host.to_owned(), repo: path, reference })
+        let parsed = ImageRef::parse(reference).ok()?;
+        let reference = parsed.digest().or(parsed.tag()).unwrap_or("latest").to_owned();
+        Some(Self { host: parsed.api_host().to_owned(), repo: parsed.repository().to_owned(), reference })
     }
 
     /// The same repository at another tag or digest.
@@ -68,12 +48,6 @@ impl fmt::Display for Target {
         let sep = if is_digest(&self.reference) { '@' } else { ':' };
         write!(f, "{}/{}{sep}{}", self.host, self.repo, self.reference)
     }
-}
-
-pub fn is_digest(value: &str) -> bool {
-    value
-        .strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn insecure_list() -> Option<String> {
@@ -105,6 +79,7 @@ fn host_without_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reference::HUB_API;
 
     #[test]
     fn references_resolve_to_api_hosts_and_paths() {

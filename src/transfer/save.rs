@@ -7,8 +7,9 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{Compression, PartFile, SaveTarget, checksum_line, checksum_path};
+use super::{Compression, SaveTarget, checksum_line, checksum_path};
 use crate::docker::{Docker, ImageGuard};
+use crate::part_file::PartFile;
 use crate::progress::Reporter;
 
 /// Compressed bytes are collected up to this much before a file write: few, large writes,

@@ -11,7 +11,7 @@ pub const DEFAULT_MANIFEST: &str = "/kind/manifests/default-cni.yaml";
 pub const BRIDGE_CONFLIST: &str = "/etc/cni/net.d/10-nodeimg-bridge.conflist";
 const BRIDGE_TEMPLATE: &str = include_str!("../../templates/bridge.conflist.hbs");
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Cni {
     /// The image's default CNI if all its images are in the node, else bridge.

@@ -11,17 +11,18 @@ pub mod cni;
 mod diagnose;
 pub mod kubeadm;
 mod pods;
-mod report;
 mod sandboxes;
+mod stages;
+mod summary;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use self::cluster::{Cluster, ClusterNode};
+use self::cluster::ClusterNode;
 pub use self::cni::Cni;
-pub use self::report::{Report, Stage};
+pub use self::summary::{Report, Stage};
 use crate::docker::{Docker, ExecOutput};
 use crate::kube::KubeVersion;
 use crate::node::containerd;
@@ -41,12 +42,24 @@ pub struct VerifyConfig {
     pub nodes: usize,
     /// Leave the cluster running (on success and failure alike) for debugging.
     pub keep: bool,
+    /// `--allow-skipped`: a stage that could check nothing here does not fail the check.
+    pub allow_skipped: bool,
 }
 
 /// Verifies `cfg.image`. The report is complete either way (stages passed, the one that
 /// failed); the result says whether every stage passed.
 pub async fn verify(cfg: &VerifyConfig, docker: &Docker, reporter: &Reporter) -> (Report, Result<()>) {
     let mut report = Report::new(&cfg.image);
+    report.allow_skipped = cfg.allow_skipped;
+    // A pinned reference is checked before anything starts: the engine would run the image
+    // under its tag whatever its digest.
+    if cfg.image.contains('@') {
+        match docker.inspect_image(&cfg.image).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return (report, Err(anyhow!("no such image {}", cfg.image))),
+            Err(err) => return (report, Err(err.into())),
+        }
+    }
     let started = Instant::now();
     let what = if cfg.nodes > 1 { format!("{} nodes", cfg.nodes) } else { "a node".to_owned() };
     let step = reporter.step(format!("booting {what} from {} as kind does", cfg.image));
@@ -59,7 +72,15 @@ pub async fn verify(cfg: &VerifyConfig, docker: &Docker, reporter: &Reporter) ->
         }
     };
     report.privilege = Some(cluster.privilege());
-    let result = stages(cfg, docker, reporter, &cluster, &mut report, step, started).await;
+    let result =
+        stages::run(cfg, docker, reporter, &cluster, &mut report, step, started).await.and_then(|()| {
+            match report.refused_skip() {
+                Some((name, why)) => Err(anyhow::anyhow!(
+                    "stage {name} was skipped ({why}); --allow-skipped accepts a skipped stage"
+                )),
+                None => Ok(()),
+            }
+        });
     if result.is_err() {
         diagnose::diagnose(docker, &cluster.control_plane().node.id, reporter).await;
     }
@@ -73,190 +94,6 @@ pub async fn verify(cfg: &VerifyConfig, docker: &Docker, reporter: &Reporter) ->
         (Ok(()), cleanup) => cleanup,
     };
     (report, result)
-}
-
-/// The stages after `docker run`; `step` is the boot's progress line.
-async fn stages(
-    cfg: &VerifyConfig,
-    docker: &Docker,
-    reporter: &Reporter,
-    cluster: &Cluster,
-    report: &mut Report,
-    step: crate::progress::Step,
-    started: Instant,
-) -> Result<()> {
-    let timeout = cfg.timeout;
-    let cp = cluster.control_plane();
-    let id = cp.node.id.as_str();
-    let booted = stage(report, "boot", started, boot(docker, cluster, timeout)).await;
-    let booted = match booted {
-        Ok(state) => {
-            step.finish(format!("systemd {state}"));
-            state
-        }
-        Err(err) => {
-            step.fail("failed");
-            return Err(err);
-        }
-    };
-    if booted == "degraded" {
-        let failed = run(docker, id, &["systemctl", "--failed", "--no-legend", "--plain"]).await?.stdout;
-        reporter.detail(format!(
-            "failed units: {}",
-            failed.split_whitespace().step_by(5).collect::<Vec<_>>().join(" ")
-        ));
-    }
-
-    let facts = node_facts(docker, cp).await.context("reading the node")?;
-    let endpoint = format!("{}:6443", facts.ip);
-    report.kubernetes_version = Some(facts.version.text.clone());
-    let step = reporter.step(format!("kubeadm init (Kubernetes {})", facts.version));
-    let init =
-        stage(report, "kubeadm init", Instant::now(), bootstrap::init(docker, cp, &facts, timeout, reporter))
-            .await;
-    close(step, &init, "done");
-    init?;
-
-    let step = reporter.step("waiting for the API server (/readyz)");
-    let ready = stage(report, "API ready", Instant::now(), async {
-        wait(timeout, "the API server's /readyz", || async {
-            let out = kubectl(docker, id, &["get", "--raw", "/readyz"]).await?;
-            Ok(if out.stdout.trim() == "ok" { Ok(()) } else { Err(out.last_line().to_owned()) })
-        })
-        .await
-    })
-    .await;
-    close(step, &ready, "ok");
-    ready?;
-
-    let step = reporter.step("applying the CNI and storage manifests as kind does");
-    let used = stage(report, "CNI and storage", Instant::now(), async {
-        let used = bootstrap::install_cni(docker, &cluster.nodes, cfg.cni, &endpoint, reporter)
-            .await
-            .context("installing the CNI")?;
-        bootstrap::install_storage(docker, id, reporter).await.context("installing the storage")?;
-        Ok(used)
-    })
-    .await;
-    close(step, &used, "applied");
-    let used = used?;
-    report_cni(reporter, used);
-    report.cni = Some(used);
-
-    if !cluster.workers().is_empty() {
-        let step = reporter.step(format!("kubeadm join ({} workers)", cluster.workers().len()));
-        let joined = stage(report, "kubeadm join", Instant::now(), async {
-            for worker in cluster.workers() {
-                let facts =
-                    node_facts(docker, worker).await.with_context(|| format!("reading {}", worker.name))?;
-                bootstrap::join(docker, worker, &facts, &endpoint, timeout, reporter).await?;
-            }
-            Ok(())
-        })
-        .await;
-        close(step, &joined, "joined");
-        joined?;
-    }
-
-    let step = reporter.step(format!("waiting for {} to be Ready", plural(cluster.nodes.len(), "node")));
-    let ready = stage(report, "node Ready", Instant::now(), async {
-        for node in &cluster.nodes {
-            wait(timeout, &format!("node {} to be Ready", node.name), || async {
-                let out = kubectl(docker, id, &["get", "node", &node.name, "-o", READY_JSONPATH]).await?;
-                Ok(if out.stdout.trim() == "True" { Ok(()) } else { Err(not_ready(&out)) })
-            })
-            .await?;
-        }
-        Ok(())
-    })
-    .await;
-    close(step, &ready, "Ready");
-    ready?;
-
-    // Pods land on a worker when there is one: kind's most common multi-node case.
-    let on = cluster.workers().first().unwrap_or(cp);
-    let step = reporter.step(format!("resolving {} from a dnsPolicy: Default pod on {}", cp.name, on.name));
-    let dns = stage(
-        report,
-        "DNS",
-        Instant::now(),
-        pods::check_dns(docker, id, (&on.name, &on.node.id), &cp.name, &facts.ip, timeout),
-    )
-    .await;
-    match dns? {
-        None => step.finish("resolved"),
-        Some(why) => {
-            step.finish(format!("skipped: {why}"));
-            report.skipped(why);
-        }
-    }
-
-    let step = reporter.step(format!("running a test pod on {}", on.name));
-    let target = (cluster.nodes.len() > 1).then_some(on.name.as_str());
-    let pod =
-        stage(report, "pod Running", Instant::now(), pods::run_test_pod(docker, id, target, timeout)).await;
-    close(step, &pod, "Running");
-    pod
-}
-
-/// kind's boot-log wait on every node, then systemd and containerd up in each.
-async fn boot(docker: &Docker, cluster: &Cluster, timeout: Duration) -> Result<String> {
-    cluster::wait_for_boot_lines(docker, cluster).await?;
-    let mut states = Vec::new();
-    for node in &cluster.nodes {
-        let id = node.node.id.as_str();
-        let state = wait(timeout, &format!("systemd in {} to finish booting", node.name), || async {
-            let state = run(docker, id, &["systemctl", "is-system-running"]).await?.stdout;
-            let state = state.trim().to_owned();
-            let containerd = run(docker, id, &["ctr", "version"]).await?.success();
-            Ok((matches!(state.as_str(), "running" | "degraded") && containerd)
-                .then_some(state.clone())
-                .ok_or(format!("systemd {state}, containerd {}", if containerd { "up" } else { "down" })))
-        })
-        .await?;
-        states.push(state);
-    }
-    Ok(if states.iter().any(|s| s == "degraded") { "degraded".into() } else { "running".into() })
-}
-
-fn plural(n: usize, what: &str) -> String {
-    if n == 1 { format!("the {what}") } else { format!("{n} {what}s") }
-}
-
-fn close<T>(step: crate::progress::Step, result: &Result<T>, outcome: &str) {
-    match result {
-        Ok(_) => step.finish(outcome),
-        Err(_) => step.fail("failed"),
-    }
-}
-
-const READY_JSONPATH: &str = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
-
-fn not_ready(out: &ExecOutput) -> String {
-    if out.success() { format!("Ready={}", out.stdout.trim()) } else { out.last_line().to_owned() }
-}
-
-fn report_cni(reporter: &Reporter, used: Cni) {
-    reporter.detail(format!("CNI: {}", if used == Cni::Default { cni::DEFAULT_MANIFEST } else { "bridge" }));
-}
-
-/// Runs `work` as the stage `name` of the report, started at `started`.
-async fn stage<T>(
-    report: &mut Report,
-    name: &'static str,
-    started: Instant,
-    work: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    match work.await {
-        Ok(value) => {
-            report.passed(name, started.elapsed());
-            Ok(value)
-        }
-        Err(err) => {
-            report.failed(name, started.elapsed());
-            Err(err.context(name))
-        }
-    }
 }
 
 /// Polls `check` every half second until it answers `Ok(value)`; `Err(state)` is the

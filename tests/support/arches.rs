@@ -16,7 +16,7 @@ pub fn e_machine(header: &[u8]) -> u16 {
 
 /// `path` of the image's filesystem, copied out of a created (never started) container.
 pub fn copy_out(run: &Run, image: &str, path: &str, dest: &Path) {
-    let label = format!("{}={}", nodeimg::docker::LABEL_BUILD, run.run_id);
+    let label = format!("{}={}", nodeimg::docker::LABEL_CONTAINER, run.run_id);
     let id = docker_cli(&["create", "--label", &label, image, "true"]).trim().to_owned();
     docker_cli(&["cp", &format!("{id}:{path}"), dest.to_str().unwrap()]);
     docker_cli(&["rm", &id]);

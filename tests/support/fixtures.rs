@@ -365,3 +365,20 @@ fn release_tree_at(tarball: &Path, dir: &Path, good_checksum: bool) {
     )
     .unwrap();
 }
+
+/// A small image made here from busybox (`nodeimg-test/busybox:<unique>`), saved by the
+/// daemon and imported into the node `node_id`'s containerd (`k8s.io`) through exec stdin, as
+/// the node-image pipeline does; the host's copy is removed again. Returns the name
+/// containerd holds it under.
+pub async fn busybox_into_node(docker: &Docker, node_id: &str, unique: &str) -> String {
+    let tag = format!("nodeimg-test/busybox:{unique}");
+    let image = busybox_image(docker, &tag).await;
+    let saved = tokio_util::io::StreamReader::new(docker.save_image(&tag));
+    let import = docker
+        .exec_with_stdin(node_id, &["ctr", "-n", "k8s.io", "images", "import", "-"], saved)
+        .await
+        .unwrap();
+    drop(image);
+    assert!(import.success(), "ctr import failed: {import:?}");
+    format!("docker.io/{tag}")
+}

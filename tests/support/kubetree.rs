@@ -4,8 +4,12 @@
 //! component's source is `cmd/<component>/patch`: `make all` appends it to that binary only.
 
 use std::path::Path;
+use std::process::Output;
 
 use git2::{IndexAddOption, Repository, Signature};
+
+use super::fixtures::{self, ImageArchive};
+use super::{BUILD_LIMIT, Run, output_within};
 
 pub const TAGS: [&str; 2] = ["v1.30.0", "v1.30.1"];
 
@@ -94,4 +98,71 @@ pub fn create(dir: &Path, fail_target: bool, image_tar: impl Fn(&str, &Path)) ->
         repo.tag_lightweight(tag, &repo.find_object(oid, None).unwrap(), false).unwrap();
     }
     repo
+}
+
+/// A fixture tree in a temp dir.
+pub fn tree(fail_target: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let root = fixtures::busybox_root(scratch.path());
+    let layer = nodeimg::archive::image::write_layer(&root, &scratch.path().join("layer.tar")).unwrap();
+    create(dir.path(), fail_target, |tag, dest| fixtures::write_image_tar(&layer, tag, dest));
+    dir
+}
+
+/// A build from a source tree: the run, and what the tree's build needs besides its own
+/// images, as an archive (the fixture tree's kubeadm lists the fixture release's images).
+pub struct SourceRun {
+    pub run: Run,
+    pub images: ImageArchive,
+    /// An empty GOPATH and working directory, so only the flags choose the tree.
+    pub nowhere: tempfile::TempDir,
+}
+
+impl SourceRun {
+    pub fn new(name: &str) -> Self {
+        SourceRun {
+            run: Run::new(&format!("src-{name}")),
+            images: ImageArchive::new(&fixtures::needed_images()),
+            nowhere: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn build(&self, args: &[&str]) -> Output {
+        self.build_with(args, &[])
+    }
+
+    /// [`SourceRun::build`] with `envs` (a value of None removes the variable).
+    pub fn build_with(&self, args: &[&str], envs: &[(&str, Option<&str>)]) -> Output {
+        let mut cmd = self.build_command(&["--image-archive", self.images.path.to_str().unwrap()]);
+        cmd.args(args).current_dir(self.nowhere.path()).env("GOPATH", self.nowhere.path());
+        for (name, value) in envs {
+            match value {
+                Some(value) => cmd.env(name, value),
+                None => cmd.env_remove(name),
+            };
+        }
+        output_within(&mut cmd, BUILD_LIMIT)
+    }
+
+    /// The built image's Kubernetes version label; removes the image.
+    pub fn built_version(&self) -> String {
+        self.assert_clean();
+        let target = &self.target;
+        super::block_on(async {
+            let docker = super::docker(&self.run_id).await;
+            let info = docker.inspect_image(target).await.unwrap().expect("the node image exists");
+            docker.remove_image(target).await.unwrap();
+            info.labels["io.nodeimg.kubernetes.version"].clone()
+        })
+    }
+}
+
+/// The run's names, dirs and assertions.
+impl std::ops::Deref for SourceRun {
+    type Target = Run;
+
+    fn deref(&self) -> &Run {
+        &self.run
+    }
 }

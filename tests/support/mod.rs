@@ -17,6 +17,7 @@ pub mod podman;
 mod process;
 pub mod registry;
 mod run;
+pub mod tls;
 
 use sha2::Digest;
 use std::fs::File;
@@ -105,6 +106,20 @@ impl Drop for Cleanup {
                 docker.remove_network(&n.id).await.ok();
             }
         });
+    }
+}
+
+/// A container the test created with the docker CLI (by name or ID), with its anonymous
+/// volumes; removed on drop, also when an assertion failed first.
+pub struct RemoveContainer(pub String);
+
+impl Drop for RemoveContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("timeout")
+            .args(["120", "docker", "rm", "-f", "-v", &self.0])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 

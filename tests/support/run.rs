@@ -103,7 +103,7 @@ impl Run {
 
     /// IDs of the images labelled with the run's id (`docker images -q`), one per line.
     pub fn labelled_images(&self) -> String {
-        let filter = format!("label={}={}", nodeimg::docker::LABEL_BUILD, self.run_id);
+        let filter = format!("label={}={}", nodeimg::docker::LABEL_IMAGE_BUILD, self.run_id);
         docker_cli(&["images", "-q", "--filter", &filter]).trim().to_owned()
     }
 }

@@ -12,7 +12,7 @@ fn elf(e_type: u16, e_machine: u16) -> Vec<u8> {
 }
 
 fn host_elf() -> Vec<u8> {
-    let machine = match crate::archive::image::host_architecture() {
+    let machine = match crate::platform::host_architecture() {
         "amd64" => 62,
         "arm64" => 183,
         "ppc64le" => 21,
@@ -103,7 +103,7 @@ fn only_elf_executables_for_this_machine_pass() {
     };
     assert!(check_elf(&write("object", &object), "object").is_err(), "a relocatable object");
     assert!(check_elf(&write("short", b"\x7fELF"), "short").is_err());
-    let other = if crate::archive::image::host_architecture() == "s390x" { 62 } else { 22 };
+    let other = if crate::platform::host_architecture() == "s390x" { 62 } else { 22 };
     let err = check_elf(&write("other", &elf(2, other)), "other").unwrap_err().to_string();
     assert!(err.contains("is an ELF executable for"), "{err}");
 }
@@ -143,4 +143,20 @@ fn install_puts_it_in_usr_local_bin_executable() {
     install(&binary, &root).unwrap();
     let meta = std::fs::metadata(root.join("usr/local/bin/crictl")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+}
+
+#[test]
+fn the_pin_table_has_a_release_per_arch() {
+    let table = "# comment\nv1.26.1 amd64 0C1A0F9900C15EE7A55E757BCDC220FACA5DD2E1CFC120459AD1F04F08598127\n\
+                 v1.26.1 arm64 short\n";
+    let (version, sha) = pinned_in(table, "amd64").unwrap();
+    assert_eq!((version.as_str(), &sha[..8]), ("v1.26.1", "0c1a0f99"));
+    assert_eq!(pinned_in(table, "arm64"), None, "a malformed pin is no pin");
+    assert_eq!(pinned_in(table, "s390x"), None);
+    // The repo's own table, as embedded.
+    let ours =
+        String::from_utf8_lossy(crate::baseimage::assets::get("crictl-releases").contents).into_owned();
+    for arch in ["amd64", "arm64"] {
+        assert!(pinned_in(&ours, arch).is_some(), "a pinned crictl for {arch}");
+    }
 }

@@ -42,7 +42,7 @@ fn arch_lists_are_checked_before_anything_runs() {
     assert_eq!(shared, Some(ConfigError::BaseForArches("my/base:1".into(), 2)));
     let save = multi(&["--arch", "amd64,arm64", "--save", "node.tar"]).err();
     assert_eq!(save, Some(ConfigError::SaveArches("amd64,arm64".into())));
-    assert!(matches!(multi(&["--arch", "arm64", "-i", "Bad/{arch}"]), Err(ConfigError::Image(_))));
+    assert!(matches!(multi(&["--arch", "arm64", "-i", "Bad:{arch}"]), Err(ConfigError::Image(_))));
     let cli = Cli::try_parse_from([
         "nodeimg",
         "build",
@@ -152,4 +152,19 @@ fn engines_name_an_arch_being_built_and_a_socket_or_tcp_host() {
     refused("arm64", "ARCH=DOCKER_HOST");
     refused("arm64=ssh://builder", "forward");
     refused("arm64=builder:2375", "unix://");
+}
+
+#[test]
+fn no_verify_is_the_old_skip_checksums_and_refused_beside_verify() {
+    let parse = |args: &[&str]| {
+        let cli =
+            Cli::try_parse_from([&["nodeimg", "build", "node-image", "v1.30.0"][..], args].concat()).unwrap();
+        let crate::cli::Command::Build(crate::cli::BuildCommand::NodeImage(args)) = cli.command else {
+            unreachable!()
+        };
+        node_image(*args)
+    };
+    let (multi, _) = parse(&["--no-verify"]).unwrap();
+    assert!(!multi.cfg.checksums, "--no-verify still skips checksums");
+    assert_eq!(parse(&["--verify", "--no-verify"]).err(), Some(ConfigError::VerifyNoVerify));
 }

@@ -8,12 +8,23 @@ use serde::Serialize;
 use super::Cni;
 use crate::node::Privilege;
 
+/// How a stage ended. A skipped stage checked nothing: it is not a pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Passed,
+    Failed,
+    Skipped,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Stage {
     pub name: &'static str,
     pub seconds: f64,
+    pub state: State,
+    /// `state == passed`, for readers of the earlier JSON.
     pub passed: bool,
-    /// Why the stage checked nothing (it still counts as passed: nothing was found wrong).
+    /// Why the stage checked nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
 }
@@ -26,7 +37,10 @@ pub struct Report {
     pub privilege: Option<Privilege>,
     pub cni: Option<Cni>,
     pub stages: Vec<Stage>,
+    /// Every stage passed, or was skipped with `--allow-skipped`, and no error ended the check.
     pub passed: bool,
+    /// `--allow-skipped`: a skipped stage does not fail the check.
+    pub allow_skipped: bool,
     /// The error that ended the check, one line.
     pub error: Option<String>,
 }
@@ -48,28 +62,51 @@ impl Report {
             cni: None,
             stages: Vec::new(),
             passed: false,
+            allow_skipped: false,
             error: None,
         }
     }
 
     pub fn passed(&mut self, name: &'static str, took: Duration) {
-        self.stages.push(Stage { name, seconds: round(took), passed: true, skipped: None });
+        self.stages.push(Stage {
+            name,
+            seconds: round(took),
+            state: State::Passed,
+            passed: true,
+            skipped: None,
+        });
     }
 
     /// Marks the last stage as one that checked nothing, and why.
     pub fn skipped(&mut self, why: String) {
         if let Some(stage) = self.stages.last_mut() {
             stage.skipped = Some(why);
+            stage.state = State::Skipped;
+            stage.passed = false;
         }
     }
 
+    /// The first skipped stage and why, unless `--allow-skipped` accepts it.
+    pub fn refused_skip(&self) -> Option<(&'static str, &str)> {
+        let skipped = self.stages.iter().find(|s| s.state == State::Skipped)?;
+        (!self.allow_skipped).then(|| (skipped.name, skipped.skipped.as_deref().unwrap_or_default()))
+    }
+
     pub fn failed(&mut self, name: &'static str, took: Duration) {
-        self.stages.push(Stage { name, seconds: round(took), passed: false, skipped: None });
+        self.stages.push(Stage {
+            name,
+            seconds: round(took),
+            state: State::Failed,
+            passed: false,
+            skipped: None,
+        });
     }
 
     /// Records how the check ended (`error` is None when every stage passed).
     pub fn finish(&mut self, error: Option<String>) {
-        self.passed = error.is_none() && self.stages.iter().all(|s| s.passed);
+        let accepted =
+            |s: &Stage| s.state == State::Passed || (s.state == State::Skipped && self.allow_skipped);
+        self.passed = error.is_none() && self.stages.iter().all(accepted);
         self.error = error;
     }
 
@@ -96,10 +133,10 @@ impl Report {
         }
         out.push_str(")\n");
         for stage in &self.stages {
-            let mark = match (&stage.skipped, stage.passed) {
-                (Some(why), _) => format!("skipped: {why}"),
-                (None, true) => "ok".to_owned(),
-                (None, false) => "FAILED".to_owned(),
+            let mark = match stage.state {
+                State::Skipped => format!("SKIPPED: {}", stage.skipped.as_deref().unwrap_or_default()),
+                State::Passed => "ok".to_owned(),
+                State::Failed => "FAILED".to_owned(),
             };
             let _ = writeln!(out, "  {:<14}{:>8.1}s  {mark}", stage.name, stage.seconds);
         }
@@ -141,17 +178,31 @@ mod tests {
     }
 
     #[test]
-    fn a_skipped_stage_says_why() {
+    fn a_skipped_stage_is_its_own_state_and_no_pass() {
         let mut r = report();
         r.passed("DNS", Duration::from_millis(200));
         r.skipped("the node's own resolver (nameserver 10.0.0.1) does not know the node names".into());
         r.finish(None);
+        assert!(!r.passed, "a skipped stage is not a pass");
+        assert_eq!(r.refused_skip().map(|(name, _)| name), Some("DNS"));
+        assert!(r.to_text().starts_with("FAILED"), "{}", r.to_text());
         assert!(
-            r.to_text().lines().any(|l| l.contains("DNS") && l.contains("skipped: the node's own resolver"))
+            r.to_text().lines().any(|l| l.contains("DNS") && l.contains("SKIPPED: the node's own resolver"))
         );
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["stages"][2]["state"], "skipped");
+        assert_eq!(v["stages"][2]["passed"], false);
+        assert_eq!(v["stages"][0]["state"], "passed");
         assert!(v["stages"][2]["skipped"].as_str().unwrap().contains("nameserver 10.0.0.1"));
         assert!(v["stages"][0].get("skipped").is_none(), "only a skipped stage carries it");
+
+        r.allow_skipped = true;
+        r.finish(None);
+        assert!(r.passed && r.refused_skip().is_none(), "--allow-skipped accepts it");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&r.to_json()).unwrap()["stages"][2]["state"],
+            "skipped"
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ async fn sweep(docker: &Docker) -> Sweep {
         // its node still used the image) are unfinished work.
         let process = &docker.labels().process;
         for (id, labels) in docker.list_dangling_images().await? {
-            if labels.get(crate::docker::LABEL_PROCESS) == Some(process)
+            if labels.get(crate::docker::LABEL_IMAGE_PROCESS) == Some(process)
                 && docker.remove_unused_image(&id).await?
             {
                 swept.push(format!("image {}", crate::docker::short_id(&id)));
