@@ -38,6 +38,11 @@ impl ImageRef {
         Ok(Self { inner, tagged })
     }
 
+    /// The parsed reference, for the registry client (`oci-client` takes this type).
+    pub fn reference(&self) -> &Reference {
+        &self.inner
+    }
+
     /// The registry as users name it (`docker.io`, `localhost:5000`).
     pub fn registry(&self) -> &str {
         self.inner.registry()

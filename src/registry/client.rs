@@ -1,29 +1,27 @@
-//! The registry HTTP API v2, as much as reading manifests and writing an index needs, with
-//! the docker CLI's ways of logging in.
+//! `oci-client` as much as reading manifests back and writing an index needs: one of its
+//! clients per registry host (plain HTTP for the hosts the engine treats as insecure), the
+//! docker CLI's credentials, and a login answered once per repository and operation.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use base64::Engine as _;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use reqwest::{Method, Response, StatusCode};
+use oci_client::RegistryOperation;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError as Oci, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use reqwest::header::HeaderValue;
 
-use super::Error;
-use super::auth::{self, Challenge, Credentials, DockerConfig, Source};
 use super::error::registry_message;
-use super::manifest::{self, ManifestInfo};
-use super::target::{Target, is_digest};
+use super::manifest::{self, Kind, ManifestInfo};
+use super::{DockerConfig, Error};
+use crate::reference::ImageRef;
 
-/// Manifests and configs are small; a registry that takes longer is as good as down.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A client for any number of registries; it keeps each host's credentials and token.
+/// A client for any number of registries; it keeps each host's credentials and tokens.
 pub struct Client {
-    http: reqwest::Client,
     config: DockerConfig,
-    credentials: tokio::sync::Mutex<HashMap<String, Option<Credentials>>>,
-    authorization: Mutex<HashMap<String, HeaderValue>>,
+    hosts: std::sync::Mutex<HashMap<String, (oci_client::Client, RegistryAuth)>>,
+    logged_in: tokio::sync::Mutex<HashSet<(String, String, bool)>>,
 }
 
 impl Client {
@@ -37,35 +35,49 @@ impl Client {
     }
 
     pub fn with_config(config: DockerConfig) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(20))
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| Error::Transport {
-                action: "setting up",
-                reference: "the registry client".into(),
-                reason: crate::error::root_cause(&e),
-            })?;
-        Ok(Self { http, config, credentials: Default::default(), authorization: Default::default() })
+        Ok(Self { config, hosts: Default::default(), logged_in: Default::default() })
     }
 
-    /// The credentials for the API host `host`, asked of a helper at most once.
-    pub async fn credentials(&self, host: &str) -> Result<Option<Credentials>, Error> {
-        let mut known = self.credentials.lock().await;
-        if let Some(credentials) = known.get(host) {
-            return Ok(credentials.clone());
+    /// The user name and password for the API host `host`, for the engine's push.
+    pub fn login(&self, host: &str) -> Result<Option<(String, String)>, Error> {
+        Ok(match self.host(host)?.1 {
+            RegistryAuth::Basic(user, password) => Some((user, password)),
+            _ => None,
+        })
+    }
+
+    fn host(&self, host: &str) -> Result<(oci_client::Client, RegistryAuth), Error> {
+        let mut hosts = self.hosts.lock().expect("not poisoned");
+        if let Some(known) = hosts.get(host) {
+            return Ok(known.clone());
         }
-        let source = self.config.source(host).map_err(|reason| Error::Config {
-            path: DockerConfig::path().unwrap_or_default(),
-            reason: format!("{host}: {reason}"),
-        })?;
-        let credentials = match source {
-            Source::Stored(credentials) => Some(credentials),
-            Source::Helper(helper) => auth::from_helper(&helper, &auth::helper_server(host)).await?,
-            Source::Anonymous => None,
+        let insecure = is_insecure(host, std::env::var("NODEIMG_INSECURE_REGISTRIES").ok().as_deref());
+        let config = ClientConfig {
+            protocol: if insecure { ClientProtocol::Http } else { ClientProtocol::Https },
+            connect_timeout: Some(Duration::from_secs(20)),
+            // Manifests and configs are small; a registry that takes longer is as good as down.
+            read_timeout: Some(Duration::from_secs(60)),
+            ..Default::default()
         };
-        known.insert(host.to_owned(), credentials.clone());
-        Ok(credentials)
+        let known = (oci_client::Client::new(config), self.config.auth(host)?);
+        hosts.insert(host.to_owned(), known.clone());
+        Ok(known)
+    }
+
+    /// The client for `target`'s host, logged in for `op` on its repository: a token
+    /// server's refusal is an error here, where `oci-client` would go on anonymously.
+    async fn ready(&self, target: &ImageRef, push: bool) -> Result<oci_client::Client, Error> {
+        let (oci, auth) = self.host(target.api_host())?;
+        let key = (target.api_host().to_owned(), target.repository().to_owned(), push);
+        let mut logged_in = self.logged_in.lock().await;
+        if !logged_in.contains(&key) {
+            let op = if push { RegistryOperation::Push } else { RegistryOperation::Pull };
+            oci.auth(target.reference(), &auth, op)
+                .await
+                .map_err(|e| failed("getting a token for", target, e))?;
+            logged_in.insert(key);
+        }
+        Ok(oci)
     }
 
     /// The single-platform manifest `reference` names, with its platform from the image
@@ -73,65 +85,53 @@ impl Client {
     pub async fn manifest(&self, reference: &str) -> Result<ManifestInfo, Error> {
         const ACTION: &str = "reading the manifest of";
         let target = parse(reference)?;
-        let url = format!("{}/manifests/{}", target.base_url(), target.reference);
-        let response = self.send(&target, ACTION, Method::GET, &url, Some(manifest::ACCEPT), None).await?;
-        let claimed = header(&response, "docker-content-digest");
-        let content_type = header(&response, CONTENT_TYPE.as_str());
-        let body = body(&target, ACTION, response).await?;
+        let oci = self.ready(&target, false).await?;
+        let (body, _) = oci
+            .pull_manifest_raw(target.reference(), &RegistryAuth::Anonymous, &manifest::ACCEPT)
+            .await
+            .map_err(|e| failed(ACTION, &target, e))?;
         let digest = manifest::digest(&body);
-        let expected = claimed.or_else(|| is_digest(&target.reference).then(|| target.reference.clone()));
-        if let Some(claimed) = expected.filter(|c| *c != digest) {
-            return Err(Error::DigestMismatch { reference: target.to_string(), claimed, computed: digest });
-        }
         let protocol =
-            |problem: String| Error::Protocol { action: ACTION, reference: target.to_string(), problem };
-        let media_type = manifest::media_type(content_type.as_deref(), &body)
-            .ok_or_else(|| protocol("the manifest has no media type".into()))?;
-        if manifest::is_index(&media_type) {
-            return Err(Error::IsIndex { reference: target.to_string(), media_type });
-        }
-        if media_type != manifest::DOCKER_MANIFEST && media_type != manifest::OCI_MANIFEST {
-            return Err(protocol(format!("unsupported manifest type {media_type}")));
-        }
-        let config =
-            manifest::config_digest(&body).ok_or_else(|| protocol("the manifest names no config".into()))?;
-        let platform = self.config_platform(&target.with_reference(&config)).await?;
-        Ok(ManifestInfo { digest, media_type, size: body.len() as u64, platform })
-    }
-
-    /// The platform in the configuration blob `config` (a target whose reference is the
-    /// blob's digest), checked against that digest.
-    async fn config_platform(&self, config: &Target) -> Result<manifest::Platform, Error> {
-        const ACTION: &str = "reading the image configuration";
-        let url = format!("{}/blobs/{}", config.base_url(), config.reference);
-        let response = self.send(config, ACTION, Method::GET, &url, None, None).await?;
-        let bytes = body(config, ACTION, response).await?;
-        let computed = manifest::digest(&bytes);
-        if computed != config.reference {
+            |problem: String| Error::Protocol { action: ACTION, reference: reference.into(), problem };
+        let (media_type, config) = match manifest::kind(&body) {
+            Kind::Image { media_type, config } => (media_type, config),
+            Kind::Index { media_type } => {
+                return Err(Error::IsIndex { reference: reference.into(), media_type });
+            }
+            Kind::Other { problem } => return Err(protocol(problem)),
+        };
+        let mut bytes = Vec::new();
+        const CONFIG: &str = "reading the image configuration of";
+        oci.pull_blob(target.reference(), config.as_str(), &mut bytes)
+            .await
+            .map_err(|e| failed(CONFIG, &target, e))?;
+        if manifest::digest(&bytes) != config {
+            let computed = manifest::digest(&bytes);
             return Err(Error::DigestMismatch {
-                reference: config.to_string(),
-                claimed: config.reference.clone(),
+                reference: format!("{reference} config"),
+                claimed: config,
                 computed,
             });
         }
-        manifest::config_platform(&bytes).ok_or_else(|| Error::Protocol {
-            action: ACTION,
-            reference: config.to_string(),
+        let platform = manifest::config_platform(&bytes).ok_or_else(|| Error::Protocol {
+            action: CONFIG,
+            reference: reference.into(),
             problem: "it names no os and architecture".into(),
-        })
+        })?;
+        Ok(ManifestInfo { digest, media_type, size: body.len() as u64, platform })
     }
 
     /// Whether the repository of `reference` holds the manifest `digest`.
     pub async fn has_manifest(&self, reference: &str, digest: &str) -> Result<bool, Error> {
-        const ACTION: &str = "looking for";
-        let target = parse(reference)?.with_reference(digest);
-        let url = format!("{}/manifests/{digest}", target.base_url());
-        let response =
-            self.request(&target, ACTION, Method::HEAD, &url, Some(manifest::ACCEPT), None).await?;
-        match response.status() {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(status_error(&target, ACTION, response).await),
+        let target = parse(reference)?;
+        let oci = self.ready(&target, false).await?;
+        let by_digest = target.reference().clone_with_digest(digest.to_owned());
+        match oci.fetch_manifest_digest(&by_digest, &RegistryAuth::Anonymous).await {
+            Ok(_) => Ok(true),
+            Err(e) => match failed("looking for", &target, e) {
+                Error::Status { status: 404, .. } => Ok(false),
+                other => Err(other),
+            },
         }
     }
 
@@ -139,15 +139,14 @@ impl Client {
     /// sha256 of the exact bytes sent. Every entry must already be in the repository: it is
     /// checked first, so a missing image fails before anything is written.
     pub async fn put_index(&self, reference: &str, entries: &[ManifestInfo]) -> Result<String, Error> {
-        const ACTION: &str = "writing the index";
         let target = parse(reference)?;
         if entries.is_empty() {
-            return Err(Error::Empty { target: target.to_string() });
+            return Err(Error::Empty { target: reference.into() });
         }
         for entry in entries {
             if !self.has_manifest(reference, &entry.digest).await? {
                 return Err(Error::MissingChild {
-                    reference: target.to_string(),
+                    reference: reference.into(),
                     platform: entry.platform.to_string(),
                     digest: entry.digest.clone(),
                 });
@@ -155,142 +154,112 @@ impl Client {
         }
         let bytes = manifest::index_json(entries);
         let digest = manifest::digest(&bytes);
-        let url = format!("{}/manifests/{}", target.base_url(), target.reference);
-        let body = Some((manifest::OCI_INDEX, bytes));
-        let response = self.send(&target, ACTION, Method::PUT, &url, None, body).await?;
-        if let Some(claimed) = header(&response, "docker-content-digest").filter(|c| *c != digest) {
-            return Err(Error::DigestMismatch { reference: target.to_string(), claimed, computed: digest });
+        let oci = self.ready(&target, true).await?;
+        let content_type = HeaderValue::from_static(manifest::OCI_INDEX);
+        let location = oci
+            .push_manifest_raw(target.reference(), bytes, content_type)
+            .await
+            .map_err(|e| failed("writing the index", &target, e))?;
+        // The registry names what it stored by digest: it must be the digest of what was sent.
+        let stored = location.rsplit('/').next().filter(|last| crate::reference::is_digest(last));
+        if let Some(claimed) = stored.filter(|s| *s != digest) {
+            return Err(Error::DigestMismatch {
+                reference: reference.into(),
+                claimed: claimed.into(),
+                computed: digest,
+            });
         }
         Ok(digest)
     }
+}
 
-    /// [`Client::request`] that fails on any status but success.
-    async fn send(
-        &self,
-        target: &Target,
-        action: &'static str,
-        method: Method,
-        url: &str,
-        accept: Option<&str>,
-        body: Option<(&str, Vec<u8>)>,
-    ) -> Result<Response, Error> {
-        let response = self.request(target, action, method, url, accept, body).await?;
-        if response.status().is_success() {
-            Ok(response)
-        } else {
-            Err(status_error(target, action, response).await)
-        }
-    }
+fn parse(reference: &str) -> Result<ImageRef, Error> {
+    ImageRef::parse(reference).map_err(|_| Error::Reference { reference: reference.to_owned() })
+}
 
-    /// One request, logged in: with the host's known authorization, and once more after
-    /// answering the registry's challenge if it asks for one.
-    async fn request(
-        &self,
-        target: &Target,
-        action: &'static str,
-        method: Method,
-        url: &str,
-        accept: Option<&str>,
-        body: Option<(&str, Vec<u8>)>,
-    ) -> Result<Response, Error> {
-        let mut retried = false;
-        loop {
-            let mut request = self.http.request(method.clone(), url);
-            if let Some(accept) = accept {
-                request = request.header(ACCEPT, accept);
+/// `oci-client`'s error as one of ours, with the status and the registry's own words.
+fn failed(action: &'static str, target: &ImageRef, err: Oci) -> Error {
+    let reference = target.to_string();
+    let status = |status: u16, message: Option<String>| Error::Status {
+        action,
+        reference: reference.clone(),
+        status,
+        message,
+    };
+    match err {
+        Oci::ServerError { code, message, .. } => status(code, registry_message(message.as_bytes())),
+        Oci::UnauthorizedError { .. } => status(401, None),
+        Oci::ImageManifestNotFoundError(_) => status(404, None),
+        Oci::RegistryError { envelope, .. } => match envelope.errors.into_iter().next() {
+            Some(first) => {
+                let words = Some(first.message.split_whitespace().collect::<Vec<_>>().join(" "));
+                status(status_of(&first.code), words.filter(|w| !w.is_empty()))
             }
-            if let Some((content_type, bytes)) = &body {
-                request = request.header(CONTENT_TYPE, *content_type).body(bytes.clone());
-            }
-            let known = self.authorization.lock().expect("not poisoned").get(&target.host).cloned();
-            if let Some(authorization) = known {
-                request = request.header(AUTHORIZATION, authorization);
-            }
-            let response = request.send().await.map_err(|e| transport(target, action, &e))?;
-            if response.status() != StatusCode::UNAUTHORIZED || retried {
-                return Ok(response);
-            }
-            let challenge =
-                header(&response, WWW_AUTHENTICATE.as_str()).and_then(|h| auth::parse_challenge(&h));
-            let Some(challenge) = challenge else { return Ok(response) };
-            let Some(authorization) = self.answer(target, action, challenge).await? else {
-                return Ok(response);
-            };
-            self.authorization.lock().expect("not poisoned").insert(target.host.clone(), authorization);
-            retried = true;
+            None => status(400, None),
+        },
+        Oci::AuthenticationFailure(body) => {
+            let reason =
+                registry_message(body.as_bytes()).unwrap_or_else(|| "the token server refused".into());
+            Error::Token { reference, reason }
         }
-    }
-
-    /// The Authorization header for `challenge`: basic credentials, or a token from the
-    /// realm. `None` when there is nothing to answer with (no credentials for Basic).
-    async fn answer(
-        &self,
-        target: &Target,
-        action: &'static str,
-        challenge: Challenge,
-    ) -> Result<Option<HeaderValue>, Error> {
-        let credentials = self.credentials(&target.host).await?;
-        let (realm, service, scope) = match challenge {
-            Challenge::Basic => return Ok(credentials.map(|c| basic(&c))),
-            Challenge::Bearer { realm, service, scope } => (realm, service, scope),
-        };
-        let scope = scope.unwrap_or_else(|| target.push_scope());
-        let mut url = reqwest::Url::parse(&realm).map_err(|e| Error::Protocol {
-            action,
-            reference: target.to_string(),
-            problem: format!("the registry's token realm {realm:?} is not a URL: {e}"),
-        })?;
-        url.query_pairs_mut().append_pair("scope", &scope);
-        if let Some(service) = &service {
-            url.query_pairs_mut().append_pair("service", service);
+        Oci::RequestError(e) => {
+            let reason =
+                if e.is_timeout() { "no answer in time".to_owned() } else { crate::error::root_cause(&e) };
+            Error::Transport { action, reference, reason }
         }
-        let mut request = self.http.get(url);
-        if let Some(credentials) = &credentials {
-            request = request.basic_auth(&credentials.username, Some(&credentials.password));
-        }
-        const TOKEN: &str = "getting a token for";
-        let response = request.send().await.map_err(|e| transport(target, TOKEN, &e))?;
-        if !response.status().is_success() {
-            return Err(status_error(target, TOKEN, response).await);
-        }
-        let bytes = body(target, action, response).await?;
-        let token = auth::parse_token(&bytes).ok_or_else(|| Error::Protocol {
-            action: TOKEN,
-            reference: target.to_string(),
-            problem: format!("the token server at {realm} sent no token"),
-        })?;
-        Ok(HeaderValue::from_str(&format!("Bearer {token}")).ok())
+        other => Error::Protocol { action, reference, problem: other.to_string() },
     }
 }
 
-fn parse(reference: &str) -> Result<Target, Error> {
-    Target::parse(reference).ok_or_else(|| Error::Reference { reference: reference.to_owned() })
+/// The HTTP status the distribution spec gives each error code.
+fn status_of(code: &OciErrorCode) -> u16 {
+    match code {
+        OciErrorCode::Unauthorized => 401,
+        OciErrorCode::Denied => 403,
+        OciErrorCode::BlobUnknown
+        | OciErrorCode::ManifestUnknown
+        | OciErrorCode::NameUnknown
+        | OciErrorCode::NotFound => 404,
+        OciErrorCode::Unsupported => 405,
+        OciErrorCode::Toomanyrequests => 429,
+        _ => 400,
+    }
 }
 
-fn basic(credentials: &Credentials) -> HeaderValue {
-    let pair = format!("{}:{}", credentials.username, credentials.password);
-    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header");
-    value.set_sensitive(true);
-    value
+/// Loopback registries are insecure for the Docker engine (plain HTTP) without any
+/// configuration, so they must be for nodeimg too, or a push that the engine made over HTTP
+/// could not be read back. `extra` (comma-separated) adds hosts, with or without port.
+pub fn is_insecure(host: &str, extra: Option<&str>) -> bool {
+    let bare = if host.starts_with('[') {
+        host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1])
+    } else {
+        host.split_once(':').map_or(host, |(h, _)| h)
+    };
+    let ip = bare.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
+    bare == "localhost"
+        || ip.is_ok_and(|ip| ip.is_loopback())
+        || extra.unwrap_or("").split(',').map(str::trim).any(|h| !h.is_empty() && (h == host || h == bare))
 }
 
-fn header(response: &Response, name: &str) -> Option<String> {
-    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn transport(target: &Target, action: &'static str, err: &reqwest::Error) -> Error {
-    let reason =
-        if err.is_timeout() { "no answer in time".to_owned() } else { crate::error::root_cause(err) };
-    Error::Transport { action, reference: target.to_string(), reason }
-}
+    #[test]
+    fn loopback_and_listed_registries_are_plain_http() {
+        for host in ["127.0.0.1:5000", "127.1.2.3", "localhost:5000", "localhost", "[::1]:5000", "[::1]"] {
+            assert!(is_insecure(host, None), "{host}");
+        }
+        assert!(!is_insecure("registry.example:5000", None));
+        assert!(is_insecure("registry.example:5000", Some("other, registry.example")));
+        assert!(is_insecure("registry.example:5000", Some("registry.example:5000")));
+        assert!(!is_insecure("registry.example:5000", Some("registry.example:6000")));
+    }
 
-async fn body(target: &Target, action: &'static str, response: Response) -> Result<Vec<u8>, Error> {
-    Ok(response.bytes().await.map_err(|e| transport(target, action, &e))?.to_vec())
-}
-
-async fn status_error(target: &Target, action: &'static str, response: Response) -> Error {
-    let status = response.status().as_u16();
-    let message = response.bytes().await.ok().and_then(|b| registry_message(&b));
-    Error::Status { action, reference: target.to_string(), status, message }
+    #[test]
+    fn error_codes_keep_their_statuses() {
+        assert_eq!(status_of(&OciErrorCode::ManifestUnknown), 404);
+        assert_eq!(status_of(&OciErrorCode::Denied), 403);
+        assert_eq!(status_of(&OciErrorCode::Other("X".into())), 400);
+    }
 }

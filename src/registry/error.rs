@@ -13,6 +13,9 @@ pub enum Error {
     /// The registry answered with an error status; `message` is its own words, if any.
     #[error("{action} {reference}: HTTP {status}{}{}", reason(*status), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Status { action: &'static str, reference: String, status: u16, message: Option<String> },
+    /// The token server refused the login; `reason` is its own words.
+    #[error("getting a token for {reference}: {reason}")]
+    Token { reference: String, reason: String },
     /// No answer, or the connection broke.
     #[error("{action} {reference}: {reason}")]
     Transport { action: &'static str, reference: String, reason: String },

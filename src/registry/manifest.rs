@@ -1,23 +1,22 @@
-//! Manifests as the registry API carries them: media types, digests of exact bytes, the
-//! platform from an image configuration, and the OCI image index nodeimg writes.
+//! Manifests as the registry API carries them, in `oci-client`'s types (which are
+//! `oci-spec`'s): media types, digests of exact bytes, the platform of an image
+//! configuration, and the OCI image index nodeimg writes.
 
-use serde::{Deserialize, Serialize};
+use oci_client::manifest::{self as oci, ImageIndexEntry, OciImageIndex};
 use sha2::{Digest, Sha256};
 
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+use oci::{IMAGE_MANIFEST_LIST_MEDIA_TYPE as DOCKER_LIST, OCI_IMAGE_MEDIA_TYPE as OCI_MANIFEST};
+pub use oci::{IMAGE_MANIFEST_MEDIA_TYPE as DOCKER_MANIFEST, OCI_IMAGE_INDEX_MEDIA_TYPE as OCI_INDEX};
 
 /// What a GET for a manifest accepts: single images first, indexes so that a reference to
 /// one is recognised (and refused) rather than converted by the registry.
-pub const ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json";
+pub const ACCEPT: [&str; 4] = [DOCKER_MANIFEST, OCI_MANIFEST, DOCKER_LIST, OCI_INDEX];
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// An image's platform as an index entry names it (`linux/arm/v7`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Platform {
     pub os: String,
     pub architecture: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 
@@ -46,85 +45,70 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-pub fn is_index(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_LIST
+/// What a manifest document is, by its `mediaType` (or, for OCI documents that leave it
+/// out, by its shape), and the digest of the config blob of a single image.
+pub enum Kind {
+    Image { media_type: String, config: String },
+    Index { media_type: String },
+    Other { problem: String },
 }
 
-/// The media type of a manifest: the response's Content-Type, else the document's own
-/// `mediaType` (for a registry or proxy that serves every manifest as plain JSON).
-pub fn media_type(content_type: Option<&str>, body: &[u8]) -> Option<String> {
-    let header = content_type
-        .map(|c| c.split(';').next().unwrap_or(c).trim())
-        .filter(|c| !c.is_empty() && *c != "application/json" && *c != "application/octet-stream");
-    if let Some(header) = header {
-        return Some(header.to_owned());
+pub fn kind(body: &[u8]) -> Kind {
+    match serde_json::from_slice::<oci::OciManifest>(body) {
+        Ok(oci::OciManifest::ImageIndex(index)) => {
+            Kind::Index { media_type: index.media_type.unwrap_or_else(|| OCI_INDEX.into()) }
+        }
+        Ok(oci::OciManifest::Image(image)) => {
+            let media_type = image.media_type.unwrap_or_else(|| OCI_MANIFEST.into());
+            if [DOCKER_MANIFEST, OCI_MANIFEST].contains(&media_type.as_str()) {
+                Kind::Image { media_type, config: image.config.digest }
+            } else if [DOCKER_LIST, OCI_INDEX].contains(&media_type.as_str()) {
+                Kind::Index { media_type }
+            } else {
+                Kind::Other { problem: format!("unsupported manifest type {media_type}") }
+            }
+        }
+        Err(e) => Kind::Other { problem: format!("the manifest is unreadable: {e}") },
     }
-    #[derive(Deserialize)]
-    struct Doc {
-        #[serde(rename = "mediaType")]
-        media_type: Option<String>,
-    }
-    serde_json::from_slice::<Doc>(body).ok()?.media_type
-}
-
-/// The digest of the configuration blob a single-platform manifest points at.
-pub fn config_digest(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Descriptor {
-        digest: String,
-    }
-    #[derive(Deserialize)]
-    struct Doc {
-        config: Descriptor,
-    }
-    Some(serde_json::from_slice::<Doc>(body).ok()?.config.digest)
 }
 
 /// The platform an image configuration declares.
 pub fn config_platform(config: &[u8]) -> Option<Platform> {
-    #[derive(Deserialize)]
-    struct Config {
-        os: String,
-        architecture: String,
-        variant: Option<String>,
-    }
-    let config: Config = serde_json::from_slice(config).ok()?;
-    Some(Platform { os: config.os, architecture: config.architecture, variant: config.variant })
+    let platform: oci::Platform = serde_json::from_slice(config).ok()?;
+    Some(Platform {
+        os: platform.os.to_string(),
+        architecture: platform.architecture.to_string(),
+        variant: platform.variant,
+    })
 }
 
-#[derive(Serialize)]
-struct Index<'a> {
-    #[serde(rename = "schemaVersion")]
-    schema_version: u8,
-    #[serde(rename = "mediaType")]
-    media_type: &'static str,
-    manifests: Vec<Entry<'a>>,
-}
-
-#[derive(Serialize)]
-struct Entry<'a> {
-    #[serde(rename = "mediaType")]
-    media_type: &'a str,
-    digest: &'a str,
-    size: u64,
-    platform: &'a Platform,
-}
-
-/// The OCI image index of `entries`, in their order. Struct fields serialize in declaration
-/// order and nothing else varies, so equal entries give equal bytes and an equal digest.
+/// The OCI image index of `entries`, in their order. Fields serialize in declaration order
+/// and nothing else varies, so equal entries give equal bytes and an equal digest.
 pub fn index_json(entries: &[ManifestInfo]) -> Vec<u8> {
-    let index = Index {
+    let manifests = entries
+        .iter()
+        .map(|e| ImageIndexEntry {
+            media_type: e.media_type.clone(),
+            digest: e.digest.clone(),
+            size: e.size as i64,
+            platform: Some(oci::Platform {
+                architecture: e.platform.architecture.as_str().into(),
+                os: e.platform.os.as_str().into(),
+                os_version: None,
+                os_features: None,
+                variant: e.platform.variant.clone(),
+                features: None,
+            }),
+            annotations: None,
+            artifact_type: None,
+        })
+        .collect();
+    let index = OciImageIndex {
         schema_version: 2,
-        media_type: OCI_INDEX,
-        manifests: entries
-            .iter()
-            .map(|e| Entry {
-                media_type: &e.media_type,
-                digest: &e.digest,
-                size: e.size,
-                platform: &e.platform,
-            })
-            .collect(),
+        media_type: Some(OCI_INDEX.into()),
+        manifests,
+        artifact_type: None,
+        annotations: None,
     };
     serde_json::to_vec(&index).expect("JSON of strings and numbers")
 }
@@ -151,12 +135,14 @@ mod tests {
         let entries = [entry("amd64", None), entry("arm64", Some("v8"))];
         let bytes = index_json(&entries);
         assert_eq!(bytes, index_json(&entries));
-        let expected = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{DOCKER_MANIFEST}","digest":"sha256:{}","size":525,"platform":{{"os":"linux","architecture":"amd64"}}}},{{"mediaType":"{DOCKER_MANIFEST}","digest":"sha256:{}","size":525,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#,
-            "5".repeat(64),
-            "5".repeat(64),
-        );
-        assert_eq!(String::from_utf8(bytes).unwrap(), expected);
+        let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(index["schemaVersion"], 2);
+        assert_eq!(index["mediaType"], OCI_INDEX);
+        assert_eq!(index["manifests"][0]["platform"]["architecture"], "amd64");
+        assert_eq!(index["manifests"][1]["platform"]["variant"], "v8");
+        assert_eq!(index["manifests"][1]["size"], 525);
+        assert_eq!(index["manifests"][1]["mediaType"], DOCKER_MANIFEST);
+        assert!(index["manifests"][0]["platform"].get("variant").is_none());
     }
 
     #[test]
@@ -168,18 +154,20 @@ mod tests {
 
     #[test]
     fn media_types_platforms_and_config_digests_are_read() {
-        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:c"}}"#;
-        assert_eq!(
-            media_type(Some("application/vnd.docker.distribution.manifest.v2+json"), body).as_deref(),
-            Some(DOCKER_MANIFEST)
+        let oci = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"x","size":1,"digest":"sha256:c"},"layers":[]}"#;
+        assert!(
+            matches!(kind(oci), Kind::Image { media_type, config } if media_type == OCI_MANIFEST && config == "sha256:c")
         );
-        assert_eq!(media_type(Some("application/json; charset=utf-8"), body).as_deref(), Some(OCI_MANIFEST));
-        assert_eq!(media_type(None, b"{}"), None);
-        assert_eq!(config_digest(body).as_deref(), Some("sha256:c"));
-        assert!(is_index(OCI_INDEX) && is_index(DOCKER_LIST) && !is_index(OCI_MANIFEST));
+        let list = format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[]}}"#);
+        assert!(matches!(kind(list.as_bytes()), Kind::Index { media_type } if media_type == DOCKER_LIST));
+        assert!(matches!(kind(b"{}"), Kind::Other { .. }));
         let platform =
             config_platform(br#"{"os":"linux","architecture":"arm","variant":"v7","rootfs":{}}"#).unwrap();
         assert_eq!(platform.to_string(), "linux/arm/v7");
+        assert_eq!(
+            config_platform(br#"{"architecture":"riscv64","os":"linux"}"#).unwrap().to_string(),
+            "linux/riscv64"
+        );
         assert_eq!(config_platform(br#"{"os":"linux"}"#), None);
     }
 }

@@ -68,14 +68,14 @@ async fn push_each_with(
     target: &str,
     reporter: &Reporter,
 ) -> Result<PushResult, Error> {
-    let parsed = super::Target::parse(target).filter(|t| !super::target::is_digest(&t.reference));
+    let parsed = crate::reference::ImageRef::parse(target).ok().filter(|t| t.digest().is_none());
     let Some(parsed) = parsed else { return Err(Error::Reference { reference: target.to_owned() }) };
     if items.is_empty() {
         return Err(Error::Empty { target: target.to_owned() });
     }
     let (repo, tag) = crate::reference::split(target);
-    let login = client.credentials(&parsed.host).await?;
-    let login = login.as_ref().map(|c| (c.username.as_str(), c.password.as_str()));
+    let login = client.login(parsed.api_host())?;
+    let login = login.as_ref().map(|(user, password)| (user.as_str(), password.as_str()));
     let mut pushed = Vec::new();
     let mut entries = Vec::new();
     for (arch, docker, image) in items {
