@@ -10,7 +10,7 @@
 //! 3. `cli`, `variant` — the command line (clap only); node-image variants
 //! 4. `nodeimage` — the node-image pipeline
 //! 5. `baseimage`, `verify` — the base-image pipeline; booting a node image as kind does
-//! 6. `kube`, `transfer` — getting Kubernetes (release, tree, build); save and load
+//! 6. `kube`, `transfer`, `publish` — getting Kubernetes (release, tree, build); save and load; `--push` by the engine plus the index
 //! 7. `sweep`, `registry` — the command-level cleanup on Ctrl-C/SIGTERM; the registry client
 //! 8. `node` — what runs inside a node container (containerd config, files, cgroups)
 //! 9. `docker`, `archive`, `blocking` — the one Docker wrapper; tar and image archives; blocking work
@@ -34,6 +34,7 @@ pub mod platform;
 pub mod process;
 pub mod progress;
 pub mod provenance;
+pub mod publish;
 pub mod reference;
 pub mod registry;
 pub mod sweep;

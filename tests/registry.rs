@@ -77,7 +77,7 @@ fn pushes_each_architecture_and_an_index_of_them() {
     support::runtime().block_on(within(async {
         let docker = support::docker(&run.run_id).await;
         let _images = load_both(&docker, &run).await;
-        let result = registry::push_all(&docker, &items(&run), &target, &reporter())
+        let result = nodeimg::publish::push_all(&docker, &items(&run), &target, &reporter())
             .await
             .unwrap_or_else(|e| panic!("{}", nodeimg::one_line(&e.into())));
 
@@ -195,7 +195,7 @@ fn an_untagged_image_keeps_the_push_tag() {
         let docker = support::docker(&run.run_id).await;
         let image = arch_image(&docker, &run, "arm64", None).await;
         let items = [("arm64".to_owned(), image.0.clone())];
-        let result = registry::push_all(&docker, &items, &target, &reporter()).await.unwrap();
+        let result = nodeimg::publish::push_all(&docker, &items, &target, &reporter()).await.unwrap();
         let pushed = &result.per_arch[0];
         assert!(pushed.kept_tag, "{pushed:?}");
         let info = docker.inspect_image(&pushed.reference).await.unwrap().expect("the tag stays");
@@ -217,7 +217,7 @@ fn a_refusing_registry_gets_no_index_and_local_images_stay() {
     support::runtime().block_on(within(async {
         let docker = support::docker(&run.run_id).await;
         let _images = load_both(&docker, &run).await;
-        let err = registry::push_all(&docker, &items(&run), &target, &reporter()).await.unwrap_err();
+        let err = nodeimg::publish::push_all(&docker, &items(&run), &target, &reporter()).await.unwrap_err();
         let line = nodeimg::one_line(&err.into());
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains(&format!("{target}-amd64")) && line.contains("amd64 image"), "{line}");

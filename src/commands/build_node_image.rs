@@ -12,7 +12,7 @@ use crate::nodeimage::multiarch::{self, Engines, MultiArch};
 use crate::nodeimage::{self, NodeImage};
 use crate::progress::Reporter;
 use crate::provenance::{BuildReport, Pushed};
-use crate::{docker, registry, sweep};
+use crate::{docker, sweep};
 
 pub async fn run(args: NodeImageArgs, reporter: &Reporter) -> Result<()> {
     let (multi, outputs) = config::node_image(args)?;
@@ -109,7 +109,7 @@ async fn publish(
             .iter()
             .map(|(arch, image)| (arch.clone(), engines.of(arch), image.reference.clone()))
             .collect();
-        let pushed = registry::push_each(&items, target, reporter)
+        let pushed = crate::publish::push_each(&items, target, reporter)
             .await
             .with_context(|| format!("pushing to {target}"))?;
         let index_ref = format!("{}@{}", crate::reference::split(target).0, pushed.index_digest);

@@ -27,18 +27,6 @@ pub enum Error {
     DigestMismatch { reference: String, claimed: String, computed: String },
     #[error("writing the index {reference}: its {platform} manifest {digest} is not in the repository")]
     MissingChild { reference: String, platform: String, digest: String },
-    #[error("the {arch} image {image}")]
-    Local { arch: String, image: String, source: Box<crate::docker::Error> },
-    #[error("the {arch} image {image} is not in the local image store")]
-    NoLocalImage { arch: String, image: String },
-    /// The engine's own words (`denied: …`) are the reason; the docker error's `pushing
-    /// <ref>` would repeat the reference.
-    #[error("pushing the {arch} image to {reference}: {reason}")]
-    Push { arch: String, reference: String, reason: String },
-    #[error(
-        "the {arch} image cannot be pushed as {reference}: that name is taken by another local image ({other})"
-    )]
-    TagTaken { arch: String, reference: String, other: String },
     #[error("nothing to push to {target}")]
     Empty { target: String },
 }

@@ -1,5 +1,6 @@
-//! The registry side of `--push`: reading back what the engine pushed (digest, size,
-//! platform) and writing the multi-architecture index, which the engine's API cannot.
+//! The registry side of `--push` (see `publish`): reading back what the engine pushed
+//! (digest, size, platform) and writing the multi-architecture index, which the engine's
+//! API cannot.
 //! The protocol (token flow, manifests, indexes) is `oci-client`'s, the credentials are the
 //! docker CLI's through `docker_credential`; loopback registries are plain HTTP, as the
 //! engine treats them.
@@ -8,10 +9,8 @@ mod auth;
 mod client;
 mod error;
 mod manifest;
-mod push;
 
 pub use auth::DockerConfig;
 pub use client::{Client, is_insecure};
 pub use error::Error;
 pub use manifest::{ManifestInfo, OCI_INDEX, Platform, digest, index_json};
-pub use push::{PushResult, PushedImage, push_all, push_all_with, push_each};

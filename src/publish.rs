@@ -1,10 +1,31 @@
-//! Pushing one local image per architecture through the engine and tying them together
-//! with an image index under the target's tag.
+//! `--push`: each architecture's local image pushed by the engine that holds it (the
+//! engine has the layers and the user's login), then read back and tied together with an
+//! image index under the target's tag by the registry client, which the engine cannot do.
 
 use crate::docker::Docker;
 use crate::progress::Reporter;
+use crate::registry::{self, Client, ManifestInfo};
 
-use super::{Client, Error, ManifestInfo};
+/// What went wrong pushing: a registry's answer, or the local side of one architecture.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+    #[error("{reference} is not a valid image reference")]
+    Reference { reference: String },
+    #[error("the {arch} image {image}")]
+    Local { arch: String, image: String, source: Box<crate::docker::Error> },
+    #[error("the {arch} image {image} is not in the local image store")]
+    NoLocalImage { arch: String, image: String },
+    /// The engine's own words (`denied: …`) are the reason; the docker error's `pushing
+    /// <ref>` would repeat the reference.
+    #[error("pushing the {arch} image to {reference}: {reason}")]
+    Push { arch: String, reference: String, reason: String },
+    #[error(
+        "the {arch} image cannot be pushed as {reference}: that name is taken by another local image ({other})"
+    )]
+    TagTaken { arch: String, reference: String, other: String },
+}
 
 /// One architecture's image as the registry holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +92,7 @@ async fn push_each_with(
     let parsed = crate::reference::ImageRef::parse(target).ok().filter(|t| t.digest().is_none());
     let Some(parsed) = parsed else { return Err(Error::Reference { reference: target.to_owned() }) };
     if items.is_empty() {
-        return Err(Error::Empty { target: target.to_owned() });
+        return Err(registry::Error::Empty { target: target.to_owned() }.into());
     }
     let (repo, tag) = crate::reference::split(target);
     let login = client.login(parsed.api_host())?;
@@ -105,7 +126,7 @@ async fn push_each_with(
         }
     }
     let step = reporter.step(format!("writing the index {target}"));
-    match client.put_index(target, &entries).await {
+    match client.put_index(target, &entries).await.map_err(Error::from) {
         Ok(index_digest) => {
             step.finish(&index_digest);
             Ok(PushResult { per_arch: pushed, index: target.to_owned(), index_digest })
@@ -173,7 +194,7 @@ async fn push_and_read(
         reference: reference.to_owned(),
         reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
     })?;
-    client.manifest(reference).await
+    Ok(client.manifest(reference).await?)
 }
 
 /// Whether `names` (the image's tags before the push) hold a name besides `reference`:
