@@ -7,14 +7,14 @@
 //!
 //! 1. `commands` — one file per subcommand: validate, run under the sweep, print the result
 //! 2. `config` — clap structs → validated configs
-//! 3. `cli`, `variant` — the command line (clap only); node-image variants
+//! 3. `cli`, `variant`, `cluster` — the command line (clap only); node-image variants; `cluster update` into a running kind cluster
 //! 4. `nodeimage` — the node-image pipeline
 //! 5. `baseimage`, `verify` — the base-image pipeline; booting a node image as kind does
 //! 6. `kube`, `transfer`, `publish` — getting Kubernetes (release, tree, build); save and load; `--push` by the engine plus the index
 //! 7. `sweep`, `registry` — the command-level cleanup on Ctrl-C/SIGTERM; the registry client
 //! 8. `node` — what runs inside a node container (containerd config, files, cgroups)
 //! 9. `docker`, `archive`, `blocking` — the one Docker wrapper; tar and image archives; blocking work
-//! 10. `reference`, `platform`, `part_file`, `process`, `progress`, `error`, `templates`, `provenance` — image references, architectures, files renamed into place, child processes, progress output, error lines, templates, the build report's shape
+//! 10. `reference`, `elf`, `platform`, `part_file`, `process`, `progress`, `error`, `templates`, `provenance` — image references, the architecture of a binary, architectures, files renamed into place, child processes, progress output, error lines, templates, the build report's shape
 
 #![warn(clippy::unwrap_used, clippy::dbg_macro, clippy::todo, clippy::unimplemented)]
 
@@ -22,9 +22,11 @@ pub mod archive;
 pub mod baseimage;
 pub mod blocking;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod docker;
+pub mod elf;
 pub mod error;
 pub mod kube;
 pub mod node;

@@ -2,6 +2,7 @@
 //! help says. `config` turns these into validated configs before anything touches Docker.
 
 mod build;
+mod cluster;
 mod commands;
 mod source;
 mod values;
@@ -10,6 +11,7 @@ mod variant;
 use clap::{Parser, Subcommand};
 
 pub use build::{BaseImageArgs, BuildCommand, From, NodeImageArgs, Runtime};
+pub use cluster::{ClusterCommand, UpdateArgs};
 pub use commands::{
     BundleArgs, CleanArgs, ImagesCommand, LoadArgs, Output, SaveArgs, VerifyArgs, VerifyOptions,
 };
@@ -62,6 +64,10 @@ pub enum Command {
     /// Build the base image, or a node image from Kubernetes release artifacts or a source tree.
     #[command(subcommand)]
     Build(BuildCommand),
+    /// Change a running kind cluster in place: `cluster update` puts new binaries and images
+    /// into its nodes, one at a time.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Remove what killed nodeimg runs left behind: containers, untagged images, temporary
     /// `nodeimg-verify:*` and `nodeimg-tmp/*` tags, partial downloads.
     #[command(after_help = "\

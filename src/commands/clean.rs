@@ -175,6 +175,7 @@ mod tests {
             keep: false,
             process: None,
             host_cgroups: None,
+            labels: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@ mod build_node_image;
 mod build_node_variant;
 mod build_report;
 pub mod clean;
+mod cluster_update;
 mod images_add;
 mod images_list;
 mod images_save;
@@ -16,7 +17,7 @@ mod verify;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{BuildCommand, Cli, Command, ImagesCommand};
+use crate::cli::{BuildCommand, Cli, ClusterCommand, Command, ImagesCommand};
 use crate::docker::{Docker, Labels};
 use crate::progress::{Reporter, Verbosity};
 
@@ -42,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Load(args) => load::run(args, &reporter).await,
         Command::Verify(args) => verify::run(args, &reporter).await,
         Command::Clean(args) => clean::run(args, &reporter).await,
+        Command::Cluster(ClusterCommand::Update(args)) => cluster_update::run(*args, &reporter).await,
     }
 }
 

@@ -2,6 +2,7 @@
 //! pipelines. Every check that needs no daemon happens here, so a bad flag fails with one
 //! line before anything touches Docker.
 
+mod cluster;
 mod crictl;
 pub mod file;
 mod node_image;
@@ -13,6 +14,7 @@ use crate::baseimage::{BaseImageConfig, DEFAULT_SUITE, RuntimeLine, Source, defa
 use crate::cli::{BaseImageArgs, From, Runtime, SaveArgs, VerifyArgs, VerifyOptions};
 use crate::transfer::SaveTarget;
 
+pub use cluster::{ClusterError, cluster_update};
 pub use node_image::{Outputs, node_image, plan};
 pub use variant::{VariantError, images_add, node_variant};
 
@@ -72,6 +74,8 @@ pub enum ConfigError {
     Crictl(#[from] crictl::CrictlConfigError),
     #[error(transparent)]
     Variant(#[from] variant::VariantError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// `build base-image`.

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::{ConfigError, checked_if, validate_image};
 use crate::cli::{ImagesAddArgs, NodeVariantArgs, VariantOptions};
+use crate::elf::{self, ElfError};
 use crate::nodeimage::ImageSources;
 use crate::nodeimage::mirror::Mirror;
-use crate::variant::elf::{self, ElfError};
 use crate::variant::{Binary, VariantConfig};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

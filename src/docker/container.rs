@@ -120,6 +120,8 @@ pub struct ContainerSummary {
     /// A node sharing the host's cgroup namespace: the kubelet's cgroup root there (see
     /// `node::release_host_cgroups`).
     pub host_cgroups: Option<String>,
+    /// Every label, for callers that look at another's (kind's role).
+    pub labels: HashMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -266,6 +268,7 @@ impl Docker {
                         // Nodes labelled before roots were per node say "true".
                         if root == "true" { "kubelet".to_owned() } else { root.clone() }
                     }),
+                    labels: labels.clone(),
                 }
             })
             .collect())

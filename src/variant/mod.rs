@@ -5,7 +5,6 @@
 //! success (after `--verify` when asked). The source image and its tags are never touched.
 
 pub mod contents;
-pub mod elf;
 pub mod upgrade;
 
 use std::path::{Path, PathBuf};
