@@ -216,6 +216,11 @@ fn node_image_from_real_kubernetes_v1_20_2() {
     }
     assert_nothing_left(&run, &volumes_before);
 
+    // The same relinked kubelet into a running two-node cluster in place (issue 24), and a
+    // broken one rolled back on the first node while the second stays untouched.
+    update_a_running_cluster(&run, target, &run.files.path().join("kubelet"), "v1.20.2-nodeimg.variant");
+    assert_nothing_left(&run, &volumes_before);
+
     // A kubelet that exits at once: kubeadm init gives up after the timeout, the check
     // names that stage, and the node goes away all the same.
     let broken = format!("{target}-broken-kubelet");
@@ -305,6 +310,204 @@ fn node_image_from_real_kubernetes_v1_20_2() {
             assert!(present.lines().any(|l| l == image), "{image} missing from the node:\n{present}");
         }
     });
+}
+
+/// A cluster `verify --keep` left: its nodes (found by kind's label) and network are removed
+/// on drop, also when an assertion failed first.
+struct KeptCluster(String);
+
+impl Drop for KeptCluster {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        support::runtime().block_on(async {
+            let docker = support::docker("cleanup").await;
+            let nodes = docker.list_containers_by(nodeimg::node::LABEL_KIND_CLUSTER, Some(&name)).await;
+            for c in nodes.unwrap_or_default() {
+                if let Some(root) = &c.host_cgroups {
+                    nodeimg::node::release_host_cgroups(&docker, &c.id, root).await.ok();
+                }
+                docker.remove_container(&c.id).await.ok();
+            }
+            docker.remove_network(&name).await.ok();
+        });
+    }
+}
+
+/// `kubectl` on a node with kubeadm's admin kubeconfig; its stdout.
+fn kubectl(node: &str, args: &[&str]) -> String {
+    try_kubectl(node, args).unwrap_or_else(|| panic!("kubectl {} failed", args.join(" ")))
+}
+
+/// [`kubectl`] that may fail (an object that is not there yet).
+fn try_kubectl(node: &str, args: &[&str]) -> Option<String> {
+    let base = ["exec", node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf"];
+    let out = output_within(Command::new("docker").args([&base[..], args].concat()), Duration::from_secs(60));
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `cluster update --with-kubelet` on a two-node cluster of `target` kept by `verify --keep`:
+/// every node runs the new kubelet and a pod on the worker keeps running; then a kubelet
+/// that exits at once is rolled back on the control plane, and the worker is never touched.
+fn update_a_running_cluster(run: &Run, target: &str, kubelet: &Path, version: &str) {
+    let out = run.output(&["verify", target, "--nodes", "2", "--keep", "--cni", "bridge"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kept = stderr.lines().find(|l| l.contains("kept cluster ")).unwrap_or_else(|| panic!("{stderr}"));
+    let cluster = kept.split("kept cluster ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let _cluster = KeptCluster(cluster.clone());
+    assert_success(&out, "verify --nodes 2 --keep");
+    let (plane, worker) = (format!("{cluster}-control-plane"), format!("{cluster}-worker"));
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"keeper"},"spec":{"nodeName":"NODE","containers":[{"name":"pause","image":"registry.k8s.io/pause:3.9","imagePullPolicy":"Never"}]}}"#;
+    let manifest = run.files.path().join("keeper.json");
+    std::fs::write(&manifest, pod.replace("NODE", &worker)).unwrap();
+    docker_cli(&["cp", manifest.to_str().unwrap(), &format!("{plane}:/tmp/keeper.json")]);
+    kubectl(&plane, &["apply", "-f", "/tmp/keeper.json"]);
+    let phase = |what: &str| {
+        kubectl(&plane, &["get", "pod", "keeper", "-o", &format!("jsonpath={what}")]).trim().to_owned()
+    };
+    support::block_on(wait_for("the keeper pod to run", Duration::from_secs(120), || async {
+        (phase("{.status.phase}") == "Running").then_some(())
+    }));
+    let uid = phase("{.metadata.uid}");
+    let versions = || kubectl(&plane, &["get", "nodes", "-o", "wide", "--no-headers"]);
+
+    let started = Instant::now();
+    let kubelet = kubelet.to_str().unwrap();
+    let out =
+        run.output(&["cluster", "update", "--name", &cluster, "--with-kubelet", kubelet, "--timeout", "3m"]);
+    let took = started.elapsed();
+    assert_success(&out, "cluster update --with-kubelet");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for node in [&plane, &worker] {
+        assert!(table.contains(&format!("{node}: copy ")), "{table}");
+    }
+    assert_eq!(table.matches(&format!("kubelet: {VERSION} (sha256 ")).count(), 2, "{table}");
+    assert_eq!(table.matches(&format!("-> {version} (sha256 ")).count(), 2, "{table}");
+    let wide = versions();
+    assert_eq!(wide.lines().filter(|l| l.contains(" Ready ") && l.contains(version)).count(), 2, "{wide}");
+    assert_eq!(phase("{.metadata.uid}"), uid, "the pod on the worker is the same pod");
+    assert_eq!(phase("{.status.phase}"), "Running");
+    assert_eq!(phase("{.status.containerStatuses[0].restartCount}"), "0", "its container kept running");
+    eprintln!("cluster update of 2 nodes with a relinked kubelet: {took:?}\n{table}");
+
+    // A kubelet that exits at once: the control plane gets its kubelet back and the update
+    // stops there, so the worker keeps the one it had.
+    let broken_dir = run.files.path().join("broken");
+    std::fs::create_dir_all(&broken_dir).unwrap();
+    let broken = support::arches::broken_kubelet(&broken_dir, "v1.20.2-broken");
+    let sums = |node: &str| docker_cli(&["exec", node, "sha256sum", "/usr/bin/kubelet"]);
+    let worker_before = sums(&worker);
+    let started = Instant::now();
+    let out = run.output(&[
+        "cluster",
+        "update",
+        "--name",
+        &cluster,
+        "--with-kubelet",
+        broken.to_str().unwrap(),
+        "--timeout",
+        "2m",
+    ]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: updating cluster") && last.contains(&format!("node {plane}:")),
+        "{stderr}"
+    );
+    assert!(
+        last.contains("failing on purpose")
+            && last.contains("rolled back (kubelet restored), the node is Ready again"),
+        "{last}"
+    );
+    assert_eq!(sums(&worker), worker_before, "the worker was not touched");
+    let wide = versions();
+    assert_eq!(wide.lines().filter(|l| l.contains(" Ready ") && l.contains(version)).count(), 2, "{wide}");
+    for node in [&plane, &worker] {
+        let left = docker_cli(&["exec", node, "sh", "-c", "ls -a /usr/bin | grep nodeimg || true"]);
+        assert_eq!(left.trim(), "", "nothing staged is left on {node}");
+    }
+    assert_eq!(phase("{.metadata.uid}"), uid);
+    assert_eq!(phase("{.status.phase}"), "Running");
+    eprintln!("the broken kubelet was rolled back in {took:?}: {last}");
+
+    // Images: a new one is imported and pinned on every node, no pod restarted; a
+    // control-plane image that cannot run (a busybox stand-in under the scheduler's name,
+    // in a tar, never in the host's Docker) restarts the static pod through its manifest,
+    // is not Ready in time, and the node gets the old image and manifest back.
+    let digest = |node: &str, name: &str| {
+        let out =
+            docker_cli(&["exec", node, "ctr", "-n", "k8s.io", "images", "ls", &format!("name=={name}")]);
+        out.lines().nth(1).map(|l| l.split_whitespace().nth(2).unwrap().to_owned()).unwrap_or_default()
+    };
+    let tool = format!("docker.io/nodeimg-test/cluster-tool:{}", run.unique);
+    let archive = ImageArchive::new(std::slice::from_ref(&tool));
+    let out = run.output(&[
+        "cluster",
+        "update",
+        "--name",
+        &cluster,
+        "--with-image",
+        archive.path.to_str().unwrap(),
+    ]);
+    assert_success(&out, "cluster update --with-image (a new image)");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.matches("docker.io/nodeimg-test/cluster-tool: - -> ").count(), 2, "{table}");
+    for node in [&plane, &worker] {
+        let listed =
+            docker_cli(&["exec", node, "ctr", "-n", "k8s.io", "images", "ls", &format!("name=={tool}")]);
+        assert!(listed.contains("io.cri-containerd.pinned=pinned"), "pinned on {node}: {listed}");
+    }
+    let scheduler = "k8s.gcr.io/kube-scheduler:v1.20.2";
+    let (plane_before, worker_before) = (digest(&plane, scheduler), digest(&worker, scheduler));
+    assert!(plane_before.starts_with("sha256:"), "{plane_before}");
+    let stand_in = ImageArchive::new(&[scheduler.to_owned()]);
+    let started = Instant::now();
+    let args = [
+        "cluster",
+        "update",
+        "--name",
+        &cluster,
+        "--with-image",
+        stand_in.path.to_str().unwrap(),
+        "--timeout",
+        "60s",
+    ];
+    let out = run.output(&args);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(last.contains(&format!("node {plane}: waiting for the node: not ready within 1m")), "{last}");
+    assert!(last.contains("kube-scheduler"), "names the pod: {last}");
+    assert!(last.contains(&format!("rolled back (kube-scheduler.yaml, {scheduler} restored)")), "{last}");
+    assert_eq!(digest(&plane, scheduler), plane_before, "the old image is back under its name");
+    assert_eq!(digest(&worker, scheduler), worker_before, "the worker was not touched");
+    let left = docker_cli(&[
+        "exec",
+        &plane,
+        "sh",
+        "-c",
+        "grep -c io.nodeimg /etc/kubernetes/manifests/kube-scheduler.yaml; ctr -n k8s.io images ls -q | grep -c nodeimg-previous; true",
+    ]);
+    assert_eq!(left.split_whitespace().collect::<Vec<_>>(), ["0", "0"], "no annotation, no backup name left");
+    let pod = format!("kube-scheduler-{plane}");
+    support::block_on(wait_for("the scheduler to be Ready again", Duration::from_secs(180), || async {
+        let ready = try_kubectl(
+            &plane,
+            &[
+                "-n",
+                "kube-system",
+                "get",
+                "pod",
+                &pod,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        );
+        ready.filter(|r| r.trim() == "True").map(|_| ())
+    }));
+    eprintln!("the stand-in scheduler was rolled back in {took:?}: {last}");
 }
 
 /// A copy of the node image `target` under `name`: `files` added, then `script` run in an

@@ -84,7 +84,8 @@ pub async fn update(cfg: &UpdateConfig, docker: &Docker, reporter: &Reporter) ->
     let archives = archives::index_all(&found).context("reading --with-image")?;
     let mut wanted: Vec<String> = archives.iter().flat_map(|a| a.images.keys().cloned()).collect();
     wanted.extend(cfg.images.extra.iter().cloned());
-    wanted.dedup();
+    let mut seen = std::collections::HashSet::new();
+    wanted.retain(|i| seen.insert(i.clone()));
     let plan = sources::plan(docker, &[], &wanted, &archives, &cfg.images, &platform)
         .await
         .context("planning the images")?;

@@ -19,6 +19,8 @@ const MANIFESTS: &str = "/etc/kubernetes/manifests";
 const MANIFEST_BACKUP: &str = "/etc/kubernetes/.nodeimg-previous";
 /// A kubelet that systemd restarted this often since ours started is not coming up.
 const RESTARTS: u64 = 3;
+const KUBELET_ERROR: &str =
+    "journalctl -u kubelet -n 200 --no-pager -o cat 2>/dev/null | grep -E '^[EF][0-9]{4} ' | tail -n 1";
 
 pub struct Context<'a> {
     pub docker: &'a Docker,
@@ -167,7 +169,8 @@ async fn version(docker: &Docker, node: &ClusterNode, name: &str, path: &str) ->
         "kubeadm" => format!("{} version -o short", quote(path)),
         _ => format!("{} version --client -o json", quote(path)),
     };
-    let out = run(docker, node, &script).await.with_context(|| format!("running {path}"))?;
+    let out =
+        run(docker, node, &script).await.with_context(|| format!("`{name} --version` in {}", node.name))?;
     Ok(match name {
         "kubelet" => out.trim().trim_start_matches("Kubernetes ").to_owned(),
         "kubeadm" => out.trim().to_owned(),
@@ -329,13 +332,8 @@ async fn wait(ctx: &Context<'_>, node: &ClusterNode, want: &Want) -> Result<()> 
     let deadline = Instant::now() + ctx.timeout;
     loop {
         if want.kubelet.is_some() && restarts(ctx.docker, node).await? >= want.restarts + RESTARTS {
-            let journal = run(
-                ctx.docker,
-                node,
-                "journalctl -u kubelet -n 20 --no-pager -o cat 2>/dev/null | grep -v '^$' | tail -n 1",
-            )
-            .await
-            .unwrap_or_default();
+            // The kubelet's own last error (klog's `E0101`/`F0101` lines), not systemd's.
+            let journal = run(ctx.docker, node, KUBELET_ERROR).await.unwrap_or_default();
             bail!("the new kubelet exited {RESTARTS} times since the restart: {}", journal.trim());
         }
         let last = match ready(ctx, node, want).await {
@@ -404,8 +402,13 @@ async fn rollback(ctx: &Context<'_>, node: &ClusterNode, done: &Done) -> Result<
     if done.kubelet {
         run(docker, node, "systemctl restart kubelet").await?;
     }
-    let what: Vec<&str> =
-        done.swapped.iter().copied().chain(done.manifests.iter().map(String::as_str)).collect();
+    let what: Vec<&str> = done
+        .swapped
+        .iter()
+        .copied()
+        .chain(done.manifests.iter().map(String::as_str))
+        .chain(done.image_backups.iter().map(|(name, _)| name.as_str()))
+        .collect();
     let state = async {
         let deadline = Instant::now() + ctx.timeout;
         while Instant::now() < deadline {

@@ -69,3 +69,29 @@ impl TwoArches {
         }
     }
 }
+
+/// A kubelet stand-in for this machine's architecture, compiled here (gcc, static): it
+/// answers `--version` with `Kubernetes VERSION` and otherwise writes a kubelet-style fatal
+/// line and exits 1 at once, as a broken kubelet does under systemd.
+pub fn broken_kubelet(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
+    let source = dir.join("broken-kubelet.c");
+    let binary = dir.join("kubelet");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <stdio.h>\n#include <string.h>\nint main(int c, char **v) {{\n\
+             if (c > 1 && strcmp(v[1], \"--version\") == 0) {{ puts(\"Kubernetes {version}\"); return 0; }}\n\
+             fputs(\"F0101 00:00:00.000000 1 stand-in.go:1] broken kubelet: failing on purpose\\n\", stderr);\n\
+             return 1; }}\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gcc: {}", String::from_utf8_lossy(&out.stderr));
+    binary
+}
