@@ -48,11 +48,7 @@ fn a_cluster_is_found_by_kinds_labels_and_checked_before_anything_is_copied() {
     // A kubelet for another architecture is refused, naming both.
     let plane = node(&cluster, "control-plane");
     let arm = run.files.path().join("kubelet-arm64");
-    let mut header = b"\x7fELF\x02\x01\x01".to_vec();
-    header.resize(18, 0);
-    header.extend([183, 0]);
-    header.resize(64, 0);
-    std::fs::write(&arm, header).unwrap();
+    support::arches::arm64_header(&arm);
     let line = run.assert_failed(&update(&["--with-kubelet", arm.to_str().unwrap()]), "an arm64 binary");
     assert!(
         line.contains("--with-kubelet") && line.contains(&format!("cluster {cluster} is amd64")),

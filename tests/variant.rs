@@ -139,11 +139,7 @@ fn refusals_write_nothing() {
     let busybox = busybox.to_str().unwrap();
     // An ELF header for aarch64 (e_machine 183): enough for the check, never run.
     let arm = run.files.path().join("kubelet-arm64");
-    let mut header = b"\x7fELF\x02\x01\x01".to_vec();
-    header.resize(18, 0);
-    header.extend([183, 0]);
-    header.resize(64, 0);
-    std::fs::write(&arm, header).unwrap();
+    support::arches::arm64_header(&arm);
     let variant = |args: &[&str]| {
         let base = ["build", "node-variant", "-i", &run.target];
         run.output(&[&base[..], args].concat())

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::cli::UpdateArgs;
 use crate::cluster::UpdateConfig;
-use crate::elf::{self, ElfError};
+use crate::elf::ElfError;
 use crate::nodeimage::ImageSources;
 
 /// How long a node may take to come back Ready when `--timeout` is not given.
@@ -32,15 +32,8 @@ pub fn cluster_update(args: UpdateArgs) -> Result<UpdateConfig, ClusterError> {
     if args.name.is_empty() || !args.name.chars().all(valid) {
         return Err(ClusterError::Name(args.name));
     }
-    let given =
-        [("kubeadm", &args.with_kubeadm), ("kubelet", &args.with_kubelet), ("kubectl", &args.with_kubectl)];
-    let mut binaries = Vec::new();
-    for (name, path) in given {
-        if let Some(path) = path {
-            let arch = elf::architecture(path).map_err(|err| ClusterError::Binary { name, err })?;
-            binaries.push((name, path.clone(), arch));
-        }
-    }
+    let binaries = super::with_binaries(&args.with_kubeadm, &args.with_kubelet, &args.with_kubectl)
+        .map_err(|(name, err)| ClusterError::Binary { name, err })?;
     let mut images = ImageSources::default();
     for given in &args.with_image {
         let path = std::path::Path::new(given);

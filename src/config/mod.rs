@@ -256,6 +256,24 @@ fn validate_image(reference: &str) -> Result<(), ConfigError> {
     if crate::reference::is_valid(reference) { Ok(()) } else { Err(ConfigError::Image(reference.to_owned())) }
 }
 
+/// `--with-kubeadm`, `--with-kubelet`, `--with-kubectl` as `(name, file, the architecture its
+/// ELF header names)`, the first unreadable or non-ELF one as `(name, why)`.
+type GivenBinaries = Vec<(&'static str, std::path::PathBuf, &'static str)>;
+
+fn with_binaries(
+    kubeadm: &Option<std::path::PathBuf>,
+    kubelet: &Option<std::path::PathBuf>,
+    kubectl: &Option<std::path::PathBuf>,
+) -> Result<GivenBinaries, (&'static str, crate::elf::ElfError)> {
+    let mut binaries = Vec::new();
+    for (name, path) in [("kubeadm", kubeadm), ("kubelet", kubelet), ("kubectl", kubectl)] {
+        if let Some(path) = path {
+            binaries.push((name, path.clone(), crate::elf::architecture(path).map_err(|e| (name, e))?));
+        }
+    }
+    Ok(binaries)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;

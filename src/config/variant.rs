@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{ConfigError, checked_if, validate_image};
 use crate::cli::{ImagesAddArgs, NodeVariantArgs, VariantOptions};
-use crate::elf::{self, ElfError};
+use crate::elf::ElfError;
 use crate::nodeimage::ImageSources;
 use crate::nodeimage::mirror::Mirror;
 use crate::variant::{Binary, VariantConfig};
@@ -31,15 +31,11 @@ pub enum VariantError {
 pub fn node_variant(args: NodeVariantArgs) -> Result<VariantConfig, ConfigError> {
     from_node(&args.from_node)?;
     validate_image(&args.image)?;
-    let given =
-        [("kubeadm", &args.with_kubeadm), ("kubelet", &args.with_kubelet), ("kubectl", &args.with_kubectl)];
-    let mut binaries = Vec::new();
-    for (name, path) in given {
-        if let Some(path) = path {
-            let arch = elf::architecture(path).map_err(|err| VariantError::Binary { name, err })?;
-            binaries.push(Binary { name, path: path.clone(), arch });
-        }
-    }
+    let binaries = super::with_binaries(&args.with_kubeadm, &args.with_kubelet, &args.with_kubectl)
+        .map_err(|(name, err)| VariantError::Binary { name, err })?
+        .into_iter()
+        .map(|(name, path, arch)| Binary { name, path, arch })
+        .collect::<Vec<_>>();
     let paths = args.with_path.iter().map(|spec| with_path(spec)).collect::<Result<Vec<_>, _>>()?;
     let mut images = sources(&args.common, &args.with_image)?;
     for path in &args.with_images {

@@ -95,3 +95,14 @@ pub fn broken_kubelet(dir: &std::path::Path, version: &str) -> std::path::PathBu
     assert!(out.status.success(), "gcc: {}", String::from_utf8_lossy(&out.stderr));
     binary
 }
+
+/// A file with an aarch64 ELF header (e_machine 183) and nothing else: enough for an
+/// architecture check, never run.
+pub fn arm64_header(path: &std::path::Path) -> &std::path::Path {
+    let mut header = b"\x7fELF\x02\x01\x01".to_vec();
+    header.resize(18, 0);
+    header.extend([183, 0]);
+    header.resize(64, 0);
+    std::fs::write(path, header).unwrap();
+    path
+}
