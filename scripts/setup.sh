@@ -51,6 +51,12 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "setup.sh: dockerd did not come up; see /var/log/nodeimg-dockerd.log" >&2; exit 1; }
 fi
 
+# The SPDX validator the SBOM test runs (tests/sbom.rs): PyPI's spdx-tools, pinned.
+if ! command -v pyspdxtools >/dev/null 2>&1; then
+  echo "setup.sh: installing spdx-tools (pyspdxtools) from PyPI"
+  python3 -m pip install -q --root-user-action=ignore spdx-tools==0.8.5
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup.sh: cargo not found: install a Rust toolchain (rustup, Rust >= 1.85)" >&2
   exit 1

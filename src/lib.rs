@@ -8,7 +8,7 @@
 //! 1. `commands` — one file per subcommand: validate, run under the sweep, print the result
 //! 2. `config` — clap structs → validated configs
 //! 3. `cli`, `variant`, `cluster` — the command line (clap only); node-image variants; `cluster update` into a running kind cluster
-//! 4. `nodeimage` — the node-image pipeline
+//! 4. `nodeimage`, `sbom` — the node-image pipeline; the SPDX document of what a node image holds
 //! 5. `baseimage`, `verify` — the base-image pipeline; booting a node image as kind does
 //! 6. `kube`, `transfer`, `publish` — getting Kubernetes (release, tree, build); save and load; `--push` by the engine plus the index
 //! 7. `sweep`, `registry` — the command-level cleanup on Ctrl-C/SIGTERM; the registry client
@@ -39,6 +39,7 @@ pub mod provenance;
 pub mod publish;
 pub mod reference;
 pub mod registry;
+pub mod sbom;
 pub mod sweep;
 pub mod templates;
 pub mod transfer;

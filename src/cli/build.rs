@@ -96,6 +96,12 @@ pub struct NodeImageArgs {
     /// with its digest and platform, pushed digests) to FILE, and a table to stderr.
     #[arg(long, value_name = "FILE", help_heading = "Release")]
     pub report: Option<std::path::PathBuf>,
+    /// Write an SPDX 2.3 JSON bill of materials of the node image(s) to FILE: every Debian
+    /// package of the base, the Kubernetes binaries (version, sha256, source), crictl, and
+    /// every image in the node's containerd, each contained by the node image. Its `created`
+    /// time is SOURCE_DATE_EPOCH when set.
+    #[arg(long, value_name = "FILE", help_heading = "Release")]
+    pub sbom: Option<std::path::PathBuf>,
     // Last: its image-source flags open a help section of their own.
     #[command(flatten)]
     pub source: SourceArgs,

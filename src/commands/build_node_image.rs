@@ -81,28 +81,32 @@ fn describe(built: &NodeImage, reporter: &Reporter) {
     }
 }
 
-/// `--push` and `--report`: every architecture's image pushed, then the index; the report
-/// written once the digests are known. Returns `REF@<index digest>` when pushed.
+/// `--push`, `--report` and `--sbom`: the SBOM of what was built; every architecture's image
+/// pushed, then the index; the report written once the digests are known. Returns `REF@<index digest>` when pushed.
 async fn publish(
     engines: &Engines,
     built: &[(String, NodeImage)],
     outputs: &Outputs,
     reporter: &Reporter,
 ) -> Result<Option<String>> {
-    let mut report = match &outputs.report {
-        Some(_) => {
-            let mut architectures = Vec::new();
-            for (arch, image) in built {
-                architectures.push(
-                    build_report::arch_report(engines.of(arch), arch, image)
-                        .await
-                        .with_context(|| format!("reporting on {}", image.reference))?,
-                );
-            }
-            Some(BuildReport { index: None, architectures })
+    let mut architectures = Vec::new();
+    if outputs.report.is_some() || outputs.sbom.is_some() {
+        for (arch, image) in built {
+            architectures.push(
+                build_report::arch_report(engines.of(arch), arch, image)
+                    .await
+                    .with_context(|| format!("reporting on {}", image.reference))?,
+            );
         }
-        None => None,
-    };
+    }
+    if let Some(path) = &outputs.sbom {
+        let engines: Vec<&Docker> = built.iter().map(|(arch, _)| engines.of(arch)).collect();
+        build_report::write_sbom(&engines, &architectures, path)
+            .await
+            .with_context(|| format!("writing the SBOM {}", path.display()))?;
+        reporter.info(format!("SBOM: {}", path.display()));
+    }
+    let mut report = outputs.report.as_ref().map(|_| BuildReport { index: None, architectures });
     let mut pinned = None;
     if let Some(target) = &outputs.push {
         let items: Vec<(String, &Docker, String)> = built

@@ -77,3 +77,33 @@ async fn base(docker: &Docker, image: &str, id: &str) -> Result<Base> {
         cni_plugins: label(LABEL_CNI),
     })
 }
+
+/// `--sbom FILE`: the SPDX document of every architecture's node image, written beside FILE
+/// and renamed into place. Created at SOURCE_DATE_EPOCH when set, so that equal inputs can
+/// give an equal document.
+pub async fn write_sbom(
+    engines: &[&Docker],
+    architectures: &[ArchReport],
+    path: &std::path::Path,
+) -> Result<()> {
+    let mut images = Vec::new();
+    for (docker, report) in engines.iter().zip(architectures) {
+        let facts = crate::sbom::read_facts(docker, &report.image_id)
+            .await
+            .with_context(|| format!("reading {}", report.image))?;
+        images.push((report.clone(), facts));
+    }
+    let created = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(epoch) => {
+            epoch.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={epoch:?} is not a number"))?
+        }
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    };
+    let bytes = crate::sbom::to_json(&crate::sbom::document(&images, created));
+    let part = crate::part_file::PartFile::new(path);
+    std::fs::write(part.path(), bytes)?;
+    part.commit()?;
+    Ok(())
+}

@@ -19,6 +19,8 @@ pub struct Outputs {
     pub push: Option<String>,
     /// `--report FILE`.
     pub report: Option<std::path::PathBuf>,
+    /// `--sbom FILE`.
+    pub sbom: Option<std::path::PathBuf>,
 }
 
 /// `build node-image`, and where `--save`, `--push` and `--report` go (checked with the
@@ -47,13 +49,13 @@ pub fn node_image(mut args: NodeImageArgs) -> Result<(MultiArch, Outputs), Confi
     if let Some(push) = &args.push {
         validate_image(push)?;
     }
-    if let Some(report) = &args.report {
-        let dir = report.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    for file in args.report.iter().chain(&args.sbom) {
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         if !dir.is_dir() {
-            return Err(ConfigError::NoDirectory(report.display().to_string()));
+            return Err(ConfigError::NoDirectory(file.display().to_string()));
         }
     }
-    let outputs = Outputs { save, push: args.push, report: args.report };
+    let outputs = Outputs { save, push: args.push, report: args.report, sbom: args.sbom };
     let mut cfg = sources(args.source)?;
     if arches.len() > 1
         && let kube::Source::File(_) | kube::Source::Url(_) = &cfg.source
