@@ -335,14 +335,17 @@ impl Drop for KeptCluster {
 
 /// `kubectl` on a node with kubeadm's admin kubeconfig; its stdout.
 fn kubectl(node: &str, args: &[&str]) -> String {
-    try_kubectl(node, args).unwrap_or_else(|| panic!("kubectl {} failed", args.join(" ")))
+    try_kubectl(node, args).unwrap_or_else(|e| panic!("kubectl {} failed: {e}", args.join(" ")))
 }
 
-/// [`kubectl`] that may fail (an object that is not there yet).
-fn try_kubectl(node: &str, args: &[&str]) -> Option<String> {
+/// [`kubectl`] that may fail (an object that is not there yet): stdout, or stderr.
+fn try_kubectl(node: &str, args: &[&str]) -> Result<String, String> {
     let base = ["exec", node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf"];
     let out = output_within(Command::new("docker").args([&base[..], args].concat()), Duration::from_secs(60));
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        false => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+    }
 }
 
 /// `cluster update --with-kubelet` on a two-node cluster of `target` kept by `verify --keep`:
@@ -360,7 +363,11 @@ fn update_a_running_cluster(run: &Run, target: &str, kubelet: &Path, version: &s
     let manifest = run.files.path().join("keeper.json");
     std::fs::write(&manifest, pod.replace("NODE", &worker)).unwrap();
     docker_cli(&["cp", manifest.to_str().unwrap(), &format!("{plane}:/tmp/keeper.json")]);
-    kubectl(&plane, &["apply", "-f", "/tmp/keeper.json"]);
+    // The admission plugin refuses pods until the controller manager has made the
+    // namespace's default service account, which a just-created cluster may not have yet.
+    support::block_on(wait_for("the keeper pod to be accepted", Duration::from_secs(90), || async {
+        try_kubectl(&plane, &["apply", "-f", "/tmp/keeper.json"]).map_err(|e| eprintln!("{e}")).ok()
+    }));
     let phase = |what: &str| {
         kubectl(&plane, &["get", "pod", "keeper", "-o", &format!("jsonpath={what}")]).trim().to_owned()
     };
@@ -505,7 +512,7 @@ fn update_a_running_cluster(run: &Run, target: &str, kubelet: &Path, version: &s
                 "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
             ],
         );
-        ready.filter(|r| r.trim() == "True").map(|_| ())
+        ready.ok().filter(|r| r.trim() == "True").map(|_| ())
     }));
     eprintln!("the stand-in scheduler was rolled back in {took:?}: {last}");
 }
