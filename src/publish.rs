@@ -138,6 +138,40 @@ async fn push_each_with(
     }
 }
 
+/// The SPDX document's artifact type, as SPDX and the OCI referrers of SBOM tools name it.
+pub const SPDX_JSON: &str = "application/spdx+json";
+
+/// Attaches the SBOM `document` to each manifest of `pushed` (the index and every
+/// architecture's image, since a consumer may hold either digest) as an OCI artifact whose
+/// subject it is. Returns `(subject reference, attached)` per manifest.
+pub async fn attach_sbom(
+    pushed: &PushResult,
+    document: &[u8],
+    reporter: &Reporter,
+) -> Result<Vec<(String, registry::Attached)>, Error> {
+    let client = Client::new()?;
+    let (repo, _) = crate::reference::split(&pushed.index);
+    let subjects = std::iter::once(&pushed.index_digest).chain(pushed.per_arch.iter().map(|p| &p.digest));
+    let annotations: std::collections::BTreeMap<String, String> =
+        [("org.opencontainers.image.title".to_owned(), "sbom.spdx.json".to_owned())].into_iter().collect();
+    let mut attached = Vec::new();
+    for subject in subjects {
+        let reference = format!("{repo}@{subject}");
+        let step = reporter.step(format!("attaching the SBOM to {reference}"));
+        match client.attach(&pushed.index, subject, SPDX_JSON, document.to_vec(), annotations.clone()).await {
+            Ok(done) => {
+                step.finish(&done.digest);
+                attached.push((reference, done));
+            }
+            Err(e) => {
+                step.fail("failed");
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(attached)
+}
+
 /// Tags `image` as `reference` unless it already is, pushes it and reads its manifest back.
 /// A tag this made is removed again, unless it is the image's only name: removing an
 /// image's last name removes the image. Returns whether such a tag was kept.

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use nodeimg::archive::image::{self as imagearchive, ImageConfig};
 use nodeimg::docker::Docker;
 use nodeimg::progress::{Reporter, Verbosity};
 use nodeimg::registry::{self, Client, DockerConfig, ManifestInfo, Platform};
+use support::arches::arch_image;
 use support::fake_registry::{FakeRegistry, Reply};
 use support::registry::Registry;
 use support::{RemoveImage, Run};
@@ -26,27 +26,6 @@ const TEST_LIMIT: Duration = Duration::from_secs(300);
 
 fn reporter() -> Reporter {
     Reporter::with_terminal(Verbosity::Normal, false)
-}
-
-/// Loads a busybox image whose config says `linux/<arch>`, tagged `name` if any; its removal (by
-/// ID, with every name the test gave it) is the returned guard's. The run's label makes
-/// the ID the run's own.
-async fn arch_image(docker: &Docker, run: &Run, arch: &str, name: Option<&str>) -> RemoveImage {
-    let root = support::fixtures::busybox_root(&run.files.path().join(arch));
-    let layer = imagearchive::write_layer(&root, &run.files.path().join(format!("{arch}.tar"))).unwrap();
-    let config = ImageConfig {
-        architecture: arch.into(),
-        cmd: vec!["/bin/sh".into()],
-        labels: [("io.nodeimg.test.run".to_owned(), run.unique.clone())].into(),
-        ..Default::default()
-    };
-    let tags: Vec<String> = name.iter().map(|n| n.to_string()).collect();
-    let (id, stream) = imagearchive::image_archive(&config, &layer, &tags);
-    let guard = RemoveImage(id);
-    docker.load_image(stream).await.unwrap();
-    let name = name.unwrap_or(&guard.0);
-    assert!(docker.image_exists(name).await.unwrap(), "{name} was loaded");
-    guard
 }
 
 fn items(run: &Run) -> Vec<(String, String)> {

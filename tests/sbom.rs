@@ -1,18 +1,23 @@
 //! `build node-image --sbom FILE`: an SPDX 2.3 document that the real validator (`pyspdxtools`
 //! from PyPI's spdx-tools, installed by scripts/setup.sh) accepts, listing the kubelet by its
-//! sha256, every image in the node's containerd by its digest, and the base's packages.
+//! sha256, every image in the node's containerd by its digest, and the base's packages;
+//! with `--push`, attached to the pushed index as an OCI artifact that refers to it.
 
 mod support;
 
 use support::fixtures::{self, Options};
+use support::registry::Registry;
 use support::{Run, assert_success, docker_cli};
 
 #[test]
 fn the_sbom_passes_the_spdx_validator_and_lists_what_the_node_holds() {
     let run = Run::new("sbom");
+    let registry = Registry::start();
     let release = fixtures::server_tarball(&Options::default());
     let sbom = run.files.path().join("node.spdx.json");
-    let args = [&release.build_args()[..], &["--sbom", sbom.to_str().unwrap()]].concat();
+    let repo = format!("{}/nodeimg-test/node", registry.host);
+    let target = format!("{repo}:{}", run.unique);
+    let args = [&release.build_args()[..], &["--sbom", sbom.to_str().unwrap(), "--push", &target]].concat();
     let out = support::output_within(
         run.build_command(&args).env("SOURCE_DATE_EPOCH", "1700000000"),
         support::BUILD_LIMIT,
@@ -76,6 +81,45 @@ fn the_sbom_passes_the_spdx_validator_and_lists_what_the_node_holds() {
         .filter(|r| r["relationshipType"] == "CONTAINS")
         .count();
     assert_eq!(contains, packages.len() - 1, "the node image contains every other package");
+
+    // Pushed: the registry (distribution 2.8, no referrers API) lists the SBOM under the
+    // index's referrers tag, and the artifact's one layer is the file's bytes.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let index = stdout.lines().last().unwrap().strip_prefix(&format!("{repo}@")).unwrap().to_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tag = index.replacen(':', "-", 1);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&format!("refers to {repo}@{index}")))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(&format!("listed under the referrers tag {tag}")), "{line}");
+    let get = |path: &str, accept: &str| {
+        let url = format!("http://{}/v2/nodeimg-test/node/{path}", registry.host);
+        support::block_on(async {
+            let response = reqwest::Client::new()
+                .get(&url)
+                .header("Accept", accept)
+                .timeout(std::time::Duration::from_secs(20))
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "GET {url}: {}", response.status());
+            response.bytes().await.unwrap().to_vec()
+        })
+    };
+    let referrers: serde_json::Value =
+        serde_json::from_slice(&get(&format!("manifests/{tag}"), "application/vnd.oci.image.index.v1+json"))
+            .unwrap();
+    let artifact = referrers["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    assert_eq!(referrers["manifests"][0]["artifactType"], "application/spdx+json");
+    let artifact: serde_json::Value = serde_json::from_slice(&get(
+        &format!("manifests/{artifact}"),
+        "application/vnd.oci.image.manifest.v1+json",
+    ))
+    .unwrap();
+    assert_eq!(artifact["subject"]["digest"], index.as_str());
+    let layer = artifact["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(get(&format!("blobs/{layer}"), "*/*"), std::fs::read(&sbom).unwrap(), "the SBOM as pushed");
     support::block_on(async { support::docker(&run.run_id).await.remove_image(&run.target).await.unwrap() });
     run.assert_clean();
 }

@@ -126,6 +126,22 @@ async fn publish(
                 }
             }
         }
+        if let Some(path) = &outputs.sbom {
+            let document =
+                std::fs::read(path).with_context(|| format!("reading the SBOM {}", path.display()))?;
+            let attached = crate::publish::attach_sbom(&pushed, &document, reporter)
+                .await
+                .with_context(|| format!("attaching the SBOM {} to {target}", path.display()))?;
+            for (subject, done) in attached {
+                let how = match done.listed {
+                    crate::registry::Listed::Api => "the registry's referrers API lists it".to_owned(),
+                    crate::registry::Listed::TagSchema => {
+                        format!("listed under the referrers tag {}", subject_tag(&subject))
+                    }
+                };
+                reporter.info(format!("SBOM {} refers to {subject}: {how}", done.digest));
+            }
+        }
         pinned = Some(index_ref);
     }
     if let (Some(report), Some(path)) = (report, &outputs.report) {
@@ -136,4 +152,9 @@ async fn publish(
         reporter.info(format!("report: {}", path.display()));
     }
     Ok(pinned)
+}
+
+/// The referrers tag schema's tag for `repo@sha256:<hex>`: `sha256-<hex>`.
+fn subject_tag(subject: &str) -> String {
+    subject.rsplit('@').next().unwrap_or(subject).replacen(':', "-", 1)
 }

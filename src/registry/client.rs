@@ -66,7 +66,7 @@ impl Client {
 
     /// The client for `target`'s host, logged in for `op` on its repository: a token
     /// server's refusal is an error here, where `oci-client` would go on anonymously.
-    async fn ready(&self, target: &ImageRef, push: bool) -> Result<oci_client::Client, Error> {
+    pub(super) async fn ready(&self, target: &ImageRef, push: bool) -> Result<oci_client::Client, Error> {
         let (oci, auth) = self.host(target.api_host())?;
         let key = (target.api_host().to_owned(), target.repository().to_owned(), push);
         let mut logged_in = self.logged_in.lock().await;
@@ -173,12 +173,12 @@ impl Client {
     }
 }
 
-fn parse(reference: &str) -> Result<ImageRef, Error> {
+pub(super) fn parse(reference: &str) -> Result<ImageRef, Error> {
     ImageRef::parse(reference).map_err(|_| Error::Reference { reference: reference.to_owned() })
 }
 
 /// `oci-client`'s error as one of ours, with the status and the registry's own words.
-fn failed(action: &'static str, target: &ImageRef, err: Oci) -> Error {
+pub(super) fn failed(action: &'static str, target: &ImageRef, err: Oci) -> Error {
     let reference = target.to_string();
     let status = |status: u16, message: Option<String>| Error::Status {
         action,

@@ -6,7 +6,7 @@ use std::path::Path;
 use sha2::{Digest, Sha512};
 
 use super::fixtures::VERSION;
-use super::{Run, docker_cli};
+use super::{RemoveImage, Run, docker_cli};
 
 /// e_machine of an ELF header (little-endian: every arch here but s390x).
 pub fn e_machine(header: &[u8]) -> u16 {
@@ -105,4 +105,31 @@ pub fn arm64_header(path: &std::path::Path) -> &std::path::Path {
     header.resize(64, 0);
     std::fs::write(path, header).unwrap();
     path
+}
+
+/// Loads a busybox image whose config says `linux/<arch>`, tagged `name` if any; its removal (by
+/// ID, with every name the test gave it) is the returned guard's. The run's label makes
+/// the ID the run's own.
+pub async fn arch_image(
+    docker: &nodeimg::docker::Docker,
+    run: &Run,
+    arch: &str,
+    name: Option<&str>,
+) -> RemoveImage {
+    let root = super::fixtures::busybox_root(&run.files.path().join(arch));
+    let layer =
+        nodeimg::archive::image::write_layer(&root, &run.files.path().join(format!("{arch}.tar"))).unwrap();
+    let config = nodeimg::archive::image::ImageConfig {
+        architecture: arch.into(),
+        cmd: vec!["/bin/sh".into()],
+        labels: [("io.nodeimg.test.run".to_owned(), run.unique.clone())].into(),
+        ..Default::default()
+    };
+    let tags: Vec<String> = name.iter().map(|n| n.to_string()).collect();
+    let (id, stream) = nodeimg::archive::image::image_archive(&config, &layer, &tags);
+    let guard = RemoveImage(id);
+    docker.load_image(stream).await.unwrap();
+    let name = name.unwrap_or(&guard.0);
+    assert!(docker.image_exists(name).await.unwrap(), "{name} was loaded");
+    guard
 }
