@@ -7,7 +7,7 @@
 //!
 //! 1. `commands` — one file per subcommand: validate, run under the sweep, print the result
 //! 2. `config` — clap structs → validated configs
-//! 3. `cli`, `variant`, `cluster` — the command line (clap only); node-image variants; `cluster update` into a running kind cluster
+//! 3. `cli`, `variant`, `cluster`, `diff` — the command line (clap only); node-image variants; `cluster update` into a running kind cluster; what differs between two node images
 //! 4. `nodeimage`, `sbom` — the node-image pipeline; the SPDX document of what a node image holds
 //! 5. `baseimage`, `verify` — the base-image pipeline; booting a node image as kind does
 //! 6. `kube`, `transfer`, `publish` — getting Kubernetes (release, tree, build); save and load; `--push` by the engine plus the index
@@ -25,6 +25,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod diff;
 pub mod docker;
 pub mod elf;
 pub mod error;

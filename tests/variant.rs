@@ -32,6 +32,27 @@ fn list(run: &Run, image: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `diff A B --json`: every change as (part, name, in A, in B).
+fn diff(run: &Run, a: &str, b: &str) -> Vec<(String, String, Option<String>, Option<String>)> {
+    let out = run.output(&["diff", a, b, "--json"]);
+    assert_success(&out, &format!("diff {a} {b}"));
+    let diff: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let mut changes = Vec::new();
+    for part in diff["parts"].as_array().unwrap() {
+        for c in part["changes"].as_array().unwrap() {
+            changes.push((
+                text(&part["name"]).unwrap(),
+                text(&c["name"]).unwrap(),
+                text(&c["a"]),
+                text(&c["b"]),
+            ));
+        }
+    }
+    assert_eq!(diff["identical"], changes.is_empty(), "{diff}");
+    changes
+}
+
 /// `build node-variant --from-node <the run's node image> -i NEW ARGS`.
 fn node_variant(run: &Run, new: &str, args: &[&str]) -> std::process::Output {
     let base = ["build", "node-variant", "--from-node", &run.target, "-i", new];
@@ -86,6 +107,14 @@ fn a_variant_changes_one_binary_and_images_add_pins_an_image() {
         (&source.entrypoint, &source.cmd, &source.stop_signal)
     );
 
+    // diff: exactly the one binary, by its sha256.
+    let changes = diff(&run, &run.target, &variant);
+    let old_sum = sum_of(&before, "/usr/bin/kubelet");
+    assert_eq!(
+        changes,
+        [("binaries".to_owned(), "kubelet".to_owned(), Some(old_sum), Some(new_sum.clone()))]
+    );
+
     // images add: a busybox image of the test's own, into a new tag.
     let extra = support::block_on(fixtures::busybox_image(
         &docker,
@@ -110,6 +139,18 @@ fn a_variant_changes_one_binary_and_images_add_pins_an_image() {
         made.id,
         "-i leaves --to alone"
     );
+
+    let changes = diff(&run, &variant, &added);
+    let name = format!("docker.io/{}", extra.name);
+    assert_eq!(changes, [("images".to_owned(), name, None, Some(fields[1].to_owned()))], "one image added");
+    let text = run.output(&["diff", &variant, &added]);
+    assert_success(&text, "diff");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("  + docker.io/{}  sha256:", extra.name)), "{text}");
+    assert!(text.contains("binaries: identical (3)"), "{text}");
+    let out = run.output(&["diff", &extra.name, &added]);
+    let line = support::assert_one_error_line(&out, &extra.name);
+    assert!(line.contains("is not a node image"), "{line}");
 
     // Without -i, the node image's own tag moves, to an image that adds to it (the image it
     // left, untagged, is the new one's parent and goes with it when the guard removes it).

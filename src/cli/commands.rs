@@ -20,6 +20,22 @@ pub struct VerifyArgs {
     pub output: Output,
 }
 
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The first node image (name or ID).
+    #[arg(value_name = "IMAGE_A")]
+    pub a: String,
+    /// The second node image (name or ID).
+    #[arg(value_name = "IMAGE_B")]
+    pub b: String,
+    /// Print the differences as text or as JSON on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    /// Same as `--output json`.
+    #[arg(long, conflicts_with = "output")]
+    pub json: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,

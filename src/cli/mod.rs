@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 pub use build::{BaseImageArgs, BuildCommand, From, NodeImageArgs, Runtime};
 pub use cluster::{ClusterCommand, UpdateArgs};
 pub use commands::{
-    BundleArgs, CleanArgs, ImagesCommand, LoadArgs, Output, SaveArgs, VerifyArgs, VerifyOptions,
+    BundleArgs, CleanArgs, DiffArgs, ImagesCommand, LoadArgs, Output, SaveArgs, VerifyArgs, VerifyOptions,
 };
 pub use source::{ImageSourceArgs, KubeArgs, PlanArgs, SourceArgs};
 pub use values::{BuildMode, Cni, SourceType};
@@ -107,6 +107,17 @@ Examples:
   nodeimg verify kindest/node:v1.30.0 --nodes 2 --keep
   nodeimg verify kindest/node:v1.30.0 --cni bridge --timeout 10m --output json")]
     Verify(VerifyArgs),
+    /// What differs between two local node images, part by part: Kubernetes binaries
+    /// (sha256), Debian packages, images in containerd, kind's files and the node's config
+    /// files (with their changed lines). Exit code 0 whether or not they differ.
+    #[command(after_help = "\
+Read from idle containers of each image (never booted). Layers, history and creation
+times are not compared: they differ whenever anything does, and say nothing of why.
+
+Examples:
+  nodeimg diff kindest/node:v1.30.0 kindest/node:dev
+  nodeimg diff kindest/node:v1.30.0 kindest/node:dev --output json")]
+    Diff(DiffArgs),
     /// Write an image to a tarball (docker-save format; plain, gzip or zstd by the name) with
     /// a sha256sum file beside it, to carry it to a machine without a registry.
     #[command(after_help = SAVE_EXAMPLES)]

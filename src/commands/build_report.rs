@@ -14,7 +14,7 @@ use crate::provenance::{
 
 /// One architecture's part of the report (not yet pushed).
 pub async fn arch_report(docker: &Docker, arch: &str, built: &NodeImage) -> Result<ArchReport> {
-    let held = crate::variant::contents::list(docker, &built.id)
+    let held = crate::nodeimage::contents::list(docker, &built.id)
         .await
         .context("listing the node image's images")?
         .ok_or_else(|| anyhow!("{} is no longer a node image", built.reference))?;

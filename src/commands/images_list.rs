@@ -9,7 +9,7 @@ use crate::config::ConfigError;
 use crate::kube::SourceError;
 use crate::nodeimage::{self, Outcome, Stop};
 use crate::progress::Reporter;
-use crate::{config, reference, sweep, variant};
+use crate::{config, reference, sweep};
 
 pub async fn run(args: PlanArgs, reporter: &Reporter) -> Result<()> {
     let given = args.source.clone().filter(|_| args.kube.source_type.is_none());
@@ -38,7 +38,8 @@ pub async fn run(args: PlanArgs, reporter: &Reporter) -> Result<()> {
 /// What the node image holds; `not_a_source` is the error when it is no node image either.
 async fn list_node_image(image: &str, not_a_source: ConfigError, reporter: &Reporter) -> Result<()> {
     let docker = super::connect(reporter).await?;
-    let Some(held) = sweep::guarded(&docker, reporter, variant::contents::list(&docker, image)).await? else {
+    let Some(held) = sweep::guarded(&docker, reporter, nodeimage::contents::list(&docker, image)).await?
+    else {
         return Err(anyhow::Error::from(not_a_source)
             .context(format!("{image} is neither a build SOURCE nor a local node image")));
     };

@@ -8,6 +8,7 @@ mod build_node_variant;
 mod build_report;
 pub mod clean;
 mod cluster_update;
+mod diff;
 mod images_add;
 mod images_list;
 mod images_save;
@@ -42,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Save(args) => save::run(args, &reporter).await,
         Command::Load(args) => load::run(args, &reporter).await,
         Command::Verify(args) => verify::run(args, &reporter).await,
+        Command::Diff(args) => diff::run(args, &reporter).await,
         Command::Clean(args) => clean::run(args, &reporter).await,
         Command::Cluster(ClusterCommand::Update(args)) => cluster_update::run(*args, &reporter).await,
     }

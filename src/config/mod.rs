@@ -11,7 +11,7 @@ mod variant;
 use std::path::Path;
 
 use crate::baseimage::{BaseImageConfig, DEFAULT_SUITE, RuntimeLine, Source, default_mirror};
-use crate::cli::{BaseImageArgs, From, Runtime, SaveArgs, VerifyArgs, VerifyOptions};
+use crate::cli::{BaseImageArgs, DiffArgs, From, Runtime, SaveArgs, VerifyArgs, VerifyOptions};
 use crate::transfer::SaveTarget;
 
 pub use cluster::{ClusterError, cluster_update};
@@ -125,6 +125,16 @@ pub fn base_image(args: BaseImageArgs) -> Result<BaseImageConfig, ConfigError> {
         runtime,
         arch,
     })
+}
+
+/// `diff`: both names must be image references or IDs; `--json` is `--output json`.
+pub fn diff(args: DiffArgs) -> Result<(String, String, bool), ConfigError> {
+    for image in [&args.a, &args.b] {
+        if !crate::reference::is_image_id(image) && !crate::reference::is_valid(image) {
+            return Err(ConfigError::ImageOrId(image.to_string()));
+        }
+    }
+    Ok((args.a, args.b, args.json || args.output == crate::cli::Output::Json))
 }
 
 /// `verify IMAGE`.

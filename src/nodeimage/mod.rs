@@ -7,6 +7,7 @@ mod bundle;
 mod commit;
 pub mod compat;
 pub mod components;
+pub mod contents;
 pub mod images;
 pub mod incremental;
 pub mod iptables;

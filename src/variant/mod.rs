@@ -4,7 +4,6 @@
 //! image's own entrypoint, command, stop signal and labels, and the target tag only on
 //! success (after `--verify` when asked). The source image and its tags are never touched.
 
-pub mod contents;
 pub mod upgrade;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ use crate::progress::Reporter;
 /// The ID of the image a variant was made from.
 pub const LABEL_VARIANT_OF: &str = "io.nodeimg.variant.of";
 /// What makes an image a node image: kind reads it, every build writes it.
-pub const KIND_VERSION: &str = "/kind/version";
+pub use crate::nodeimage::contents::KIND_VERSION;
 
 /// A Kubernetes binary for /usr/bin, with the architecture its ELF header names.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,10 +3,12 @@
 
 use anyhow::{Context, Result};
 
-use super::KIND_VERSION;
+use super::images::ctr;
 use crate::docker::{ContainerSpec, Docker};
 use crate::node::containerd::{self, Held, parse_listing};
-use crate::nodeimage::images::ctr;
+
+/// What marks a node image: kind reads the Kubernetes version from it.
+pub const KIND_VERSION: &str = "/kind/version";
 
 /// What the node image `image` holds; `None` when `image` is not a local image holding
 /// /kind/version (so the caller can take it as something else).
