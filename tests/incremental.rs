@@ -174,6 +174,24 @@ fn a_rebuild_replaces_only_what_changed_in_one_thin_layer() {
     assert_eq!(second_held, first_held, "the same images, all still there");
     assert!(second_held.values().all(|(_, pinned)| *pinned), "every image pinned: {second_held:?}");
 
+    // `diff` between the two names exactly the one binary, by its sha256 (the first image
+    // is the second's parent, so it is still here by its ID).
+    let out = tree.run.output(&["diff", &first, &target, "--json"]);
+    assert_success(&out, "diff");
+    let diff: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes: Vec<(String, String, String, String)> = diff["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["changes"].as_array().unwrap().iter().map(move |c| (p["name"].clone(), c.clone())))
+        .map(|(part, c)| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+            (text(&part), text(&c["name"]), text(&c["a"]), text(&c["b"]))
+        })
+        .collect();
+    let (old, new) = (first_binaries["kubelet"].clone(), second_binaries["kubelet"].clone());
+    assert_eq!(changes, [("binaries".to_owned(), "kubelet".to_owned(), old, new)], "{diff}");
+
     // Nothing changed: no work, no layer.
     let out = tree.build(&[]);
     assert_success(&out, "the rebuild with nothing changed");

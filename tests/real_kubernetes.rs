@@ -515,6 +515,39 @@ fn update_a_running_cluster(run: &Run, target: &str, kubelet: &Path, version: &s
         ready.ok().filter(|r| r.trim() == "True").map(|_| ())
     }));
     eprintln!("the stand-in scheduler was rolled back in {took:?}: {last}");
+
+    // The two-command loop: a node image that differs from the cluster in its kubelet (the
+    // original, where the cluster runs the relinked one) and one added image; `--from-node`
+    // takes exactly those into every node.
+    let added = format!("docker.io/nodeimg-test/from-node-tool:{}", run.unique);
+    let archive = ImageArchive::new(std::slice::from_ref(&added));
+    let source = format!("{target}-from-node");
+    let _source = support::RemoveImage(source.clone());
+    let args = ["images", "add", &added, "--image-archive", archive.path.to_str().unwrap(), "--to", target];
+    assert_success(
+        &run.output(&[&args[..], &["-i", &source]].concat()),
+        "images add (the source of --from-node)",
+    );
+    let started = Instant::now();
+    let out =
+        run.output(&["cluster", "update", "--name", &cluster, "--from-node", &source, "--timeout", "3m"]);
+    let took = started.elapsed();
+    assert_success(&out, "cluster update --from-node");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.matches(&format!("kubelet: {version} (sha256 ")).count(), 2, "{table}");
+    assert_eq!(table.matches(&format!("-> {VERSION} (sha256 ")).count(), 2, "{table}");
+    let tool = added.rsplit_once(':').unwrap().0;
+    assert_eq!(table.matches(&format!("{tool}: - -> ")).count(), 2, "only the added image: {table}");
+    assert!(!table.contains("kube-scheduler") && !table.contains("kubeadm:"), "nothing else: {table}");
+    for node in [&plane, &worker] {
+        let listed =
+            docker_cli(&["exec", node, "ctr", "-n", "k8s.io", "images", "ls", &format!("name=={added}")]);
+        assert!(listed.contains("io.cri-containerd.pinned=pinned"), "pinned on {node}: {listed}");
+    }
+    let wide = versions();
+    assert_eq!(wide.lines().filter(|l| l.contains(" Ready ") && l.contains(VERSION)).count(), 2, "{wide}");
+    assert_eq!(phase("{.metadata.uid}"), uid, "the pod on the worker is the same pod");
+    eprintln!("cluster update --from-node (kubelet back to {VERSION}, one image added) in {took:?}\n{table}");
 }
 
 /// A copy of the node image `target` under `name`: `files` added, then `script` run in an

@@ -8,12 +8,14 @@
 pub const ANNOTATION: &str = "io.nodeimg.update/images";
 
 /// An image the update changed: its name without tag (`registry/repo`), the reference it
-/// now has in containerd, and the digest of that.
+/// now has in containerd, the digest of that, and the digest it had before (none when the
+/// image is new to the node).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Changed {
     pub name: String,
     pub reference: String,
     pub digest: String,
+    pub old: Option<String>,
 }
 
 /// `manifest` with every container image of a changed name replaced, and the annotation
@@ -69,7 +71,7 @@ mod tests {
     const SCHEDULER: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  creationTimestamp: null\n  name: kube-scheduler\nspec:\n  containers:\n  - image: k8s.gcr.io/kube-scheduler:v1.20.2\n";
 
     fn changed(name: &str, reference: &str, digest: &str) -> Changed {
-        Changed { name: name.into(), reference: reference.into(), digest: digest.into() }
+        Changed { name: name.into(), reference: reference.into(), digest: digest.into(), old: None }
     }
 
     #[test]

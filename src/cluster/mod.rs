@@ -72,15 +72,17 @@ pub async fn update(cfg: &UpdateConfig, docker: &Docker, reporter: &Reporter) ->
         }
         binaries.push((name, path.clone()));
     }
+    let mut archive_files = cfg.images.archive_files.clone();
     if let Some(image) = &cfg.from_node {
-        let taken = from_node(docker, image, &arch, &binaries, scratch.path(), reporter)
+        let taken = from_node(docker, image, &arch, &binaries, &nodes[0], scratch.path(), reporter)
             .await
             .with_context(|| format!("--from-node {image}"))?;
-        binaries.extend(taken);
+        binaries.extend(taken.binaries);
+        archive_files.extend(taken.images);
     }
     // 3. The images and where each comes from, as `images add` plans them.
     let platform = format!("linux/{arch}");
-    let found = archives::collect(&cfg.images.archive_files, &[])?;
+    let found = archives::collect(&archive_files, &[])?;
     let archives = archives::index_all(&found).context("reading --with-image")?;
     let mut wanted: Vec<String> = archives.iter().flat_map(|a| a.images.keys().cloned()).collect();
     wanted.extend(cfg.images.extra.iter().cloned());
@@ -126,16 +128,26 @@ pub async fn update(cfg: &UpdateConfig, docker: &Docker, reporter: &Reporter) ->
     Ok(reports)
 }
 
-/// The binaries of node image `image` that differ from the control plane's (by sha256),
-/// copied out into `dir`; ones given by flag win.
+/// What `--from-node` takes from a node image.
+struct Taken {
+    binaries: Vec<(&'static str, PathBuf)>,
+    /// One archive of the images whose digest differs from the control plane's (or that it
+    /// does not have), exported by the node image's own containerd.
+    images: Option<PathBuf>,
+}
+
+/// The binaries of node image `image` (the nodes' sha256 is compared node by node when
+/// they are staged; ones given by flag win) and its images that differ from the control
+/// plane's, copied out into `dir`.
 async fn from_node(
     docker: &Docker,
     image: &str,
     arch: &str,
     given: &[(&'static str, PathBuf)],
+    control_plane: &ClusterNode,
     dir: &std::path::Path,
     reporter: &Reporter,
-) -> Result<Vec<(&'static str, PathBuf)>> {
+) -> Result<Taken> {
     let info =
         docker.inspect_image(image).await?.with_context(|| "no such image in the engine".to_owned())?;
     if info.architecture != arch {
@@ -147,7 +159,7 @@ async fn from_node(
     let container = ContainerGuard::new(docker, docker.create_container(&spec).await?);
     let id = container.id().to_owned();
     docker.start_container(&id).await?;
-    let mut taken = Vec::new();
+    let mut binaries = Vec::new();
     for name in BINARIES.into_iter().filter(|b| !given.iter().any(|(g, _)| g == b)) {
         let path = dir.join(name);
         let mut file = tokio::fs::File::create(&path).await?;
@@ -155,9 +167,45 @@ async fn from_node(
         if !out.success() {
             bail!("reading /usr/bin/{name}: {}", out.last_line());
         }
-        taken.push((name, path));
+        binaries.push((name, path));
     }
+    let images = changed_images(docker, &id, arch, control_plane, dir).await?;
     container.remove().await?;
-    reporter.detail(format!("read {} binaries of {image} in {:.1?}", taken.len(), started.elapsed()));
-    Ok(taken)
+    reporter.detail(format!(
+        "read {} binaries and {} changed image(s) of {image} in {:.1?}",
+        binaries.len(),
+        images.1,
+        started.elapsed()
+    ));
+    Ok(Taken { binaries, images: images.0 })
+}
+
+/// The images of the node image in container `id` whose digest is not the control plane's,
+/// exported by its containerd into one archive in `dir`; and how many.
+async fn changed_images(
+    docker: &Docker,
+    id: &str,
+    arch: &str,
+    control_plane: &ClusterNode,
+    dir: &std::path::Path,
+) -> Result<(Option<PathBuf>, usize)> {
+    use crate::node::containerd::{self, parse_listing};
+    use crate::nodeimage::images::ctr;
+    containerd::start(docker, id).await.context("starting containerd in a container of the image")?;
+    let theirs = parse_listing(&ctr(docker, id, &["images", "ls"]).await?);
+    let ours = parse_listing(&ctr(docker, &control_plane.id, &["images", "ls"]).await?);
+    let names: Vec<&str> = theirs
+        .iter()
+        .filter(|t| !ours.iter().any(|o| o.name == t.name && o.digest == t.digest))
+        .map(|t| t.name.as_str())
+        .collect();
+    if names.is_empty() {
+        return Ok((None, 0));
+    }
+    let path = dir.join("from-node-images.tar");
+    let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+    crate::nodeimage::export_to(docker, id, &names, &format!("linux/{arch}"), &path)
+        .await
+        .context("exporting the changed images")?;
+    Ok((Some(path), names.len()))
 }

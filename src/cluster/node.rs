@@ -108,7 +108,7 @@ async fn stages(
     }
     report.changes.extend(changed.iter().map(|c| Change {
         what: c.name.clone(),
-        old: "-".into(),
+        old: c.old.as_deref().map_or("-", short).into(),
         new: short(&c.digest).into(),
     }));
     if done.staged.is_empty() && changed.is_empty() {
@@ -277,7 +277,7 @@ async fn import(ctx: &Context<'_>, node: &ClusterNode, done: &mut Done) -> Resul
             .with_context(|| format!("{name} is not in containerd after the import"))?;
         if before.as_deref() != Some(now.as_str()) {
             let parsed = crate::reference::ImageRef::parse(&name)?;
-            changed.push(Changed { name: parsed.name(), reference: name, digest: now });
+            changed.push(Changed { name: parsed.name(), reference: name, digest: now, old: before });
         }
     }
     Ok(changed)

@@ -28,14 +28,21 @@ pub async fn export(
     reporter: &Reporter,
 ) -> Result<Saved> {
     let step = reporter.step(format!("writing {}", output.display()));
-    let size = write(docker, id, images, platform, output).await?;
+    let size = export_to(docker, id, images, platform, output).await?;
     step.finish(format!("{:.0} MB", size as f64 / 1e6));
     Ok(Saved { images: images.to_vec(), size, summary })
 }
 
-/// Streams `ctr export` into a temp file beside `output`, renamed into place only when
-/// complete; the temp file goes away on error and on Ctrl-C (the future is dropped).
-async fn write(docker: &Docker, id: &str, images: &[String], platform: &str, output: &Path) -> Result<u64> {
+/// Streams `ctr export` of `images` (in container `id`, containerd running) into a temp
+/// file beside `output`, renamed into place only when complete; the temp file goes away on
+/// error and on Ctrl-C (the future is dropped). Returns the size.
+pub async fn export_to(
+    docker: &Docker,
+    id: &str,
+    images: &[String],
+    platform: &str,
+    output: &Path,
+) -> Result<u64> {
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -23,7 +23,7 @@ mod steps;
 
 use std::path::{Path, PathBuf};
 
-pub use bundle::Saved;
+pub use bundle::{Saved, export_to};
 pub use commit::{LABEL_KUBE_SOURCE, LABEL_KUBE_VERSION, TEMP_REPO, VERIFY_REPO, check_then_tag};
 pub use sources::ImageSources;
 
