@@ -148,10 +148,12 @@ pub fn default_config(runtime: RuntimeLine, arch: &str) -> BaseImageConfig {
 /// Without a crictl flag, a debootstrap base gets the pinned crictl release when a base with
 /// it is cached or the release can be fetched (into the download cache, where the build
 /// takes it from). Offline it goes without, and says so; a download that does not match its
-/// pin fails the build.
+/// pin fails the build. With `fetch` false (`--offline`, or a command that builds nothing)
+/// only a cached image with it counts: nothing is downloaded.
 pub async fn with_default_crictl(
     cfg: &BaseImageConfig,
     docker: &Docker,
+    fetch: bool,
     reporter: &Reporter,
 ) -> Result<BaseImageConfig> {
     let without = BaseImageConfig { crictl_default: false, ..cfg.clone() };
@@ -167,6 +169,9 @@ pub async fn with_default_crictl(
         return Ok(with);
     }
     let crictl::Input::Url(url) = &pinned.input else { return Ok(with) };
+    if !fetch {
+        return Ok(without);
+    }
     match crate::kube::download::fetch_sha256(url, &pinned.sha256, reporter).await {
         Ok(_) => Ok(with),
         Err(err) if err.is::<crate::kube::download::ChecksumMismatch>() => {
@@ -195,7 +200,7 @@ pub struct BaseImage {
 /// Builds (or reuses) the base image: build untagged, check it boots the tools a node needs,
 /// and only then move the tag, so a failed build never holds the target name.
 pub async fn build(cfg: &BaseImageConfig, docker: &Docker, reporter: &Reporter) -> Result<BaseImage> {
-    let cfg = &with_default_crictl(cfg, docker, reporter).await?;
+    let cfg = &with_default_crictl(cfg, docker, true, reporter).await?;
     let target = cfg.target();
     let started = Instant::now();
     if let Some(note) = cfg.no_crictl_note() {

@@ -317,6 +317,9 @@ mod tests {
         assert!(matches!(detect(Some("v1.30.0"), None, None), Ok(Source::Release(_))));
         assert_eq!(detect(None, None, Some("v1.30.0")), Ok(Source::Tree(None)), "-k alone checks out a tree");
         assert!(matches!(detect(None, Some(SourceType::Release), Some("v1.30.0")), Ok(Source::Release(_))));
+        let err = detect(None, Some(SourceType::Release), None);
+        assert_eq!(err, Err(SourceError::ReleaseWithoutVersion));
+        assert!(!err.unwrap_err().to_string().contains("set --type"), "--type was set: say what is missing");
         assert_eq!(detect(None, None, None), Ok(Source::Tree(None)));
         let here = env!("CARGO_MANIFEST_DIR");
         assert_eq!(

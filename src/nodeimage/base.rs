@@ -23,7 +23,7 @@ pub async fn resolve(
             ensure_given(docker, base, &cfg.arch, cfg.images.offline, reporter).await?;
             Ok(base.to_owned())
         }
-        None => automatic(docker, kube, &cfg.arch, !cfg.plan_only, reporter).await,
+        None => automatic(docker, kube, &cfg.arch, !cfg.plan_only, cfg.images.offline, reporter).await,
     }
 }
 
@@ -35,11 +35,14 @@ async fn automatic(
     kube: &KubeVersion,
     arch: &str,
     build: bool,
+    offline: bool,
     reporter: &Reporter,
 ) -> Result<String> {
     let line = RuntimeLine::for_kubernetes(kube);
-    let cfg =
-        baseimage::with_default_crictl(&baseimage::default_config(line, arch), docker, reporter).await?;
+    let fetch = build && !offline;
+    let cfg = baseimage::default_config(line, arch);
+    let cfg = baseimage::with_default_crictl(&cfg, docker, fetch, reporter).await?;
+
     let target = cfg.target();
     let existing = docker.inspect_image(&target).await?;
     let labels = match existing {
