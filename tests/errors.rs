@@ -88,6 +88,22 @@ fn corrupt_tarballs_fail_in_one_printable_line() {
         ("non-utf8-name", &non_utf8_name),
         ("bad-checksum", &bad_checksum),
     ];
+    // The same bytes as an --image-archive beside a good release: read by another reader.
+    let release = support::fixtures::server_tarball(&Default::default());
+    for (name, bytes) in corpus {
+        let run = Run::new("corrupt-images");
+        let file = run.files.path().join(format!("{name}-images.tar"));
+        std::fs::write(&file, bytes).unwrap();
+        let file_name = file.file_name().unwrap().to_str().unwrap().to_owned();
+        let args = [&release.build_args()[..], &["--image-archive", file.to_str().unwrap()]].concat();
+        let line = run.assert_failed(&run.build(&args), &file_name);
+        assert!(
+            line.chars().all(|c| !c.is_control() && c != char::REPLACEMENT_CHARACTER),
+            "{name} as --image-archive: the error line is printable: {line:?}"
+        );
+        assert!(!line.contains("\\u{") && !line.contains("\\x"), "{name}: no escaped input bytes: {line}");
+        eprintln!("{name} as --image-archive: {line}");
+    }
     for (name, bytes) in corpus {
         let run = Run::new("corrupt");
         let file = run.files.path().join(format!("{name}-kubernetes-server-linux-amd64.tar.gz"));

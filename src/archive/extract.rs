@@ -37,6 +37,34 @@ fn corrupt(entry: usize, offset: u64, err: &io::Error) -> ExtractError {
     ExtractError::Corrupt { entry, offset, what: plain_words(err) }
 }
 
+/// Where each entry of a tar stream starts, so that an entry that cannot be read is named
+/// by its index and offset, in plain words, wherever nodeimg reads a tar.
+#[derive(Default)]
+pub struct Cursor {
+    index: usize,
+    current: u64,
+    next: u64,
+}
+
+impl Cursor {
+    /// The next entry, or what was wrong with it.
+    pub fn next<'a, R: io::Read>(
+        &mut self,
+        entry: io::Result<tar::Entry<'a, R>>,
+    ) -> Result<tar::Entry<'a, R>, ExtractError> {
+        self.index += 1;
+        let entry = entry.map_err(|e| corrupt(self.index, self.next, &e))?;
+        self.current = entry.raw_header_position();
+        self.next = self.current + 512 + entry.size().div_ceil(512) * 512;
+        Ok(entry)
+    }
+
+    /// `err` of reading the current entry's path or data.
+    pub fn at(&self, err: &io::Error) -> ExtractError {
+        corrupt(self.index.max(1), self.current, err)
+    }
+}
+
 pub fn plain_words(err: &io::Error) -> &'static str {
     let text = err.to_string().to_ascii_lowercase();
     if text.contains("numeric field") || text.contains("invalid octal") {

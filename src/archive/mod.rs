@@ -7,7 +7,7 @@ mod extract;
 pub mod image;
 
 pub use compression::{Compression, decompressed, reader};
-pub use extract::{ExtractError, check_link, checked_path, extract_selected, plain_words};
+pub use extract::{Cursor, ExtractError, check_link, checked_path, extract_selected, plain_words};
 
 use std::collections::HashMap;
 use std::fs;

@@ -157,16 +157,22 @@ fn binary_from(fetched: &Path, dest: &Path, input: &str) -> Result<PathBuf> {
 /// Streams the entry `crictl` (or `./crictl`) of a tar.gz to `dest`; false if there is none.
 pub fn extract_crictl(tar_gz: impl Read, dest: &Path) -> io::Result<bool> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tar_gz));
+    // In plain words, never the tar crate's (which quotes the input's bytes).
+    let mut cursor = crate::archive::Cursor::default();
+    let plain = |e: crate::archive::ExtractError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
     for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
+        let mut entry = cursor.next(entry).map_err(plain)?;
+        let path = entry.path().map_err(|e| plain(cursor.at(&e)))?.into_owned();
         let is_crictl = path
             .components()
             .filter(|c| c.as_os_str() != ".")
             .eq([std::path::Component::Normal("crictl".as_ref())]);
         if is_crictl && entry.header().entry_type().is_file() {
             let mut out = std::fs::File::create(dest)?;
-            io::copy(&mut entry, &mut out)?;
+            io::copy(&mut entry, &mut out).map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => plain(cursor.at(&e)),
+                _ => e,
+            })?;
             out.sync_all()?;
             return Ok(true);
         }

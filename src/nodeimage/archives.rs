@@ -85,18 +85,19 @@ fn index_entries<'a, R: Read + 'a>(
     entries: tar::Entries<'a, R>,
 ) -> Result<Archive> {
     let mut oci_index = None;
+    let mut cursor = crate::archive::Cursor::default();
     for entry in entries {
-        let mut entry = entry.with_context(|| match compression {
+        let mut entry = cursor.next(entry).with_context(|| match compression {
             Compression::None => "not a readable tar archive".to_owned(),
             c => format!("not a readable {} tar archive", c.name()),
         })?;
-        let name = entry.path()?.into_owned();
+        let name = entry.path().map_err(|e| cursor.at(&e))?.into_owned();
         let name = name.strip_prefix("./").unwrap_or(&name).to_owned();
         if name != Path::new("manifest.json") && name != Path::new("index.json") {
             continue;
         }
         let mut text = String::new();
-        entry.by_ref().take(16 << 20).read_to_string(&mut text)?;
+        entry.by_ref().take(16 << 20).read_to_string(&mut text).map_err(|e| cursor.at(&e))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", name.display()))?;
         if name == Path::new("manifest.json") {

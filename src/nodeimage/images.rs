@@ -38,12 +38,13 @@ pub fn save_manifest(tar: &Path) -> Result<(Vec<String>, Option<String>)> {
     let file = std::fs::File::open(tar).with_context(|| format!("opening {}", tar.display()))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let mut from_repositories = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
+    let mut cursor = crate::archive::Cursor::default();
+    for entry in archive.entries().map_err(|e| cursor.at(&e))? {
+        let mut entry = cursor.next(entry)?;
+        let path = entry.path().map_err(|e| cursor.at(&e))?.into_owned();
         let mut read_json = || -> Result<serde_json::Value> {
             let mut text = String::new();
-            entry.by_ref().take(1 << 20).read_to_string(&mut text)?;
+            entry.by_ref().take(1 << 20).read_to_string(&mut text).map_err(|e| cursor.at(&e))?;
             Ok(serde_json::from_str(&text)?)
         };
         if path == Path::new("manifest.json") {
