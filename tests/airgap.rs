@@ -183,6 +183,23 @@ fn mirrors_then_a_saved_bundle_build_offline() {
             assert_pinned(&images, name);
         }
         assert!(!images.contains("127.0.0.1"), "no mirror names in the node:\n{images}");
+        // Straight from the registry: its manifest (digest and type, so compressed layers),
+        // not one that `docker save` and `ctr import` made up.
+        assert!(!stderr.contains("pulling it through Docker"), "{stderr}");
+        // (CRI's own `sha256:<image ID>` names are what kind's nodes have too.)
+        let extra_names: Vec<&str> = images.lines().filter(|l| l.starts_with("import-")).collect();
+        assert!(extra_names.is_empty(), "only the images' own names: {extra_names:#?}");
+        let client = nodeimg::registry::Client::new().unwrap();
+        for (name, path) in [(k8s_image(&run), &k8s_path), (extra_image(&run), &hub_path)] {
+            let served = client.manifest(&format!("{reg}/{path}")).await.unwrap();
+            let line = images.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(
+                (fields[1], fields[2]),
+                (served.media_type.as_str(), served.digest.as_str()),
+                "{line}"
+            );
+        }
         let hosts: toml_edit::DocumentMut = hosts.parse().expect("hosts.toml is TOML");
         assert_eq!(hosts["server"].as_str(), Some("https://registry.k8s.io"));
         assert!(hosts["host"][&format!("http://{reg}")]["capabilities"].is_array(), "{hosts}");

@@ -8,6 +8,7 @@ mod commit;
 pub mod compat;
 pub mod components;
 pub mod contents;
+mod fetch;
 pub mod images;
 pub mod incremental;
 pub mod iptables;

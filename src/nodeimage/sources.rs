@@ -175,9 +175,15 @@ pub async fn import(
             .try_collect::<Vec<()>>();
     let others =
         plan.iter().filter(|p| !matches!(p.origin, Origin::Built(_) | Origin::Archive(_) | Origin::Kept));
-    let import_others = futures_util::stream::iter(others.map(|p| obtain(docker, id, p, platform, reporter)))
-        .buffer_unordered(3)
-        .try_collect::<Vec<()>>();
+    // A docker config that cannot be read leaves the daemon's pulls, which read it their own way.
+    let client = crate::registry::Client::new()
+        .map_err(|e| reporter.detail(format!("images from registries go through Docker: {e}")))
+        .ok();
+    let client = client.as_ref();
+    let import_others =
+        futures_util::stream::iter(others.map(|p| obtain(docker, id, client, p, platform, reporter)))
+            .buffer_unordered(3)
+            .try_collect::<Vec<()>>();
     futures_util::try_join!(import_built, import_others)?;
     Ok(())
 }
@@ -185,26 +191,59 @@ pub async fn import(
 async fn obtain(
     docker: &Docker,
     id: &str,
+    client: Option<&crate::registry::Client>,
     planned: &Planned,
     platform: &str,
     reporter: &Reporter,
 ) -> Result<()> {
+    let image = &planned.image;
     match &planned.origin {
         // Never a pull: the plan saw the image in the host's Docker (and --offline trusts it).
         Origin::Host => {
-            images::save_into_node(docker, id, &planned.image).await?;
-            pin(docker, id, &planned.image).await
+            images::save_into_node(docker, id, image).await?;
+            pin(docker, id, image).await
         }
         Origin::Upstream { .. } => {
-            images::import_from_host(docker, id, &planned.image, platform, reporter).await
+            if direct(docker, id, client, image, image, platform, reporter).await {
+                return Ok(());
+            }
+            images::import_from_host(docker, id, image, platform, reporter).await
         }
         Origin::Mirror { reference, dest } => {
-            from_mirror(docker, id, &planned.image, reference, platform, reporter)
+            if !docker.image_exists(reference).await?
+                && direct(docker, id, client, reference, image, platform, reporter).await
+            {
+                return Ok(());
+            }
+            from_mirror(docker, id, image, reference, platform, reporter)
                 .await
-                .with_context(|| format!("getting {} from mirror {dest}", planned.image))
+                .with_context(|| format!("getting {image} from mirror {dest}"))
         }
         Origin::Built(_) | Origin::Archive(_) | Origin::Missing | Origin::Kept => {
             unreachable!("imported elsewhere or refused by check_offline")
+        }
+    }
+}
+
+/// `reference` from its registry straight into the node as `image` (see `fetch`); false,
+/// with a line saying why, when that failed and the host's Docker should pull it instead (it
+/// may know a CA, a proxy or a mirror of its own configuration).
+async fn direct(
+    docker: &Docker,
+    id: &str,
+    client: Option<&crate::registry::Client>,
+    reference: &str,
+    image: &str,
+    platform: &str,
+    reporter: &Reporter,
+) -> bool {
+    let Some(client) = client else { return false };
+    let name = crate::reference::node_name(image);
+    match super::fetch::import_from_registry(docker, id, client, reference, &name, platform).await {
+        Ok(()) => true,
+        Err(e) => {
+            reporter.info(format!("{reference}: {}; pulling it through Docker", crate::error::one_line(&e)));
+            false
         }
     }
 }

@@ -121,6 +121,39 @@ impl Client {
         Ok(ManifestInfo { digest, media_type, size: body.len() as u64, platform })
     }
 
+    /// The manifest or index `reference` names, as the registry serves it (bytes, checked
+    /// against a digest the reference pins).
+    pub async fn raw_manifest(&self, reference: &str) -> Result<Vec<u8>, Error> {
+        const ACTION: &str = "reading the manifest of";
+        let target = parse(reference)?;
+        let oci = self.ready(&target, false).await?;
+        let (body, _) = oci
+            .pull_manifest_raw(target.reference(), &RegistryAuth::Anonymous, &manifest::ACCEPT)
+            .await
+            .map_err(|e| failed(ACTION, &target, e))?;
+        let computed = manifest::digest(&body);
+        if let Some(claimed) = target.digest().filter(|d| *d != computed) {
+            let claimed = claimed.to_owned();
+            return Err(Error::DigestMismatch { reference: reference.into(), claimed, computed });
+        }
+        Ok(body.to_vec())
+    }
+
+    /// Streams the blob `digest` of `reference`'s repository into `out`; `oci-client`
+    /// checks the bytes against the digest.
+    pub async fn blob_to<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        reference: &str,
+        digest: &str,
+        out: W,
+    ) -> Result<(), Error> {
+        let target = parse(reference)?;
+        let oci = self.ready(&target, false).await?;
+        oci.pull_blob(target.reference(), digest, out)
+            .await
+            .map_err(|e| failed("reading a blob of", &target, e))
+    }
+
     /// Whether the repository of `reference` holds the manifest `digest`.
     pub async fn has_manifest(&self, reference: &str, digest: &str) -> Result<bool, Error> {
         let target = parse(reference)?;
