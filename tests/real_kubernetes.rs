@@ -138,23 +138,32 @@ fn node_image_from_real_kubernetes_v1_20_2() {
         assert_success(&load, "nodeimg load into Podman");
         std::fs::remove_file(archive).unwrap();
         let started = Instant::now();
-        // The DNS stage may check nothing through Podman (below): accepted, and reported so.
-        let verify = ["verify", target, "--cni", "default", "--output", "json", "--allow-skipped"];
+        // The DNS stage may check nothing through Podman (below): without --allow-skipped
+        // that is a failure (exit 1, one line naming the stage), with every other stage passed.
+        let verify = ["verify", target, "--cni", "default", "--output", "json"];
         let out = output_within(&mut podman.nodeimg(&run, &verify), REAL_LIMIT);
-        assert_success(&out, "nodeimg verify through Podman");
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(report["passed"], true, "{report}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("engine: Podman"), "{stderr}");
         // Podman's CNI networks resolve container names only with a DNS plugin (netavark's
         // aardvark-dns, CNI's dnsname); without one, the DNS stage must say why it checked
         // nothing rather than pass silently or fail.
-        let dns = report["stages"].as_array().unwrap().iter().find(|s| s["name"] == "DNS").unwrap();
+        let stages = report["stages"].as_array().unwrap();
+        assert!(stages.iter().filter(|s| s["name"] != "DNS").all(|s| s["passed"] == true), "{report}");
+        let dns = stages.iter().find(|s| s["name"] == "DNS").unwrap();
         if let Some(why) = dns.get("skipped") {
             assert!(why.as_str().unwrap().contains("does not know the node names"), "{dns}");
             assert_eq!(dns["state"], "skipped", "a skipped stage is not reported as passed: {dns}");
             assert_eq!(dns["passed"], false, "{dns}");
-            eprintln!("through Podman, the DNS stage was skipped: {why}");
+            assert_eq!(report["passed"], false, "{report}");
+            assert_eq!(out.status.code(), Some(1), "a skipped stage is no pass: {stderr}");
+            let last = stderr.lines().last().unwrap();
+            assert!(last.contains("stage DNS was skipped") && last.contains("--allow-skipped"), "{last}");
+            eprintln!("through Podman, the DNS stage was skipped, and verify failed: {last}");
+        } else {
+            assert_success(&out, "nodeimg verify through Podman");
+            assert_eq!(report["passed"], true, "{report}");
         }
         eprintln!("verified through Podman in {:?}: {report}", started.elapsed());
     }

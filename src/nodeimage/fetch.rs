@@ -100,7 +100,7 @@ async fn fetch_blob(client: &Client, reference: &str, digest: String, blobs: &Pa
     }
     let part = path.with_extension("part");
     let file = tokio::fs::File::create(&part).await?;
-    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut out = tokio::io::BufWriter::with_capacity(128 << 10, file);
     client.blob_to(reference, &digest, &mut out).await?;
     tokio::io::AsyncWriteExt::flush(&mut out).await?;
     std::fs::rename(&part, &path)?;
