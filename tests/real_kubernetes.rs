@@ -371,11 +371,12 @@ fn update_a_running_cluster(run: &Run, target: &str, kubelet: &Path, version: &s
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"keeper"},"spec":{"nodeName":"NODE","containers":[{"name":"pause","image":"registry.k8s.io/pause:3.9","imagePullPolicy":"Never"}]}}"#;
     let manifest = run.files.path().join("keeper.json");
     std::fs::write(&manifest, pod.replace("NODE", &worker)).unwrap();
-    docker_cli(&["cp", manifest.to_str().unwrap(), &format!("{plane}:/tmp/keeper.json")]);
+    // Not /tmp: a node's /tmp is a tmpfs (kind's run flags), which `docker cp` cannot see.
+    docker_cli(&["cp", manifest.to_str().unwrap(), &format!("{plane}:/root/keeper.json")]);
     // The admission plugin refuses pods until the controller manager has made the
     // namespace's default service account, which a just-created cluster may not have yet.
     support::block_on(wait_for("the keeper pod to be accepted", Duration::from_secs(90), || async {
-        try_kubectl(&plane, &["apply", "-f", "/tmp/keeper.json"]).map_err(|e| eprintln!("{e}")).ok()
+        try_kubectl(&plane, &["apply", "-f", "/root/keeper.json"]).map_err(|e| eprintln!("{e}")).ok()
     }));
     let phase = |what: &str| {
         kubectl(&plane, &["get", "pod", "keeper", "-o", &format!("jsonpath={what}")]).trim().to_owned()
