@@ -83,16 +83,13 @@ impl Client {
     /// The single-platform manifest `reference` names, with its platform from the image
     /// configuration. An index is refused: which of its images would be meant?
     pub async fn manifest(&self, reference: &str) -> Result<ManifestInfo, Error> {
-        const ACTION: &str = "reading the manifest of";
-        let target = parse(reference)?;
-        let oci = self.ready(&target, false).await?;
-        let (body, _) = oci
-            .pull_manifest_raw(target.reference(), &RegistryAuth::Anonymous, &manifest::ACCEPT)
-            .await
-            .map_err(|e| failed(ACTION, &target, e))?;
+        let body = self.raw_manifest(reference).await?;
         let digest = manifest::digest(&body);
-        let protocol =
-            |problem: String| Error::Protocol { action: ACTION, reference: reference.into(), problem };
+        let protocol = |problem: String| Error::Protocol {
+            action: "reading the manifest of",
+            reference: reference.into(),
+            problem,
+        };
         let (media_type, config) = match manifest::kind(&body) {
             Kind::Image { media_type, config } => (media_type, config),
             Kind::Index { media_type } => {
@@ -101,20 +98,10 @@ impl Client {
             Kind::Other { problem } => return Err(protocol(problem)),
         };
         let mut bytes = Vec::new();
-        const CONFIG: &str = "reading the image configuration of";
-        oci.pull_blob(target.reference(), config.as_str(), &mut bytes)
-            .await
-            .map_err(|e| failed(CONFIG, &target, e))?;
-        if manifest::digest(&bytes) != config {
-            let computed = manifest::digest(&bytes);
-            return Err(Error::DigestMismatch {
-                reference: format!("{reference} config"),
-                claimed: config,
-                computed,
-            });
-        }
+        // oci-client checks the blob against its digest.
+        self.blob_to(reference, &config, &mut bytes).await?;
         let platform = manifest::config_platform(&bytes).ok_or_else(|| Error::Protocol {
-            action: CONFIG,
+            action: "reading the image configuration of",
             reference: reference.into(),
             problem: "it names no os and architecture".into(),
         })?;
