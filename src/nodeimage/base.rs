@@ -42,7 +42,6 @@ async fn automatic(
     let fetch = build && !offline;
     let cfg = baseimage::default_config(line, arch);
     let cfg = baseimage::with_default_crictl(&cfg, docker, fetch, reporter).await?;
-
     let target = cfg.target();
     let existing = docker.inspect_image(&target).await?;
     let labels = match existing {
